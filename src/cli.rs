@@ -1,0 +1,221 @@
+//! The command line: one subcommand per entry point. Parsing and exit codes
+//! live here; each subcommand's work lives in its own module.
+//!
+//! Exit codes: 0 success, 1 the work did not fully succeed, 2 invalid input
+//! (clap's own usage errors exit 2 as well).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::im::usersig::{self, SigRequest};
+use crate::simulator::{self, Faults, SeedFile, SimulatorConfig};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "groupban-operator",
+    version,
+    about = "Unbans Tencent Cloud IM audio-video group members declared in GroupBanPolicy resources"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a local IM REST gateway (unban, ban, ban list) for trials and tests.
+    Simulate(SimulateArgs),
+    /// Print a UserSig, to check a console setup by hand.
+    Usersig(UsersigArgs),
+}
+
+#[derive(Debug, Args)]
+struct SimulateArgs {
+    /// Address to listen on; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    #[arg(long)]
+    sdkappid: u64,
+    /// The App admin account callers must use.
+    #[arg(long, default_value = "administrator")]
+    identifier: String,
+    /// The app's secret key (or set GROUPBAN_SECRET_KEY, which keeps it out of `ps`).
+    #[arg(long, env = "GROUPBAN_SECRET_KEY", hide_env_values = true)]
+    secret_key: String,
+    /// YAML file of groups: `groups: [{groupId: "@TGS#demo", type: AVChatRoom, banned: [alice]}]`.
+    #[arg(long)]
+    seed_file: Option<PathBuf>,
+    /// Calls per second the app may make; more get ErrorCode 60007.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    rate_limit: u32,
+    /// Share of calls (0 to 1) answered ErrorCode 10002 without effect.
+    #[arg(long = "fail-10002", default_value_t = 0.0, value_parser = parse_rate)]
+    fail_10002: f64,
+    /// Share of calls (0 to 1) answered HTTP 502 without effect.
+    #[arg(long = "fail-http502", default_value_t = 0.0, value_parser = parse_rate)]
+    fail_http502: f64,
+    /// Milliseconds added before every answer.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Seed of the fault RNG; the same seed and requests give the same faults.
+    #[arg(long, default_value_t = 1)]
+    fault_seed: u64,
+    /// Allow banning in every group type, not only AVChatRoom (the docs disagree).
+    #[arg(long)]
+    allow_any_group_type: bool,
+}
+
+#[derive(Debug, Args)]
+struct UsersigArgs {
+    #[arg(long)]
+    sdkappid: u64,
+    #[arg(long)]
+    identifier: String,
+    /// The app's secret key (or set GROUPBAN_SECRET_KEY).
+    #[arg(long, env = "GROUPBAN_SECRET_KEY", hide_env_values = true)]
+    secret_key: String,
+    /// Seconds of validity (the reference tools default to 180 days).
+    #[arg(long, default_value_t = 180 * 86400, value_parser = clap::value_parser!(u64).range(1..))]
+    expire: u64,
+    /// Text to embed as userbuf.
+    #[arg(long)]
+    userbuf: Option<String>,
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if (0.0..=1.0).contains(&rate) => Ok(rate),
+        _ => Err(format!("{text:?} is not a rate between 0 and 1")),
+    }
+}
+
+/// A failure with the exit code it deserves.
+#[derive(Debug)]
+pub enum Failure {
+    /// Exit 2: what the user gave us is wrong.
+    InvalidInput(String),
+    /// Exit 1: the work itself failed.
+    Failed(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Failure::Failed(error)
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Prints usage or help; exits 2 for errors, 0 for --help/--version.
+        Err(error) => error.exit(),
+    };
+    crate::install_crypto_provider();
+    let outcome = match cli.command {
+        Command::Usersig(args) => print_usersig(args),
+        Command::Simulate(args) => block_on(simulate(args)),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(Failure::InvalidInput(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Failed(error)) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn block_on<F: Future<Output = Result<ExitCode, Failure>>>(future: F) -> Result<ExitCode, Failure> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Failed(anyhow::anyhow!("failed to start the async runtime: {e}")))?;
+    runtime.block_on(future)
+}
+
+fn print_usersig(args: UsersigArgs) -> Result<ExitCode, Failure> {
+    if args.identifier.is_empty() {
+        return Err(Failure::InvalidInput(
+            "--identifier must not be empty".into(),
+        ));
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let request = SigRequest {
+        sdkappid: args.sdkappid,
+        identifier: &args.identifier,
+        time: now,
+        expire: args.expire,
+        userbuf: args.userbuf.as_deref().map(str::as_bytes),
+    };
+    println!("{}", usersig::generate(&args.secret_key, &request));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn simulate(args: SimulateArgs) -> Result<ExitCode, Failure> {
+    crate::telemetry::init("info");
+    let seed = match &args.seed_file {
+        Some(path) => SeedFile::load(path).map_err(|e| Failure::InvalidInput(e.to_string()))?,
+        None => SeedFile::default(),
+    };
+    if args.identifier.is_empty() {
+        return Err(Failure::InvalidInput(
+            "--identifier must not be empty".into(),
+        ));
+    }
+    let mut config = SimulatorConfig::new(args.sdkappid, &args.identifier, &args.secret_key);
+    config.rate_limit = args.rate_limit;
+    config.seed = seed;
+    config.allow_any_group_type = args.allow_any_group_type;
+    config.faults = Faults {
+        fail_10002: args.fail_10002,
+        fail_http502: args.fail_http502,
+        latency: Duration::from_millis(args.latency_ms),
+        seed: args.fault_seed,
+    };
+    let running = simulator::start(config, args.listen)
+        .await
+        .map_err(|e| Failure::InvalidInput(format!("failed to listen on {}: {e}", args.listen)))?;
+    // The first stdout line is an interface: scripts wait for it.
+    println!("listening on {}", running.base_url());
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    tracing::info!(addr = %running.addr, rate_limit = args.rate_limit, "Simulator ready");
+    shutdown_signal().await;
+    running
+        .stop()
+        .await
+        .map_err(|e| Failure::Failed(e.into()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on Ctrl-C or SIGTERM (what Kubernetes and CI send).
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

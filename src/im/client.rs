@@ -1,0 +1,607 @@
+//! The REST client: signs, rate-limits, sends, classifies and retries.
+//!
+//! One [`ImClient`] serves one app identity (SDKAppID, admin identifier,
+//! secret key) at one endpoint. It shares a connection pool and the app's
+//! [`RateLimiter`] with every other client in the process.
+//!
+//! Credentials never leave through logs or errors: the URL carries the
+//! UserSig, so no error keeps it (reqwest's are stripped of their URL), no
+//! log line prints it, and redirects are refused (they would resend it).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tracing::{debug, warn};
+
+use super::codes::{self, CodeClass};
+use super::endpoint::Endpoint;
+use super::limiter::RateLimiter;
+use super::usersig::{self, SigRequest};
+use crate::error_chain;
+use crate::secret::Redacted;
+
+/// What identifies a caller to the IM gateway.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AppCredentials {
+    pub sdkappid: u64,
+    /// An App admin account.
+    pub identifier: String,
+    pub secret_key: Redacted<String>,
+}
+
+impl std::fmt::Debug for AppCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppCredentials")
+            .field("sdkappid", &self.sdkappid)
+            .field("identifier", &self.identifier)
+            .field("secret_key", &self.secret_key)
+            .finish()
+    }
+}
+
+/// The REST commands this operator uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Command {
+    UnbanGroupMember,
+    BanGroupMember,
+    GetGroupBanMember,
+}
+
+impl Command {
+    pub fn path(self) -> &'static str {
+        match self {
+            Command::UnbanGroupMember => "group_open_http_svc/unban_group_member",
+            Command::BanGroupMember => "group_open_http_svc/ban_group_member",
+            Command::GetGroupBanMember => "group_open_http_svc/get_group_ban_member",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        self.path().rsplit('/').next().unwrap_or_default()
+    }
+}
+
+/// The common part of every IM answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    #[serde(rename = "ActionStatus", default)]
+    pub action_status: String,
+    #[serde(rename = "ErrorCode")]
+    pub error_code: i64,
+    #[serde(rename = "ErrorInfo", default)]
+    pub error_info: String,
+}
+
+impl Answer {
+    pub fn is_success(&self) -> bool {
+        self.error_code == 0
+    }
+}
+
+/// A call that got no IM answer. Always retryable: the request may or may
+/// not have been carried out, so nothing is recorded from it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    #[error("IM gateway answered HTTP {status}")]
+    HttpStatus { status: u16 },
+    #[error("IM request timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("could not connect to the IM gateway: {0}")]
+    Connect(String),
+    #[error("IM request failed: {0}")]
+    Request(String),
+    #[error("IM answer is not a valid JSON envelope: {0}")]
+    InvalidBody(String),
+}
+
+/// The last answer of a call and how many attempts it took.
+#[derive(Debug)]
+pub struct Outcome<T> {
+    pub result: Result<(Answer, T), TransportError>,
+    pub attempts: u32,
+}
+
+impl<T> Outcome<T> {
+    /// The ErrorCode of the final answer, if there was one.
+    pub fn error_code(&self) -> Option<i64> {
+        self.result
+            .as_ref()
+            .ok()
+            .map(|(answer, _)| answer.error_code)
+    }
+}
+
+/// How persistent a call is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts per call, the first included. A 70001 re-sign is extra.
+    pub max_attempts: u32,
+    /// Backoff before the second attempt; doubles each time, with jitter.
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    /// How long every caller of the app pauses after a rate-limit answer.
+    pub rate_limit_cooldown: Duration,
+    /// Backoff multiplier for undocumented codes: retried, but slowly.
+    pub unknown_code_slowdown: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 6,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(10),
+            rate_limit_cooldown: Duration::from_secs(1),
+            unknown_code_slowdown: 5,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Exponential backoff with jitter in [d/2, d].
+    pub fn backoff(&self, attempt: u32, slowdown: u32) -> Duration {
+        let exponent = attempt.saturating_sub(1).min(16);
+        let full = self
+            .base_delay
+            .saturating_mul(1 << exponent)
+            .saturating_mul(slowdown.max(1))
+            .min(self.max_delay.saturating_mul(slowdown.max(1)));
+        let half = full / 2;
+        half + full
+            .saturating_sub(half)
+            .mul_f64(rand::rng().random::<f64>())
+    }
+}
+
+/// Unix seconds; injectable so tests can make the client's clock lag.
+pub type UnixClock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+pub fn system_clock() -> UnixClock {
+    Arc::new(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    })
+}
+
+/// Tunables of a client.
+#[derive(Clone)]
+pub struct ClientSettings {
+    /// Per-request timeout. The gateway gives up after 3 s itself, so this
+    /// must be longer or we would abandon calls that are still succeeding.
+    pub request_timeout: Duration,
+    /// Validity written into each UserSig.
+    pub usersig_ttl: Duration,
+    pub retry: RetryPolicy,
+    pub clock: UnixClock,
+}
+
+impl Default for ClientSettings {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(6),
+            usersig_ttl: Duration::from_secs(24 * 3600),
+            retry: RetryPolicy::default(),
+            clock: system_clock(),
+        }
+    }
+}
+
+/// The process-wide HTTP connection pool. Redirects are refused: following
+/// one would send the UserSig in the query to wherever it points.
+pub fn http_client(request_timeout: Duration) -> reqwest::Client {
+    crate::install_crypto_provider();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(request_timeout)
+        .connect_timeout(request_timeout.min(Duration::from_secs(5)))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// One signature per client, renewed at half its life.
+struct SigCache {
+    current: Mutex<Option<CachedSig>>,
+}
+
+struct CachedSig {
+    usersig: Redacted<String>,
+    renew_at: u64,
+}
+
+/// A client for one app identity at one endpoint.
+pub struct ImClient {
+    http: reqwest::Client,
+    endpoint: Endpoint,
+    credentials: AppCredentials,
+    limiter: Arc<RateLimiter>,
+    settings: ClientSettings,
+    sig_cache: SigCache,
+}
+
+impl ImClient {
+    pub fn new(
+        http: reqwest::Client,
+        endpoint: Endpoint,
+        credentials: AppCredentials,
+        limiter: Arc<RateLimiter>,
+        settings: ClientSettings,
+    ) -> Self {
+        Self {
+            http,
+            endpoint,
+            credentials,
+            limiter,
+            settings,
+            sig_cache: SigCache {
+                current: Mutex::new(None),
+            },
+        }
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    pub fn credentials(&self) -> &AppCredentials {
+        &self.credentials
+    }
+
+    /// Unbans up to 20 members. The caller batches; the gateway answers
+    /// 10005 for more.
+    pub async fn unban_group_member(&self, group_id: &str, members: &[String]) -> Outcome<()> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            #[serde(rename = "GroupId")]
+            group_id: &'a str,
+            #[serde(rename = "Members_Account")]
+            members: &'a [String],
+        }
+        self.call::<_, Empty>(Command::UnbanGroupMember, &Body { group_id, members })
+            .await
+            .map(|_| ())
+    }
+
+    /// Bans members for `duration_secs` (used by the demo and tests to set
+    /// up a group the way an app would).
+    pub async fn ban_group_member(
+        &self,
+        group_id: &str,
+        members: &[String],
+        duration_secs: u32,
+    ) -> Outcome<()> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            #[serde(rename = "GroupId")]
+            group_id: &'a str,
+            #[serde(rename = "Members_Account")]
+            members: &'a [String],
+            #[serde(rename = "Duration")]
+            duration: u32,
+        }
+        let body = Body {
+            group_id,
+            members,
+            duration: duration_secs,
+        };
+        self.call::<_, Empty>(Command::BanGroupMember, &body)
+            .await
+            .map(|_| ())
+    }
+
+    /// Reads the whole ban list, page by page (Limit 100, Offset from the
+    /// previous NextOffset, until NextOffset is 0). Stops at the first page
+    /// that fails and returns its outcome.
+    pub async fn get_group_ban_members(&self, group_id: &str) -> Outcome<Vec<BannedAccount>> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            #[serde(rename = "GroupId")]
+            group_id: &'a str,
+            #[serde(rename = "Limit")]
+            limit: u32,
+            #[serde(rename = "Offset")]
+            offset: u64,
+        }
+        let mut banned = Vec::new();
+        let mut offset = 0;
+        let mut attempts = 0;
+        loop {
+            let page = self
+                .call::<_, BanPage>(
+                    Command::GetGroupBanMember,
+                    &Body {
+                        group_id,
+                        limit: 100,
+                        offset,
+                    },
+                )
+                .await;
+            attempts += page.attempts;
+            match page.result {
+                Ok((answer, page)) if answer.is_success() => {
+                    banned.extend(page.banned_accounts);
+                    // A NextOffset that does not advance would loop forever.
+                    if page.next_offset == 0 || page.next_offset <= offset {
+                        return Outcome {
+                            result: Ok((answer, banned)),
+                            attempts,
+                        };
+                    }
+                    offset = page.next_offset;
+                }
+                Ok((answer, _)) => {
+                    return Outcome {
+                        result: Ok((answer, Vec::new())),
+                        attempts,
+                    };
+                }
+                Err(error) => {
+                    return Outcome {
+                        result: Err(error),
+                        attempts,
+                    };
+                }
+            }
+        }
+    }
+
+    /// Sends `body` to `command` until it succeeds, fails for good, or runs
+    /// out of attempts; see [`RetryPolicy`] and the code table for which
+    /// answers are retried and how.
+    pub async fn call<B: Serialize, T: DeserializeOwned + Default>(
+        &self,
+        command: Command,
+        body: &B,
+    ) -> Outcome<T> {
+        let policy = self.settings.retry;
+        let mut attempts = 0;
+        let mut resigned = false;
+        loop {
+            attempts += 1;
+            self.limiter.acquire().await;
+            let result = self.send_once::<B, T>(command, body).await;
+            let (retry_after, why) = match &result {
+                Err(error) => (Some(policy.backoff(attempts, 1)), error.to_string()),
+                Ok((answer, _)) => {
+                    let info = codes::lookup(answer.error_code);
+                    let why = format!("ErrorCode {} {}", answer.error_code, info.reason);
+                    match info.class {
+                        CodeClass::Success | CodeClass::Terminal => (None, why),
+                        CodeClass::SignatureExpired if !resigned => {
+                            // Sign anew and retry at once; this retry is
+                            // granted even on the last attempt.
+                            resigned = true;
+                            attempts -= 1;
+                            self.invalidate_usersig();
+                            (Some(Duration::ZERO), why)
+                        }
+                        CodeClass::SignatureExpired => (None, why),
+                        CodeClass::RateLimited => {
+                            // The limiter holds every caller of the app back.
+                            self.limiter.cool_down(
+                                tokio::time::Instant::now() + policy.rate_limit_cooldown,
+                            );
+                            (Some(Duration::ZERO), why)
+                        }
+                        CodeClass::Retryable => (Some(policy.backoff(attempts, 1)), why),
+                        CodeClass::Unknown => (
+                            Some(policy.backoff(attempts, policy.unknown_code_slowdown)),
+                            why,
+                        ),
+                    }
+                }
+            };
+            match retry_after {
+                Some(delay) if attempts < policy.max_attempts => {
+                    warn!(command = command.name(), attempt = attempts, reason = %why, retry_in_ms = delay.as_millis() as u64, "Retrying IM call");
+                    tokio::time::sleep(delay).await;
+                }
+                _ => return Outcome { result, attempts },
+            }
+        }
+    }
+
+    /// One HTTP exchange, no retry.
+    async fn send_once<B: Serialize, T: DeserializeOwned + Default>(
+        &self,
+        command: Command,
+        body: &B,
+    ) -> Result<(Answer, T), TransportError> {
+        let usersig = self.usersig();
+        let mut url = self.endpoint.command_url(command.path());
+        url.query_pairs_mut()
+            .append_pair("sdkappid", &self.credentials.sdkappid.to_string())
+            .append_pair("identifier", &self.credentials.identifier)
+            .append_pair("usersig", usersig.expose())
+            .append_pair("random", &rand::rng().random::<u32>().to_string())
+            .append_pair("contenttype", "json");
+        let payload =
+            serde_json::to_vec(body).map_err(|e| TransportError::Request(e.to_string()))?;
+
+        let response = self
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(payload)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        let status = response.status();
+        if status != reqwest::StatusCode::OK {
+            return Err(TransportError::HttpStatus {
+                status: status.as_u16(),
+            });
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        let envelope: Envelope<T> = serde_json::from_slice(&bytes)
+            .map_err(|e| TransportError::InvalidBody(e.to_string()))?;
+        let mut answer = envelope.answer;
+        // Defence in depth: never let a gateway echo of our UserSig reach a
+        // status or log through ErrorInfo.
+        if answer.error_info.contains(usersig.expose().as_str()) {
+            answer.error_info = answer
+                .error_info
+                .replace(usersig.expose().as_str(), "<redacted>");
+        }
+        debug!(
+            command = command.name(),
+            error_code = answer.error_code,
+            "IM answered"
+        );
+        Ok((answer, envelope.data))
+    }
+
+    fn transport_error(&self, error: reqwest::Error) -> TransportError {
+        // The URL carries the UserSig: drop it before anything can print it.
+        let error = error.without_url();
+        if error.is_timeout() {
+            TransportError::Timeout(self.settings.request_timeout)
+        } else if error.is_connect() {
+            TransportError::Connect(error_chain(&error))
+        } else {
+            TransportError::Request(error_chain(&error))
+        }
+    }
+
+    fn usersig(&self) -> Redacted<String> {
+        let now = (self.settings.clock)();
+        let mut cache = self
+            .sig_cache
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(cached) = cache.as_ref().filter(|c| now < c.renew_at) {
+            return cached.usersig.clone();
+        }
+        let ttl = self.settings.usersig_ttl.as_secs().max(1);
+        let request = SigRequest {
+            sdkappid: self.credentials.sdkappid,
+            identifier: &self.credentials.identifier,
+            time: now,
+            expire: ttl,
+            userbuf: None,
+        };
+        let usersig = Redacted::new(usersig::generate(
+            self.credentials.secret_key.expose(),
+            &request,
+        ));
+        *cache = Some(CachedSig {
+            usersig: usersig.clone(),
+            renew_at: now + ttl / 2,
+        });
+        usersig
+    }
+
+    fn invalidate_usersig(&self) {
+        *self
+            .sig_cache
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+impl<T> Outcome<T> {
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> Outcome<U> {
+        Outcome {
+            result: self.result.map(|(answer, data)| (answer, f(data))),
+            attempts: self.attempts,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Envelope<T> {
+    #[serde(flatten)]
+    answer: Answer,
+    // Unknown fields (RequestId, ErrorDisplay, ...) are ignored.
+    #[serde(flatten)]
+    data: T,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Empty {}
+
+/// A member on a group's ban list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BannedAccount {
+    #[serde(rename = "Member_Account")]
+    pub member_account: String,
+    /// Unix seconds at which the ban ends.
+    #[serde(rename = "BannedUntil", default)]
+    pub banned_until: u64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct BanPage {
+    #[serde(rename = "BannedAccountList", default)]
+    banned_accounts: Vec<BannedAccount>,
+    #[serde(rename = "NextOffset", default)]
+    next_offset: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_ignores_unknown_fields_and_reads_the_answer() {
+        let body = r#"{"ActionStatus":"FAIL","ErrorInfo":"group not found","ErrorCode":10010,"RequestId":"Id-1","ErrorDisplay":"x"}"#;
+        let envelope: Envelope<Empty> = serde_json::from_str(body).unwrap();
+        assert_eq!(envelope.answer.error_code, 10010);
+        assert_eq!(envelope.answer.error_info, "group not found");
+    }
+
+    #[test]
+    fn ban_page_reads_the_documented_sample() {
+        let body = r#"{"ActionStatus":"OK","BannedAccountList":[{"BannedUntil":1660875916,"Member_Account":"brennanli1"}],"ErrorCode":0,"ErrorInfo":"","NextOffset":2}"#;
+        let envelope: Envelope<BanPage> = serde_json::from_str(body).unwrap();
+        assert_eq!(envelope.data.next_offset, 2);
+        assert_eq!(
+            envelope.data.banned_accounts[0].member_account,
+            "brennanli1"
+        );
+        assert_eq!(envelope.data.banned_accounts[0].banned_until, 1660875916);
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_within_jitter_and_caps() {
+        let policy = RetryPolicy::default();
+        for attempt in 1..=10 {
+            let full = (policy.base_delay * (1 << (attempt - 1))).min(policy.max_delay);
+            let delay = policy.backoff(attempt, 1);
+            assert!(
+                delay >= full / 2 && delay <= full,
+                "attempt {attempt}: {delay:?} vs {full:?}"
+            );
+        }
+        assert!(policy.backoff(1, 5) >= policy.base_delay * 5 / 2);
+    }
+
+    #[test]
+    fn credentials_debug_hides_the_key() {
+        let credentials = AppCredentials {
+            sdkappid: 1,
+            identifier: "admin".into(),
+            secret_key: Redacted::new("k3y".into()),
+        };
+        assert!(!format!("{credentials:?}").contains("k3y"));
+    }
+
+    #[test]
+    fn command_names_are_the_last_path_segment() {
+        assert_eq!(Command::UnbanGroupMember.name(), "unban_group_member");
+        assert_eq!(
+            Command::GetGroupBanMember.path(),
+            "group_open_http_svc/get_group_ban_member"
+        );
+    }
+}

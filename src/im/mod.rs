@@ -1,0 +1,14 @@
+//! The Tencent IM side: UserSig, the REST client, the one ErrorCode table,
+//! the per-app rate limiter and the regional endpoints.
+
+pub mod client;
+pub mod codes;
+pub mod endpoint;
+pub mod limiter;
+pub mod usersig;
+
+pub use client::{
+    Answer, AppCredentials, ClientSettings, Command, ImClient, Outcome, RetryPolicy, TransportError,
+};
+pub use endpoint::Endpoint;
+pub use limiter::{LimiterRegistry, RateLimit, RateLimiter};

@@ -1,0 +1,35 @@
+//! groupban-operator: makes the Tencent Cloud IM REST API unban the members of
+//! audio-video groups that `GroupBanPolicy` resources declare.
+//!
+//! - [`im`]: the IM REST layer (UserSig, client, ErrorCode table, limiter).
+//! - [`simulator`]: a faithful local IM gateway for trials, tests, benchmarks.
+//! - [`cli`]: the command line.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod im;
+pub mod secret;
+pub mod simulator;
+pub mod telemetry;
+
+/// Formats an error with its whole `source()` chain joined by ": ".
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Some libraries repeat their cause in their own message.
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// rustls needs one process-wide crypto provider; we use ring only (no
+/// second crypto stack). Safe to call many times.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

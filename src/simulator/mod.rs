@@ -1,0 +1,140 @@
+//! A local Tencent IM REST gateway for `unban_group_member`,
+//! `ban_group_member` and `get_group_ban_member`.
+//!
+//! It checks what the real gateway checks (method, query parameters, the
+//! UserSig against its key, the admin identifier, the 20-member cap, group
+//! existence and type, a sliding-window rate limit) and answers with the
+//! documented ErrorCodes, HTTP 200 with a JSON body for business errors.
+//! Faults (10002 answers, HTTP 502, latency) come from a seeded RNG so runs
+//! repeat. `/simulator/state`, `/simulator/requests` and `/simulator/stats`
+//! expose what it holds and what it received.
+//!
+//! It serves users trying the operator without a Tencent account, users'
+//! own CI, our tests and our benchmarks; it is a product feature.
+
+mod gateway;
+mod groups;
+mod seed;
+mod server;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use groups::MAX_MEMBERS_PER_CALL;
+pub use seed::{SeedError, SeedFile};
+pub use server::LoggedRequest;
+
+use crate::secret::Redacted;
+
+/// Injected faults, drawn per request from an RNG seeded with `seed`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Faults {
+    /// Share of calls answered 10002 (internal error) without effect.
+    pub fail_10002: f64,
+    /// Share of calls answered HTTP 502 without effect.
+    pub fail_http502: f64,
+    /// Added before every answer.
+    pub latency: Duration,
+    pub seed: u64,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            fail_10002: 0.0,
+            fail_http502: 0.0,
+            latency: Duration::ZERO,
+            seed: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SimulatorConfig {
+    pub sdkappid: u64,
+    pub identifier: String,
+    pub secret_key: Redacted<String>,
+    /// Calls admitted per second for the app; more get 60007.
+    pub rate_limit: u32,
+    pub faults: Faults,
+    pub seed: SeedFile,
+    pub allow_any_group_type: bool,
+    /// Requests kept for `/simulator/requests`; older ones are dropped.
+    pub request_log_limit: usize,
+}
+
+impl SimulatorConfig {
+    pub fn new(sdkappid: u64, identifier: &str, secret_key: &str) -> Self {
+        Self {
+            sdkappid,
+            identifier: identifier.to_string(),
+            secret_key: Redacted::new(secret_key.to_string()),
+            rate_limit: 200,
+            faults: Faults::default(),
+            seed: SeedFile::default(),
+            allow_any_group_type: false,
+            request_log_limit: 1_000_000,
+        }
+    }
+}
+
+/// A simulator serving in this process; dropping it stops the server.
+pub struct RunningSimulator {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl RunningSimulator {
+    /// The base URL to give a client, e.g. `http://127.0.0.1:41234`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting, finishes requests in flight, and returns.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.unwrap_or(Ok(())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningSimulator {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Binds `listen` and serves until stopped.
+pub async fn start(
+    config: SimulatorConfig,
+    listen: SocketAddr,
+) -> std::io::Result<RunningSimulator> {
+    let listener = TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let app = server::router(Arc::new(server::Shared::new(config)));
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    Ok(RunningSimulator {
+        addr,
+        shutdown: Some(shutdown),
+        task: Some(task),
+    })
+}

@@ -1,0 +1,332 @@
+//! The simulator's HTTP surface: the IM REST commands under `/v4/...` and
+//! its own JSON endpoints under `/simulator/...`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::SimulatorConfig;
+use super::gateway::{self, AppIdentity};
+use super::groups::{Groups, ServiceAnswer};
+use crate::im::limiter::WindowCounter;
+
+/// The gateway counts calls per second.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+/// One request as the simulator saw it. Credentials are never kept.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoggedRequest {
+    pub seq: u64,
+    /// Milliseconds since the simulator started.
+    pub at_ms: u64,
+    pub command: String,
+    pub group_id: Option<String>,
+    pub members: Vec<String>,
+    /// `None` when the call got no IM answer (an injected HTTP 502).
+    pub error_code: Option<i64>,
+    pub http_status: u16,
+}
+
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Stats {
+    requests: u64,
+    by_error_code: BTreeMap<i64, u64>,
+    http502: u64,
+    /// The most requests that arrived in any 1-second window.
+    peak_requests_in_window: usize,
+}
+
+struct SimState {
+    groups: Groups,
+    admitted: WindowCounter,
+    arrivals: WindowCounter,
+    stats: Stats,
+    log: VecDeque<LoggedRequest>,
+    log_dropped: u64,
+    next_seq: u64,
+    rng: StdRng,
+}
+
+pub(super) struct Shared {
+    config: SimulatorConfig,
+    app: AppIdentity,
+    started: Instant,
+    state: Mutex<SimState>,
+}
+
+impl Shared {
+    pub(super) fn new(config: SimulatorConfig) -> Self {
+        let mut groups = Groups::from_seed(&config.seed, unix_now());
+        groups.allow_any_group_type = config.allow_any_group_type;
+        let state = SimState {
+            groups,
+            admitted: WindowCounter::new(RATE_WINDOW),
+            arrivals: WindowCounter::new(RATE_WINDOW),
+            stats: Stats::default(),
+            log: VecDeque::new(),
+            log_dropped: 0,
+            next_seq: 1,
+            rng: StdRng::seed_from_u64(config.faults.seed),
+        };
+        let app = AppIdentity {
+            sdkappid: config.sdkappid,
+            identifier: config.identifier.clone(),
+            secret_key: config.secret_key.clone(),
+        };
+        Self {
+            config,
+            app,
+            started: Instant::now(),
+            state: Mutex::new(state),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SimState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+pub(super) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v4/{service}/{command}", any(rest_call))
+        .route("/simulator/state", get(read_state))
+        .route("/simulator/requests", get(read_requests))
+        .route("/simulator/stats", get(read_stats))
+        .with_state(shared)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// What the gateway decided before answering.
+enum Decision {
+    BadGateway,
+    Answer(ServiceAnswer),
+}
+
+/// Handles `POST /v4/<service>/<command>` like the real gateway. The body is
+/// read whatever the Content-Type (real clients send none).
+async fn rest_call(
+    State(sim): State<Arc<Shared>>,
+    method: Method,
+    Path((service, command)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    let latency = sim.config.faults.latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+    let decision = decide(
+        &sim,
+        &method,
+        &service,
+        &command,
+        query.as_deref(),
+        parsed.as_ref(),
+    );
+
+    let (status, error_code, response) = match decision {
+        Decision::BadGateway => {
+            let page = "<html><head><title>502 Bad Gateway</title></head><body>502 Bad Gateway</body></html>";
+            let response = (
+                StatusCode::BAD_GATEWAY,
+                [(header::CONTENT_TYPE, "text/html")],
+                page,
+            )
+                .into_response();
+            (502, None, response)
+        }
+        Decision::Answer(answer) => {
+            let code = answer.code;
+            (200, Some(code), answer_body(&sim, answer).into_response())
+        }
+    };
+    record(&sim, &command, parsed.as_ref(), status, error_code);
+    debug!(command = %command, status, error_code, "Simulator answered");
+    response
+}
+
+/// Runs the gateway's checks and the command, under one short lock.
+fn decide(
+    sim: &Shared,
+    method: &Method,
+    service: &str,
+    command: &str,
+    query: Option<&str>,
+    body: Option<&Value>,
+) -> Decision {
+    let now = Instant::now();
+    let mut state = sim.lock();
+    state.stats.requests += 1;
+    let in_window = state.arrivals.observe(now);
+    state.stats.peak_requests_in_window = state.stats.peak_requests_in_window.max(in_window);
+
+    let faults = sim.config.faults;
+    if faults.fail_http502 > 0.0 && state.rng.random::<f64>() < faults.fail_http502 {
+        state.stats.http502 += 1;
+        return Decision::BadGateway;
+    }
+    if *method != Method::POST {
+        // UNCONFIRMED: the documentation only says "POST only".
+        return Decision::Answer(ServiceAnswer::error(
+            60002,
+            format!("method {method} is not allowed; use POST"),
+        ));
+    }
+    let params = gateway::parse_query(query);
+    if let Err(answer) = gateway::check_app(&params, &sim.app) {
+        return Decision::Answer(answer);
+    }
+    if !state
+        .admitted
+        .try_admit(now, sim.config.rate_limit as usize)
+    {
+        return Decision::Answer(ServiceAnswer::error(
+            60007,
+            format!(
+                "REST API call frequency limit exceeded ({} calls per second)",
+                sim.config.rate_limit
+            ),
+        ));
+    }
+    if let Err(answer) = gateway::check_auth(&params, &sim.app, unix_now()) {
+        return Decision::Answer(answer);
+    }
+    if service != "group_open_http_svc" {
+        return Decision::Answer(ServiceAnswer::error(
+            60009,
+            format!("service {service} is not served here"),
+        ));
+    }
+    let Some(body) = body else {
+        return Decision::Answer(ServiceAnswer::error(
+            60003,
+            "request body is not valid JSON",
+        ));
+    };
+    if faults.fail_10002 > 0.0 && state.rng.random::<f64>() < faults.fail_10002 {
+        return Decision::Answer(ServiceAnswer::error(
+            10002,
+            "internal server error (injected); retry",
+        ));
+    }
+    let unix = unix_now();
+    Decision::Answer(match command {
+        "unban_group_member" => state.groups.unban(body),
+        "ban_group_member" => state.groups.ban(body, unix),
+        "get_group_ban_member" => state.groups.ban_list(body, unix),
+        other => ServiceAnswer::error(10003, format!("command {other} is not simulated")),
+    })
+}
+
+fn answer_body(sim: &Shared, answer: ServiceAnswer) -> impl IntoResponse {
+    let mut body = serde_json::Map::new();
+    body.insert(
+        "ActionStatus".into(),
+        json!(if answer.code == 0 { "OK" } else { "FAIL" }),
+    );
+    body.insert("ErrorInfo".into(), json!(answer.info));
+    body.insert("ErrorCode".into(), json!(answer.code));
+    // Newer gateway answers carry a RequestId; clients must ignore it.
+    let seq = sim.lock().next_seq;
+    body.insert("RequestId".into(), json!(format!("Id-simulator-{seq}")));
+    body.extend(answer.extra);
+    axum::Json(Value::Object(body))
+}
+
+fn record(
+    sim: &Shared,
+    command: &str,
+    body: Option<&Value>,
+    http_status: u16,
+    error_code: Option<i64>,
+) {
+    let mut state = sim.lock();
+    if let Some(code) = error_code {
+        *state.stats.by_error_code.entry(code).or_default() += 1;
+    }
+    let seq = state.next_seq;
+    state.next_seq += 1;
+    let members = body
+        .and_then(|b| b.get("Members_Account"))
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(|m| m.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let entry = LoggedRequest {
+        seq,
+        at_ms: sim.started.elapsed().as_millis() as u64,
+        command: command.to_string(),
+        group_id: body
+            .and_then(|b| b.get("GroupId"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        members,
+        error_code,
+        http_status,
+    };
+    if state.log.len() >= sim.config.request_log_limit {
+        state.log.pop_front();
+        state.log_dropped += 1;
+    }
+    state.log.push_back(entry);
+}
+
+async fn read_state(State(sim): State<Arc<Shared>>) -> impl IntoResponse {
+    let now = unix_now();
+    let state = sim.lock();
+    let groups: Vec<Value> = state
+        .groups
+        .iter()
+        .map(|(id, group)| {
+            let banned: Vec<Value> = state
+                .groups
+                .active_bans(id, now)
+                .into_iter()
+                .map(|(member, until)| json!({"account": member, "bannedUntil": until}))
+                .collect();
+            json!({"groupId": id, "type": group.group_type, "banned": banned})
+        })
+        .collect();
+    axum::Json(json!({"sdkappid": sim.config.sdkappid, "groups": groups}))
+}
+
+async fn read_requests(State(sim): State<Arc<Shared>>) -> impl IntoResponse {
+    let state = sim.lock();
+    axum::Json(json!({"requests": state.log, "dropped": state.log_dropped}))
+}
+
+async fn read_stats(State(sim): State<Arc<Shared>>) -> impl IntoResponse {
+    let state = sim.lock();
+    axum::Json(json!({
+        "rateLimit": sim.config.rate_limit,
+        "requests": state.stats.requests,
+        "byErrorCode": state.stats.by_error_code,
+        "http502": state.stats.http502,
+        "peakRequestsInWindow": state.stats.peak_requests_in_window,
+    }))
+}
