@@ -1,0 +1,283 @@
+//! The IM client against the simulator over loopback, one test per class of
+//! answer the code table distinguishes.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use groupban_operator::im::client::system_clock;
+use groupban_operator::im::{ClientSettings, TransportError};
+use support::*;
+
+const ROOM: &str = "groups: [{groupId: room, type: AVChatRoom, banned: [alice, bob, carol]}, {groupId: pub, type: Public}, {groupId: locked, type: AVChatRoom, failWith: {errorCode: 10007, errorInfo: no permission}}]";
+
+async fn banned_in_room(sim_url: &str) -> Vec<String> {
+    let state = get_json(sim_url, "/simulator/state").await;
+    let room = state["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["groupId"] == "room")
+        .unwrap()
+        .clone();
+    room["banned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["account"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn unban_succeeds_and_the_simulator_forgets_the_ban() {
+    let sim = start(config(ROOM)).await;
+    let outcome = admin_client(&sim)
+        .unban_group_member("room", &["alice".into(), "bob".into()])
+        .await;
+    assert_eq!(outcome.error_code(), Some(0));
+    assert_eq!(outcome.attempts, 1);
+    assert_eq!(banned_in_room(&sim.base_url()).await, ["carol"]);
+}
+
+/// A passing internal error is retried until the call goes through; the
+/// member is unbanned exactly by the successful attempt.
+#[tokio::test]
+async fn answer_10002_is_retried_until_success() {
+    let mut config = config(ROOM);
+    config.faults.fail_10002 = 0.5;
+    config.faults.seed = 7;
+    let sim = start(config).await;
+    let mut settings = quick_settings();
+    settings.retry.max_attempts = 30;
+    let client = client_for(&sim.base_url(), credentials(ADMIN, KEY), settings, 200);
+    let mut total_attempts = 0;
+    for member in ["alice", "bob", "carol"] {
+        let outcome = client
+            .unban_group_member("room", &[member.to_string()])
+            .await;
+        assert_eq!(outcome.error_code(), Some(0), "{member}");
+        total_attempts += outcome.attempts;
+    }
+    let codes = logged_codes(&sim.base_url()).await;
+    assert!(
+        codes.contains(&Some(10002)),
+        "fault injection produced no 10002: {codes:?}"
+    );
+    assert_eq!(total_attempts as usize, codes.len());
+    assert!(banned_in_room(&sim.base_url()).await.is_empty());
+}
+
+#[tokio::test]
+async fn persistent_10002_gives_up_after_max_attempts() {
+    let mut config = config(ROOM);
+    config.faults.fail_10002 = 1.0;
+    let sim = start(config).await;
+    let outcome = admin_client(&sim)
+        .unban_group_member("room", &["alice".into()])
+        .await;
+    assert_eq!(outcome.error_code(), Some(10002));
+    assert_eq!(outcome.attempts, quick_settings().retry.max_attempts);
+    assert_eq!(
+        banned_in_room(&sim.base_url()).await,
+        ["alice", "bob", "carol"]
+    );
+}
+
+#[tokio::test]
+async fn http_502_is_a_retryable_transport_error() {
+    let mut config = config(ROOM);
+    config.faults.fail_http502 = 1.0;
+    let sim = start(config).await;
+    let outcome = admin_client(&sim)
+        .unban_group_member("room", &["alice".into()])
+        .await;
+    assert_eq!(
+        outcome.result.unwrap_err(),
+        TransportError::HttpStatus { status: 502 }
+    );
+    assert_eq!(outcome.attempts, quick_settings().retry.max_attempts);
+}
+
+#[tokio::test]
+async fn a_slow_gateway_times_out_as_a_transport_error() {
+    let mut config = config(ROOM);
+    config.faults.latency = Duration::from_millis(800);
+    let sim = start(config).await;
+    let mut settings = quick_settings();
+    settings.request_timeout = Duration::from_millis(150);
+    settings.retry.max_attempts = 2;
+    let client = client_for(&sim.base_url(), credentials(ADMIN, KEY), settings, 200);
+    let outcome = client.unban_group_member("room", &["alice".into()]).await;
+    assert_eq!(
+        outcome.result.unwrap_err(),
+        TransportError::Timeout(Duration::from_millis(150))
+    );
+    assert_eq!(outcome.attempts, 2);
+}
+
+#[tokio::test]
+async fn a_closed_port_is_a_connect_error() {
+    let sim = start(config(ROOM)).await;
+    let url = sim.base_url();
+    sim.stop().await.unwrap();
+    let mut settings = quick_settings();
+    settings.retry.max_attempts = 2;
+    let outcome = client_for(&url, credentials(ADMIN, KEY), settings, 200)
+        .unban_group_member("room", &["a".into()])
+        .await;
+    assert!(
+        matches!(outcome.result, Err(TransportError::Connect(_))),
+        "{:?}",
+        outcome.result
+    );
+}
+
+/// A client whose own limit is set above the app's real quota gets 60007,
+/// cools the whole app down and still gets every call through.
+#[tokio::test]
+async fn answer_60007_cools_down_and_then_succeeds() {
+    let mut config = config(ROOM);
+    config.rate_limit = 5;
+    let sim = start(config).await;
+    let mut settings = quick_settings();
+    settings.retry.max_attempts = 20;
+    let client = Arc::new(client_for(
+        &sim.base_url(),
+        credentials(ADMIN, KEY),
+        settings,
+        100,
+    ));
+    let calls: Vec<_> = (0..12)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move { client.unban_group_member("room", &[format!("m{i}")]).await })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().error_code(), Some(0));
+    }
+    let codes = logged_codes(&sim.base_url()).await;
+    assert!(codes.contains(&Some(60007)), "{codes:?}");
+    assert_eq!(codes.iter().filter(|c| **c == Some(0)).count(), 12);
+}
+
+/// An expired UserSig (here: signed by a clock that lagged two days) is
+/// replaced by a fresh one and the call retried once, transparently.
+#[tokio::test]
+async fn answer_70001_regenerates_the_usersig_and_retries_once() {
+    let sim = start(config(ROOM)).await;
+    let signings = Arc::new(AtomicU32::new(0));
+    let real = system_clock();
+    let counter = signings.clone();
+    let settings = ClientSettings {
+        usersig_ttl: Duration::from_secs(3600),
+        clock: Arc::new(move || {
+            // The first signature is made by a lagging clock.
+            if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                real() - 2 * 86400
+            } else {
+                real()
+            }
+        }),
+        ..quick_settings()
+    };
+    let client = client_for(&sim.base_url(), credentials(ADMIN, KEY), settings, 200);
+    let outcome = client.unban_group_member("room", &["alice".into()]).await;
+    assert_eq!(outcome.error_code(), Some(0));
+    assert_eq!(logged_codes(&sim.base_url()).await, [Some(70001), Some(0)]);
+}
+
+/// If a fresh signature is refused as expired too (a skewed clock), the
+/// client stops after one re-sign instead of looping.
+#[tokio::test]
+async fn answer_70001_twice_is_final() {
+    let sim = start(config(ROOM)).await;
+    let real = system_clock();
+    let settings = ClientSettings {
+        clock: Arc::new(move || real() - 400 * 86400),
+        ..quick_settings()
+    };
+    let client = client_for(&sim.base_url(), credentials(ADMIN, KEY), settings, 200);
+    let outcome = client.unban_group_member("room", &["alice".into()]).await;
+    assert_eq!(outcome.error_code(), Some(70001));
+    assert_eq!(
+        logged_codes(&sim.base_url()).await,
+        [Some(70001), Some(70001)]
+    );
+}
+
+/// Terminal answers are not retried: one request each, and the documented code.
+#[tokio::test]
+async fn each_terminal_code_the_simulator_produces_is_final_after_one_call() {
+    let sim = start(config(ROOM)).await;
+    let url = sim.base_url();
+    let admin = admin_client(&sim);
+    let one = vec!["alice".to_string()];
+    let cases: Vec<(&str, groupban_operator::im::Outcome<()>)> = vec![
+        (
+            "10004 non-AVChatRoom group",
+            admin.unban_group_member("pub", &one).await,
+        ),
+        (
+            "10005 21 members",
+            admin.unban_group_member("room", &members("m", 21)).await,
+        ),
+        (
+            "10007 no permission",
+            admin.unban_group_member("locked", &one).await,
+        ),
+        (
+            "10010 no such group",
+            admin.unban_group_member("gone", &one).await,
+        ),
+        (
+            "10015 malformed group",
+            admin.unban_group_member(&"x".repeat(49), &one).await,
+        ),
+        (
+            "70009 wrong key",
+            client_for(&url, credentials(ADMIN, "wrong"), quick_settings(), 200)
+                .unban_group_member("room", &one)
+                .await,
+        ),
+        (
+            "60010 not admin",
+            client_for(&url, credentials("bob", KEY), quick_settings(), 200)
+                .unban_group_member("room", &one)
+                .await,
+        ),
+    ];
+    for (label, outcome) in cases {
+        let expected: i64 = label[..5].parse().unwrap();
+        assert_eq!(outcome.error_code(), Some(expected), "{label}");
+        assert_eq!(outcome.attempts, 1, "{label} was retried");
+    }
+    let mut other_app = credentials(ADMIN, KEY);
+    other_app.sdkappid += 1;
+    let outcome = client_for(&url, other_app, quick_settings(), 200)
+        .unban_group_member("room", &one)
+        .await;
+    assert_eq!(outcome.error_code(), Some(60006));
+    assert_eq!(banned_in_room(&url).await, ["alice", "bob", "carol"]);
+}
+
+#[tokio::test]
+async fn ban_list_is_read_page_by_page_to_the_end() {
+    let sim = start(config(ROOM)).await;
+    let client = admin_client(&sim);
+    for chunk in members("m", 230).chunks(20) {
+        assert_eq!(
+            client
+                .ban_group_member("room", chunk, 3600)
+                .await
+                .error_code(),
+            Some(0)
+        );
+    }
+    let outcome = client.get_group_ban_members("room").await;
+    let (_, banned) = outcome.result.unwrap();
+    assert_eq!(banned.len(), 233);
+    assert_eq!(outcome.attempts, 3, "233 entries take three pages of 100");
+}
