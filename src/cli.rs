@@ -31,6 +31,28 @@ enum Command {
     Simulate(SimulateArgs),
     /// Print a UserSig, to check a console setup by hand.
     Usersig(UsersigArgs),
+    /// Measure against the built-in simulator (see BENCHMARKS.md).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Calls per second one client sustains at the app's limit, and the busiest 1-second window.
+    Client(BenchClientArgs),
+}
+
+#[derive(Debug, Args)]
+struct BenchClientArgs {
+    /// How long to keep calls in flight.
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    seconds: u64,
+    /// The simulator's limit and the client's, in calls per second.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    rate_limit: u32,
+    /// Calls in flight at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    concurrency: u64,
 }
 
 #[derive(Debug, Args)]
@@ -118,6 +140,7 @@ pub fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Usersig(args) => print_usersig(args),
         Command::Simulate(args) => block_on(simulate(args)),
+        Command::Bench(BenchCommand::Client(args)) => block_on(bench_client(args)),
     };
     match outcome {
         Ok(code) => code,
@@ -195,6 +218,28 @@ async fn simulate(args: SimulateArgs) -> Result<ExitCode, Failure> {
         .stop()
         .await
         .map_err(|e| Failure::Failed(e.into()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn bench_client(args: BenchClientArgs) -> Result<ExitCode, Failure> {
+    crate::telemetry::init("error");
+    let params = crate::bench::ClientBenchParams {
+        seconds: args.seconds,
+        rate_limit: args.rate_limit,
+        concurrency: args.concurrency as usize,
+    };
+    let report = crate::bench::client_throughput(params).await?;
+    println!(
+        "{} calls in {:.2} s: {:.1} calls/s = {:.1}% of the {} calls/s limit; busiest 1-second window: {} calls; 60007 answers: {}",
+        report.calls,
+        report.seconds,
+        report.calls_per_second,
+        report.share_of_limit * 100.0,
+        report.rate_limit,
+        report.peak_calls_in_any_window,
+        report.rate_limited_60007,
+    );
+    println!("{}", serde_json::to_string(&report).unwrap_or_default());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -6,6 +6,7 @@
 //! - [`cli`]: the command line.
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod cli;
 pub mod im;
 pub mod secret;
