@@ -48,8 +48,10 @@ pub struct ClientBenchReport {
 pub async fn client_throughput(params: ClientBenchParams) -> anyhow::Result<ClientBenchReport> {
     let mut config = SimulatorConfig::new(SDKAPPID, ADMIN, KEY);
     config.rate_limit = params.rate_limit;
-    config.seed = SeedFile::parse(&format!("groups: [{{groupId: \"{GROUP}\", type: AVChatRoom}}]"))
-        .map_err(anyhow::Error::msg)?;
+    config.seed = SeedFile::parse(&format!(
+        "groups: [{{groupId: \"{GROUP}\", type: AVChatRoom}}]"
+    ))
+    .map_err(anyhow::Error::msg)?;
     let listen: SocketAddr = "127.0.0.1:0".parse()?;
     let sim = simulator::start(config, listen).await?;
     let base_url = sim.base_url();
@@ -58,7 +60,11 @@ pub async fn client_throughput(params: ClientBenchParams) -> anyhow::Result<Clie
     let client = Arc::new(ImClient::new(
         crate::im::client::http_client(settings.request_timeout),
         Endpoint::parse(&base_url, false)?,
-        AppCredentials { sdkappid: SDKAPPID, identifier: ADMIN.into(), secret_key: Redacted::new(KEY.into()) },
+        AppCredentials {
+            sdkappid: SDKAPPID,
+            identifier: ADMIN.into(),
+            secret_key: Redacted::new(KEY.into()),
+        },
         Arc::new(RateLimiter::new(RateLimit::per_second(params.rate_limit))),
         settings,
     ));
@@ -70,7 +76,8 @@ pub async fn client_throughput(params: ClientBenchParams) -> anyhow::Result<Clie
             tokio::spawn(async move {
                 let mut round = 0usize;
                 while Instant::now() < deadline {
-                    let members: Vec<String> = (0..20).map(|i| format!("w{worker}r{round}m{i}")).collect();
+                    let members: Vec<String> =
+                        (0..20).map(|i| format!("w{worker}r{round}m{i}")).collect();
                     let _ = client.unban_group_member(GROUP, &members).await;
                     round += 1;
                 }
@@ -82,18 +89,37 @@ pub async fn client_throughput(params: ClientBenchParams) -> anyhow::Result<Clie
     }
 
     let http = reqwest::Client::new();
-    let log: Value = http.get(format!("{base_url}/simulator/requests")).send().await?.json().await?;
-    let stats: Value = http.get(format!("{base_url}/simulator/stats")).send().await?.json().await?;
+    let log: Value = http
+        .get(format!("{base_url}/simulator/requests"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let stats: Value = http
+        .get(format!("{base_url}/simulator/stats"))
+        .send()
+        .await?
+        .json()
+        .await?;
     sim.stop().await?;
 
     let requests = log["requests"].as_array().cloned().unwrap_or_default();
     let arrivals: Vec<u64> = requests.iter().filter_map(|r| r["atMs"].as_u64()).collect();
-    let code_count = |code: i64| requests.iter().filter(|r| r["errorCode"].as_i64() == Some(code)).count();
+    let code_count = |code: i64| {
+        requests
+            .iter()
+            .filter(|r| r["errorCode"].as_i64() == Some(code))
+            .count()
+    };
     let span_ms = match (arrivals.first(), arrivals.last()) {
         (Some(first), Some(last)) if last > first => (last - first) as f64,
         _ => 0.0,
     };
-    let calls_per_second = if span_ms > 0.0 { (arrivals.len() - 1) as f64 * 1000.0 / span_ms } else { 0.0 };
+    let calls_per_second = if span_ms > 0.0 {
+        (arrivals.len() - 1) as f64 * 1000.0 / span_ms
+    } else {
+        0.0
+    };
     Ok(ClientBenchReport {
         rate_limit: params.rate_limit,
         seconds: span_ms / 1000.0,

@@ -31,6 +31,8 @@ enum Command {
     Simulate(SimulateArgs),
     /// Print a UserSig, to check a console setup by hand.
     Usersig(UsersigArgs),
+    /// Print the GroupBanPolicy CustomResourceDefinition (YAML).
+    Crd,
     /// Measure against the built-in simulator (see BENCHMARKS.md).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -139,6 +141,10 @@ pub fn main() -> ExitCode {
     crate::install_crypto_provider();
     let outcome = match cli.command {
         Command::Usersig(args) => print_usersig(args),
+        Command::Crd => {
+            print!("{}", crate::crd_yaml());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Simulate(args) => block_on(simulate(args)),
         Command::Bench(BenchCommand::Client(args)) => block_on(bench_client(args)),
     };

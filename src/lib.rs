@@ -8,10 +8,21 @@
 
 pub mod bench;
 pub mod cli;
+pub mod crd;
+pub mod engine;
 pub mod im;
 pub mod secret;
 pub mod simulator;
 pub mod telemetry;
+
+/// The CustomResourceDefinition as YAML: what `groupban-operator crd`
+/// prints and `crds/groupbanpolicies.yaml` holds.
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt;
+    let crd = crd::GroupBanPolicy::crd();
+    // Serialising a CRD we built cannot fail.
+    yaml_serde::to_string(&crd).unwrap_or_default()
+}
 
 /// Formats an error with its whole `source()` chain joined by ": ".
 pub fn error_chain(error: &dyn std::error::Error) -> String {

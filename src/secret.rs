@@ -8,7 +8,7 @@
 use std::fmt;
 
 /// A value that must never be printed.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Redacted<T>(T);
 
 impl<T> Redacted<T> {

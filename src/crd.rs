@@ -1,0 +1,293 @@
+//! The `GroupBanPolicy` API (`groupban.dev/v1alpha1`): types only, no I/O.
+//!
+//! `///` comments on fields are what `kubectl explain` shows users; notes for
+//! developers use `//`. Optional fields carry no schema defaults, so GitOps
+//! tools never see drift the API server injected.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Members one policy may list. Larger sets go into several policies for
+/// the same group.
+pub const MAX_MEMBERS: usize = 5000;
+/// Bytes in a group ID.
+pub const MAX_GROUP_ID_BYTES: usize = 48;
+/// Bytes in a member account (an IM UserID).
+pub const MAX_MEMBER_BYTES: usize = 32;
+/// Entries kept in `status.failures`.
+pub const MAX_FAILURE_ENTRIES: usize = 20;
+/// The Secret a policy uses when it names none.
+pub const DEFAULT_CREDENTIALS_SECRET: &str = "groupban-credentials";
+
+/// Unbans members of a Tencent Cloud IM audio-video group (AVChatRoom).
+///
+/// The operator compares `spec.unbannedMembers` with the members it has
+/// recorded as unbanned (`status.unbannedMembers`) and calls the IM REST API
+/// `unban_group_member` for the difference, 20 members a call, within the
+/// app's call-rate limit.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "groupban.dev",
+    version = "v1alpha1",
+    kind = "GroupBanPolicy",
+    plural = "groupbanpolicies",
+    shortname = "gbp",
+    namespaced,
+    status = "GroupBanPolicyStatus",
+    doc = "GroupBanPolicy declares members of a Tencent Cloud IM audio-video group (AVChatRoom) that must be unbanned.",
+    printcolumn(name = "Group", type_ = "string", json_path = ".spec.groupId"),
+    printcolumn(
+        name = "Desired",
+        type_ = "integer",
+        json_path = ".status.summary.desired"
+    ),
+    printcolumn(
+        name = "Unbanned",
+        type_ = "integer",
+        json_path = ".status.summary.unbanned"
+    ),
+    printcolumn(
+        name = "ErrorCode",
+        type_ = "integer",
+        json_path = ".status.lastErrorCode"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupBanPolicySpec {
+    /// ID of the AVChatRoom group, as the IM console or API shows it (for
+    /// example "@TGS#aXXXXXXXX"): 1 to 48 bytes of printable ASCII.
+    #[schemars(length(min = 1, max = 48), regex(pattern = r"^[ -~]+$"))]
+    pub group_id: String,
+
+    /// Member accounts (IM UserIDs) that must be unbanned in the group. A set:
+    /// no duplicates, at most 5000 entries, each 1 to 32 bytes of printable
+    /// ASCII. Removing a member stops tracking it (it is not banned again);
+    /// adding it back unbans it again.
+    #[schemars(
+        length(max = 5000),
+        inner(length(min = 1, max = 32), regex(pattern = r"^[ -~]+$")),
+        extend("x-kubernetes-list-type" = "set")
+    )]
+    pub unbanned_members: Vec<String>,
+
+    /// The Secret, in this policy's namespace, holding the IM app's
+    /// credentials: keys `sdkAppId`, `identifier` (an App admin account) and
+    /// `secretKey`; optionally `region` (china, singapore, seoul, tokyo,
+    /// frankfurt, mumbai, silicon-valley, jakarta; add "-backup" for the
+    /// backup domain) or `endpoint` (a base URL). When unset, the Secret
+    /// named "groupban-credentials" is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SecretRef>,
+
+    /// When true, the operator makes no IM calls for this policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend: Option<bool>,
+}
+
+/// A reference to a Secret in the policy's namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct SecretRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// What the operator has done and observed.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupBanPolicyStatus {
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// The group the recorded members belong to; when spec.groupId changes,
+    /// the record starts over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
+
+    /// Members confirmed unbanned by an ErrorCode 0 answer and still
+    /// desired, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unbanned_members: Vec<String>,
+
+    /// Counts of desired members by state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<Summary>,
+
+    /// ErrorCode of the most recent IM answer: 0 on success, -1 when the
+    /// call got no IM answer (HTTP error, timeout, connection failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_code: Option<i64>,
+
+    /// ErrorInfo of the most recent IM answer ("" on success).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_info: Option<String>,
+
+    /// Calls that did not succeed, newest first, at most 20.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<FailureRecord>,
+
+    /// How many older failure entries were left out of `failures`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failures_truncated: Option<u32>,
+
+    /// When the operator last finished a pass over this policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<Time>,
+
+    /// Ready (every desired member recorded as unbanned), Reconciling (calls
+    /// pending or being retried) and Stalled (a terminal ErrorCode or a
+    /// configuration error stops progress), in the kstatus convention.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// Counts of the desired members.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct Summary {
+    /// Members in spec.unbannedMembers.
+    pub desired: u32,
+    /// Desired members confirmed unbanned.
+    pub unbanned: u32,
+    /// Desired members not yet unbanned and not failed.
+    pub pending: u32,
+    /// Desired members whose last call failed.
+    pub failed: u32,
+}
+
+/// One call that did not succeed.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureRecord {
+    /// The members the call carried.
+    pub members: Vec<String>,
+    /// The IM ErrorCode, or -1 when the call got no IM answer.
+    pub error_code: i64,
+    /// The IM ErrorInfo, or what went wrong on the way.
+    pub error_info: String,
+    /// Attempts made for this call.
+    pub attempts: u32,
+    /// When the last attempt was made.
+    pub last_attempt_time: Time,
+}
+
+/// Condition types, in the kstatus convention Flux and Argo CD read.
+pub mod condition_types {
+    pub const READY: &str = "Ready";
+    pub const RECONCILING: &str = "Reconciling";
+    pub const STALLED: &str = "Stalled";
+}
+
+/// Condition reasons that are not IM ErrorCode reasons (those come from
+/// `im::codes`). Stable API: users alert on them.
+pub mod reasons {
+    /// Ready=True: every desired member is recorded as unbanned.
+    pub const ALL_MEMBERS_UNBANNED: &str = "AllMembersUnbanned";
+    /// Ready=False / Reconciling=True: calls are still to be made.
+    pub const UNBAN_PENDING: &str = "UnbanPending";
+    /// Reconciling=True: calls failed with a retryable answer and will be retried.
+    pub const RETRY_PENDING: &str = "RetryPending";
+    /// Reconciling=False / Stalled=False: nothing is in progress or stuck.
+    pub const IDLE: &str = "Idle";
+    pub const NOT_STALLED: &str = "NotStalled";
+    /// spec.suspend is true.
+    pub const SUSPENDED: &str = "Suspended";
+    /// The credentials Secret is missing or unusable.
+    pub const CREDENTIALS_INVALID: &str = "CredentialsInvalid";
+    /// The spec breaks a rule the schema could not enforce.
+    pub const SPEC_INVALID: &str = "SpecInvalid";
+}
+
+/// Checks the rules of the schema in code: `apply` reads files no API
+/// server has validated, and the controller double-checks. Returns the
+/// first problem, naming the field.
+pub fn validate_spec(spec: &GroupBanPolicySpec) -> Result<(), String> {
+    let printable = |text: &str| text.bytes().all(|b| (0x20..=0x7e).contains(&b));
+    if spec.group_id.is_empty()
+        || spec.group_id.len() > MAX_GROUP_ID_BYTES
+        || !printable(&spec.group_id)
+    {
+        return Err(format!(
+            "spec.groupId {:?} must be 1 to {MAX_GROUP_ID_BYTES} bytes of printable ASCII",
+            spec.group_id
+        ));
+    }
+    if spec.unbanned_members.len() > MAX_MEMBERS {
+        return Err(format!(
+            "spec.unbannedMembers has {} entries; at most {MAX_MEMBERS} (split larger sets over several policies)",
+            spec.unbanned_members.len()
+        ));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(spec.unbanned_members.len());
+    for (index, member) in spec.unbanned_members.iter().enumerate() {
+        if member.is_empty() || member.len() > MAX_MEMBER_BYTES || !printable(member) {
+            return Err(format!(
+                "spec.unbannedMembers[{index}] {member:?} must be 1 to {MAX_MEMBER_BYTES} bytes of printable ASCII"
+            ));
+        }
+        if !seen.insert(member.as_str()) {
+            return Err(format!(
+                "spec.unbannedMembers[{index}] {member:?} appears more than once"
+            ));
+        }
+    }
+    if let Some(secret) = &spec.credentials_secret_ref
+        && secret.name.is_empty()
+    {
+        return Err("spec.credentialsSecretRef.name must not be empty".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(group: &str, members: &[&str]) -> GroupBanPolicySpec {
+        GroupBanPolicySpec {
+            group_id: group.into(),
+            unbanned_members: members.iter().map(|m| m.to_string()).collect(),
+            credentials_secret_ref: None,
+            suspend: None,
+        }
+    }
+
+    #[test]
+    fn a_plain_spec_is_valid() {
+        assert_eq!(validate_spec(&spec("@TGS#room", &["alice", "bob"])), Ok(()));
+    }
+
+    #[test]
+    fn violations_name_the_field() {
+        let duplicate = validate_spec(&spec("g", &["a", "a"])).unwrap_err();
+        assert!(duplicate.contains("spec.unbannedMembers[1]"), "{duplicate}");
+        let long = validate_spec(&spec("g", &[&"x".repeat(33)])).unwrap_err();
+        assert!(long.contains("spec.unbannedMembers[0]"), "{long}");
+        assert!(
+            validate_spec(&spec("", &[]))
+                .unwrap_err()
+                .contains("spec.groupId")
+        );
+        assert!(validate_spec(&spec(&"g".repeat(49), &[])).is_err());
+        assert!(
+            validate_spec(&spec("g\u{e9}", &[])).is_err(),
+            "non-ASCII bytes"
+        );
+        let many: Vec<String> = (0..5001).map(|i| format!("m{i}")).collect();
+        let mut big = spec("g", &[]);
+        big.unbanned_members = many;
+        assert!(validate_spec(&big).unwrap_err().contains("5001"));
+    }
+}

@@ -1,0 +1,143 @@
+//! The engine. One pass over a set of policies runs:
+//!
+//! ```text
+//! read (Secret, policy, recorded status) -> plan (pure) -> execute (IM calls, rate-limited)
+//!     -> fold outcomes into status (pure) -> write status (the caller's store)
+//! ```
+//!
+//! The same pass serves the one-shot `apply` command (status store: a state
+//! file) and the Kubernetes controller (status store: the API server).
+//! Reading and writing belong to the caller; `run_pass` gets the inputs and
+//! hands statuses to an observer after every batch of answers.
+
+pub mod clients;
+pub mod credentials;
+pub mod execute;
+pub mod plan;
+pub mod status;
+
+use k8s_openapi::jiff::Timestamp;
+use tokio::sync::mpsc;
+use tracing::{debug, info};
+
+use crate::crd::{GroupBanPolicySpec, GroupBanPolicyStatus, reasons, validate_spec};
+use clients::ClientPool;
+use credentials::AppTarget;
+use execute::{PolicyJob, halts_policy};
+use status::Halt;
+
+/// What a pass needs to know about one policy.
+#[derive(Debug, Clone)]
+pub struct PolicyInput {
+    /// `namespace/name`, for logs.
+    pub key: String,
+    pub spec: GroupBanPolicySpec,
+    pub generation: Option<i64>,
+    /// The recorded status from the store (default when there is none).
+    pub recorded: GroupBanPolicyStatus,
+    /// The resolved credentials, or why they could not be resolved.
+    pub target: Result<AppTarget, String>,
+}
+
+/// How far a pass has got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PassProgress {
+    pub calls_planned: usize,
+    pub calls_done: usize,
+}
+
+/// Runs one pass. `observe` sees the statuses after every batch of answers
+/// (answers that land together are folded together, so a slow store never
+/// holds up the calls) and is not called at the end: the concluded
+/// statuses are returned.
+pub async fn run_pass(
+    inputs: &[PolicyInput],
+    pool: &ClientPool,
+    mut observe: impl FnMut(&[GroupBanPolicyStatus], PassProgress),
+) -> Vec<GroupBanPolicyStatus> {
+    let mut statuses: Vec<GroupBanPolicyStatus> = inputs
+        .iter()
+        .map(|input| status::prepare(input.recorded.clone(), &input.spec))
+        .collect();
+    let mut halts: Vec<Option<Halt>> = vec![None; inputs.len()];
+    let mut jobs = Vec::new();
+    for (index, input) in inputs.iter().enumerate() {
+        if let Err(problem) = validate_spec(&input.spec) {
+            halts[index] = Some(Halt::Config {
+                reason: reasons::SPEC_INVALID,
+                message: problem,
+            });
+            continue;
+        }
+        if input.spec.suspend == Some(true) {
+            halts[index] = Some(Halt::Suspended);
+            continue;
+        }
+        let target = match &input.target {
+            Ok(target) => target,
+            Err(problem) => {
+                halts[index] = Some(Halt::Config {
+                    reason: reasons::CREDENTIALS_INVALID,
+                    message: problem.clone(),
+                });
+                continue;
+            }
+        };
+        let plan = plan::plan(
+            &input.spec.unbanned_members,
+            &statuses[index].unbanned_members,
+        );
+        debug!(policy = %input.key, calls = plan.batches.len(), members = plan.members_to_unban(), "Planned");
+        if !plan.batches.is_empty() {
+            jobs.push(PolicyJob {
+                policy: index,
+                group_id: input.spec.group_id.clone(),
+                client: pool.client_for(target),
+                batches: plan.batches,
+            });
+        }
+    }
+
+    let mut progress = PassProgress {
+        calls_planned: jobs.iter().map(|j| j.batches.len()).sum(),
+        calls_done: 0,
+    };
+    let (reports_tx, mut reports) = mpsc::unbounded_channel();
+    let calls = tokio::spawn(execute::execute(jobs, reports_tx));
+    while let Some(first) = reports.recv().await {
+        let mut landed = vec![first];
+        while let Ok(next) = reports.try_recv() {
+            landed.push(next);
+        }
+        for (index, report) in landed {
+            progress.calls_done += 1;
+            let input = &inputs[index];
+            if report.error_code == 0 {
+                info!(policy = %input.key, group = %input.spec.group_id, members = report.members.len(), attempts = report.attempts, "Unbanned batch");
+            } else {
+                info!(policy = %input.key, group = %input.spec.group_id, members = report.members.len(), error_code = report.error_code, attempts = report.attempts, "Batch failed");
+            }
+            if halts_policy(report.error_code) && halts[index].is_none() {
+                halts[index] = Some(Halt::Terminal {
+                    error_code: report.error_code,
+                    error_info: report.error_info.clone(),
+                });
+            }
+            status::record_call(&mut statuses[index], &input.spec, &report);
+        }
+        observe(&statuses, progress);
+    }
+    // The executor only ends after its last report; a panic in it would
+    // surface here as a JoinError, which leaves those calls unrecorded.
+    let _ = calls.await;
+
+    let now = Timestamp::now();
+    statuses
+        .into_iter()
+        .zip(inputs)
+        .zip(&halts)
+        .map(|((status, input), halt)| {
+            status::conclude(status, &input.spec, input.generation, halt.as_ref(), now)
+        })
+        .collect()
+}

@@ -1,0 +1,522 @@
+//! Fold (pure): call outcomes into status, and the pass's conclusion into
+//! summary and conditions.
+//!
+//! The one rule that matters most: a member enters `unbannedMembers` only
+//! when a call that carried it was answered ErrorCode 0.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+use crate::crd::{
+    FailureRecord, GroupBanPolicySpec, GroupBanPolicyStatus, MAX_FAILURE_ENTRIES, Summary,
+    condition_types, reasons,
+};
+use crate::im::codes::{self, CodeClass, TRANSPORT_REASON};
+
+/// `lastErrorCode` for a call that got no IM answer.
+pub const NO_IM_ANSWER: i64 = -1;
+
+/// The final outcome of one call (after the client's retries).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallReport {
+    pub members: Vec<String>,
+    /// The IM ErrorCode, or [`NO_IM_ANSWER`].
+    pub error_code: i64,
+    pub error_info: String,
+    pub attempts: u32,
+    pub at: Timestamp,
+}
+
+/// Why a pass stopped short of making every planned call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Halt {
+    /// `spec.suspend` is true.
+    Suspended,
+    /// The spec or the credentials are unusable; no call was made.
+    Config {
+        reason: &'static str,
+        message: String,
+    },
+    /// An answer that concerns the whole group, app or credentials.
+    Terminal { error_code: i64, error_info: String },
+}
+
+/// "ErrorCode 10010 (GroupNotFound): group x does not exist".
+pub fn describe_answer(error_code: i64, error_info: &str) -> String {
+    if error_code == NO_IM_ANSWER {
+        return format!("no IM answer ({TRANSPORT_REASON}): {error_info}");
+    }
+    let reason = codes::lookup(error_code).reason;
+    if error_info.is_empty() {
+        format!("ErrorCode {error_code} ({reason})")
+    } else {
+        format!("ErrorCode {error_code} ({reason}): {error_info}")
+    }
+}
+
+fn reason_of(error_code: i64) -> &'static str {
+    if error_code == NO_IM_ANSWER {
+        TRANSPORT_REASON
+    } else {
+        codes::lookup(error_code).reason
+    }
+}
+
+/// Readies a recorded status for a pass over `spec`: a changed group
+/// starts the record over; members no longer desired leave it.
+pub fn prepare(
+    mut status: GroupBanPolicyStatus,
+    spec: &GroupBanPolicySpec,
+) -> GroupBanPolicyStatus {
+    if status.group_id.as_deref() != Some(spec.group_id.as_str()) {
+        if status.group_id.is_some() {
+            status.unbanned_members.clear();
+            status.failures.clear();
+            status.failures_truncated = None;
+        }
+        status.group_id = Some(spec.group_id.clone());
+    }
+    let desired: BTreeSet<&String> = spec.unbanned_members.iter().collect();
+    status.unbanned_members.retain(|m| desired.contains(m));
+    status.unbanned_members.sort();
+    status.unbanned_members.dedup();
+    for failure in &mut status.failures {
+        failure.members.retain(|m| desired.contains(m));
+    }
+    status.failures.retain(|f| !f.members.is_empty());
+    status
+}
+
+/// Folds one call's outcome into the status.
+pub fn record_call(
+    status: &mut GroupBanPolicyStatus,
+    spec: &GroupBanPolicySpec,
+    report: &CallReport,
+) {
+    status.last_error_code = Some(report.error_code);
+    status.last_error_info = Some(report.error_info.clone());
+    let carried: BTreeSet<&String> = report.members.iter().collect();
+    // A newer outcome for a member replaces any older failure entry for it.
+    for failure in &mut status.failures {
+        failure.members.retain(|m| !carried.contains(m));
+    }
+    status.failures.retain(|f| !f.members.is_empty());
+
+    if report.error_code == 0 {
+        let desired: BTreeSet<&String> = spec.unbanned_members.iter().collect();
+        let mut recorded: BTreeSet<String> = std::mem::take(&mut status.unbanned_members)
+            .into_iter()
+            .collect();
+        recorded.extend(
+            report
+                .members
+                .iter()
+                .filter(|m| desired.contains(m))
+                .cloned(),
+        );
+        status.unbanned_members = recorded.into_iter().collect();
+    } else {
+        status.failures.insert(
+            0,
+            FailureRecord {
+                members: report.members.clone(),
+                error_code: report.error_code,
+                error_info: report.error_info.clone(),
+                attempts: report.attempts,
+                last_attempt_time: Time(report.at),
+            },
+        );
+        if status.failures.len() > MAX_FAILURE_ENTRIES {
+            let dropped = (status.failures.len() - MAX_FAILURE_ENTRIES) as u32;
+            status.failures.truncate(MAX_FAILURE_ENTRIES);
+            status.failures_truncated = Some(status.failures_truncated.unwrap_or(0) + dropped);
+        }
+    }
+}
+
+/// Counts desired members by state.
+pub fn summarize(status: &GroupBanPolicyStatus, spec: &GroupBanPolicySpec) -> Summary {
+    let desired: BTreeSet<&String> = spec.unbanned_members.iter().collect();
+    let unbanned: BTreeSet<&String> = status
+        .unbanned_members
+        .iter()
+        .filter(|m| desired.contains(m))
+        .collect();
+    let failed: BTreeSet<&String> = status
+        .failures
+        .iter()
+        .flat_map(|f| f.members.iter())
+        .filter(|m| desired.contains(m) && !unbanned.contains(m))
+        .collect();
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    Summary {
+        desired: count(desired.len()),
+        unbanned: count(unbanned.len()),
+        failed: count(failed.len()),
+        pending: count(desired.len() - unbanned.len() - failed.len()),
+    }
+}
+
+/// Ends a pass: summary, observedGeneration, lastSyncTime and conditions.
+pub fn conclude(
+    mut status: GroupBanPolicyStatus,
+    spec: &GroupBanPolicySpec,
+    generation: Option<i64>,
+    halt: Option<&Halt>,
+    now: Timestamp,
+) -> GroupBanPolicyStatus {
+    let summary = summarize(&status, spec);
+    status.summary = Some(summary);
+    status.observed_generation = generation;
+    status.last_sync_time = Some(Time(now));
+
+    // The newest failure that no retry can fix, if any.
+    let terminal_failure = status.failures.iter().find(|f| {
+        f.error_code != NO_IM_ANSWER && codes::lookup(f.error_code).class == CodeClass::Terminal
+    });
+    let newest_failure = status.failures.first();
+
+    let stalled: Option<(&str, String)> = match halt {
+        Some(Halt::Config { reason, message }) => Some((reason, message.clone())),
+        Some(Halt::Terminal {
+            error_code,
+            error_info,
+        }) => Some((
+            reason_of(*error_code),
+            describe_answer(*error_code, error_info),
+        )),
+        Some(Halt::Suspended) | None => terminal_failure.map(|f| {
+            let members = f.members.len();
+            (
+                reason_of(f.error_code),
+                format!(
+                    "{} for {members} member(s)",
+                    describe_answer(f.error_code, &f.error_info)
+                ),
+            )
+        }),
+    };
+    let suspended = matches!(halt, Some(Halt::Suspended));
+    let progress = format!(
+        "{} of {} members unbanned",
+        summary.unbanned, summary.desired
+    );
+
+    let ready = if summary.unbanned == summary.desired {
+        (true, reasons::ALL_MEMBERS_UNBANNED, progress.clone())
+    } else if suspended {
+        (
+            false,
+            reasons::SUSPENDED,
+            format!("{progress}; spec.suspend is true"),
+        )
+    } else if let Some((reason, message)) = &stalled {
+        (false, *reason, format!("{progress}; {message}"))
+    } else if let Some(failure) = newest_failure {
+        let last = describe_answer(failure.error_code, &failure.error_info);
+        (
+            false,
+            reason_of(failure.error_code),
+            format!("{progress}; {} failed, last: {last}", summary.failed),
+        )
+    } else {
+        (
+            false,
+            reasons::UNBAN_PENDING,
+            format!("{progress}; {} pending", summary.pending),
+        )
+    };
+
+    // Failures a later attempt may fix (transport errors, retryable and
+    // unknown codes), as opposed to terminal ones that wait for a person.
+    let retryable_failures = status.failures.iter().any(|f| {
+        f.error_code == NO_IM_ANSWER || codes::lookup(f.error_code).class != CodeClass::Terminal
+    });
+    let reconciling = if halt.is_some() {
+        (
+            false,
+            reasons::IDLE,
+            "no calls are made until the cause is fixed".to_string(),
+        )
+    } else if summary.pending > 0 {
+        (
+            true,
+            reasons::UNBAN_PENDING,
+            format!("{} members pending", summary.pending),
+        )
+    } else if retryable_failures {
+        let last = newest_failure
+            .map(|f| describe_answer(f.error_code, &f.error_info))
+            .unwrap_or_default();
+        (
+            true,
+            reasons::RETRY_PENDING,
+            format!("{} members to retry; last: {last}", summary.failed),
+        )
+    } else {
+        (false, reasons::IDLE, "no calls pending".to_string())
+    };
+
+    let stalled = match stalled {
+        Some((reason, message)) => (true, reason, message),
+        None => (
+            false,
+            reasons::NOT_STALLED,
+            "progress is not blocked".to_string(),
+        ),
+    };
+
+    let previous = std::mem::take(&mut status.conditions);
+    status.conditions = [
+        (condition_types::READY, ready),
+        (condition_types::RECONCILING, reconciling),
+        (condition_types::STALLED, stalled),
+    ]
+    .into_iter()
+    .map(|(kind, (value, reason, message))| {
+        condition(&previous, kind, value, reason, message, generation, now)
+    })
+    .collect();
+    status
+}
+
+/// A condition that keeps its lastTransitionTime while its status holds.
+fn condition(
+    previous: &[Condition],
+    kind: &str,
+    value: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let status = if value { "True" } else { "False" }.to_string();
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == kind && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    Condition {
+        type_: kind.to_string(),
+        status,
+        reason: reason.to_string(),
+        message,
+        last_transition_time,
+        observed_generation: generation,
+    }
+}
+
+/// True when two statuses differ in more than timestamps: the controller
+/// skips a status write otherwise (a write that changes nothing but times
+/// re-triggers the watch and becomes a hot loop).
+pub fn differs_beyond_timestamps(a: &GroupBanPolicyStatus, b: &GroupBanPolicyStatus) -> bool {
+    fn without_times(status: &GroupBanPolicyStatus) -> GroupBanPolicyStatus {
+        let mut status = status.clone();
+        status.last_sync_time = None;
+        for condition in &mut status.conditions {
+            condition.last_transition_time = Time(Timestamp::UNIX_EPOCH);
+        }
+        for failure in &mut status.failures {
+            failure.last_attempt_time = Time(Timestamp::UNIX_EPOCH);
+        }
+        status
+    }
+    without_times(a) != without_times(b)
+}
+
+/// The condition of `kind`, if present.
+pub fn find_condition<'a>(status: &'a GroupBanPolicyStatus, kind: &str) -> Option<&'a Condition> {
+    status.conditions.iter().find(|c| c.type_ == kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn spec(members: &[&str]) -> GroupBanPolicySpec {
+        GroupBanPolicySpec {
+            group_id: "room".into(),
+            unbanned_members: members.iter().map(|m| m.to_string()).collect(),
+            credentials_secret_ref: None,
+            suspend: None,
+        }
+    }
+
+    fn report(members: &[&str], error_code: i64) -> CallReport {
+        CallReport {
+            members: members.iter().map(|m| m.to_string()).collect(),
+            error_code,
+            error_info: if error_code == 0 {
+                String::new()
+            } else {
+                format!("info {error_code}")
+            },
+            attempts: 1,
+            at: Timestamp::UNIX_EPOCH,
+        }
+    }
+
+    fn cond<'a>(status: &'a GroupBanPolicyStatus, kind: &str) -> (&'a str, &'a str) {
+        let c = find_condition(status, kind).unwrap();
+        (c.status.as_str(), c.reason.as_str())
+    }
+
+    fn run(
+        spec: &GroupBanPolicySpec,
+        reports: &[CallReport],
+        halt: Option<&Halt>,
+    ) -> GroupBanPolicyStatus {
+        let mut status = prepare(GroupBanPolicyStatus::default(), spec);
+        for r in reports {
+            record_call(&mut status, spec, r);
+        }
+        conclude(status, spec, Some(3), halt, Timestamp::UNIX_EPOCH)
+    }
+
+    #[test]
+    fn all_confirmed_is_ready_and_idle() {
+        let spec = spec(&["a", "b"]);
+        let status = run(&spec, &[report(&["a", "b"], 0)], None);
+        assert_eq!(status.unbanned_members, ["a", "b"]);
+        assert_eq!(cond(&status, "Ready"), ("True", "AllMembersUnbanned"));
+        assert_eq!(cond(&status, "Reconciling"), ("False", "Idle"));
+        assert_eq!(cond(&status, "Stalled"), ("False", "NotStalled"));
+        assert_eq!(
+            (status.last_error_code, status.observed_generation),
+            (Some(0), Some(3))
+        );
+        assert_eq!(
+            status.summary,
+            Some(Summary {
+                desired: 2,
+                unbanned: 2,
+                pending: 0,
+                failed: 0
+            })
+        );
+    }
+
+    #[test]
+    fn group_not_found_stalls_with_its_reason_and_code() {
+        let spec = spec(&["a"]);
+        let halt = Halt::Terminal {
+            error_code: 10010,
+            error_info: "group room does not exist".into(),
+        };
+        let status = run(&spec, &[report(&["a"], 10010)], Some(&halt));
+        assert_eq!(cond(&status, "Stalled"), ("True", "GroupNotFound"));
+        assert_eq!(cond(&status, "Ready"), ("False", "GroupNotFound"));
+        assert_eq!(cond(&status, "Reconciling"), ("False", "Idle"));
+        let message = &find_condition(&status, "Stalled").unwrap().message;
+        assert!(
+            message.contains("ErrorCode 10010") && message.contains("does not exist"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn exhausted_retries_keep_reconciling_not_stalled() {
+        let spec = spec(&["a", "b"]);
+        let status = run(&spec, &[report(&["a"], 0), report(&["b"], 10002)], None);
+        assert_eq!(cond(&status, "Reconciling"), ("True", "RetryPending"));
+        assert_eq!(cond(&status, "Stalled"), ("False", "NotStalled"));
+        assert_eq!(cond(&status, "Ready"), ("False", "InternalError"));
+        assert_eq!(
+            status.summary,
+            Some(Summary {
+                desired: 2,
+                unbanned: 1,
+                pending: 0,
+                failed: 1
+            })
+        );
+    }
+
+    #[test]
+    fn a_later_success_clears_the_failure_entry() {
+        let spec = spec(&["a"]);
+        let status = run(&spec, &[report(&["a"], 10002), report(&["a"], 0)], None);
+        assert!(status.failures.is_empty());
+        assert_eq!(cond(&status, "Ready").0, "True");
+    }
+
+    #[test]
+    fn missing_credentials_stall_without_calls() {
+        let spec = spec(&["a"]);
+        let halt = Halt::Config {
+            reason: reasons::CREDENTIALS_INVALID,
+            message: "Secret default/x not found".into(),
+        };
+        let status = run(&spec, &[], Some(&halt));
+        assert_eq!(cond(&status, "Stalled"), ("True", "CredentialsInvalid"));
+        assert_eq!(status.last_error_code, None);
+    }
+
+    #[test]
+    fn a_changed_group_starts_the_record_over() {
+        let mut status = run(&spec(&["a"]), &[report(&["a"], 0)], None);
+        let mut moved = spec(&["a"]);
+        moved.group_id = "other".into();
+        status = prepare(status, &moved);
+        assert!(status.unbanned_members.is_empty());
+    }
+
+    #[test]
+    fn transition_time_holds_while_the_status_holds() {
+        let spec = spec(&["a"]);
+        let first = run(&spec, &[report(&["a"], 0)], None);
+        let later = conclude(
+            first.clone(),
+            &spec,
+            Some(3),
+            None,
+            Timestamp::from_second(1000).unwrap(),
+        );
+        assert_eq!(
+            find_condition(&later, "Ready"),
+            find_condition(&first, "Ready")
+        );
+        assert!(!differs_beyond_timestamps(&first, &later));
+    }
+
+    proptest! {
+        /// Whatever the answers, a member is recorded only if a call that
+        /// carried it was answered 0 and it is still desired; failures stay
+        /// within 20 entries; the summary adds up.
+        #[test]
+        fn fold_never_records_an_unconfirmed_member(
+            desired in proptest::collection::btree_set("[a-f]", 0..6),
+            calls in proptest::collection::vec(
+                (proptest::collection::btree_set("[a-h]", 1..4), prop_oneof![Just(0i64), Just(10002), Just(10004), Just(-1)]),
+                0..40,
+            ),
+        ) {
+            let spec = GroupBanPolicySpec {
+                group_id: "g".into(),
+                unbanned_members: desired.iter().cloned().collect(),
+                credentials_secret_ref: None,
+                suspend: None,
+            };
+            let mut status = prepare(GroupBanPolicyStatus::default(), &spec);
+            let mut confirmed = BTreeSet::new();
+            for (members, code) in &calls {
+                let r = CallReport { members: members.iter().cloned().collect(), error_code: *code, error_info: String::new(), attempts: 1, at: Timestamp::UNIX_EPOCH };
+                record_call(&mut status, &spec, &r);
+                if *code == 0 { confirmed.extend(members.iter().cloned()); }
+                for m in &status.unbanned_members {
+                    prop_assert!(confirmed.contains(m) && desired.contains(m));
+                }
+                prop_assert!(status.failures.len() <= MAX_FAILURE_ENTRIES);
+            }
+            let status = conclude(status, &spec, None, None, Timestamp::UNIX_EPOCH);
+            let s = status.summary.unwrap();
+            prop_assert_eq!(s.unbanned + s.pending + s.failed, s.desired);
+            prop_assert_eq!(s.unbanned as usize, desired.iter().filter(|m| confirmed.contains(*m)).count());
+            prop_assert!(status.unbanned_members.windows(2).all(|w| w[0] < w[1]), "sorted, no duplicates");
+            prop_assert_eq!(find_condition(&status, "Ready").unwrap().status == "True", s.unbanned == s.desired);
+        }
+    }
+}
