@@ -27,6 +27,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Reconcile GroupBanPolicy manifests once against the IM REST API.
+    Apply(ApplyArgs),
+    /// Try it all: a local IM simulator, the examples applied, the results shown.
+    Demo,
     /// Run a local IM REST gateway (unban, ban, ban list) for trials and tests.
     Simulate(SimulateArgs),
     /// Print a UserSig, to check a console setup by hand.
@@ -55,6 +59,28 @@ struct BenchClientArgs {
     /// Calls in flight at once.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     concurrency: u64,
+}
+
+#[derive(Debug, Args)]
+struct ApplyArgs {
+    /// Files or folders of GroupBanPolicy and Secret manifests (YAML or JSON); `-` reads stdin.
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true, num_args = 1..)]
+    paths: Vec<PathBuf>,
+    /// JSON file of recorded statuses: loaded first, saved atomically after every answer.
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
+    /// Output format of the resulting List.
+    #[arg(short = 'o', long, value_enum, default_value = "yaml")]
+    output: crate::apply::OutputFormat,
+    /// Calls per second per app (SDKAppID); the IM API allows 200.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    max_calls_per_second: u32,
+    /// Attempts per call before it is reported failed (retryable answers only).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100))]
+    max_attempts: u32,
+    /// Seconds before a call is abandoned as a timeout (the gateway's own is 3).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(1..=300))]
+    request_timeout: u64,
 }
 
 #[derive(Debug, Args)]
@@ -145,6 +171,11 @@ pub fn main() -> ExitCode {
             print!("{}", crate::crd_yaml());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Apply(args) => block_on(apply(args)),
+        Command::Demo => block_on(async {
+            crate::telemetry::init("error");
+            crate::demo::run().await
+        }),
         Command::Simulate(args) => block_on(simulate(args)),
         Command::Bench(BenchCommand::Client(args)) => block_on(bench_client(args)),
     };
@@ -188,6 +219,35 @@ fn print_usersig(args: UsersigArgs) -> Result<ExitCode, Failure> {
     };
     println!("{}", usersig::generate(&args.secret_key, &request));
     Ok(ExitCode::SUCCESS)
+}
+
+async fn apply(args: ApplyArgs) -> Result<ExitCode, Failure> {
+    crate::telemetry::init("info");
+    let mut client = crate::im::ClientSettings {
+        request_timeout: Duration::from_secs(args.request_timeout),
+        ..Default::default()
+    };
+    client.retry.max_attempts = args.max_attempts;
+    let options = crate::apply::ApplyOptions {
+        state: args.state,
+        output: args.output,
+        max_calls_per_second: args.max_calls_per_second,
+        client,
+    };
+    let result = crate::apply::apply(&args.paths, &options).await?;
+    print!("{}", result.render(args.output));
+    let summary = result.summary;
+    // One line for people and scripts (the benchmark reads it).
+    eprintln!(
+        "summary: policies={} ready={} notReady={} callsPlanned={} seconds={:.3} peakRssKiB={}",
+        summary.policies,
+        summary.ready,
+        summary.policies - summary.ready,
+        summary.calls_planned,
+        summary.seconds,
+        crate::apply::peak_rss_kib().unwrap_or(0),
+    );
+    Ok(if result.all_ready { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 async fn simulate(args: SimulateArgs) -> Result<ExitCode, Failure> {

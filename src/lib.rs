@@ -6,13 +6,17 @@
 //! - [`cli`]: the command line.
 #![forbid(unsafe_code)]
 
+pub mod apply;
 pub mod bench;
 pub mod cli;
 pub mod crd;
+pub mod demo;
 pub mod engine;
 pub mod im;
+pub mod manifests;
 pub mod secret;
 pub mod simulator;
+pub mod state_file;
 pub mod telemetry;
 
 /// The CustomResourceDefinition as YAML: what `groupban-operator crd`

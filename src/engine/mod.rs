@@ -18,7 +18,7 @@ pub mod status;
 
 use k8s_openapi::jiff::Timestamp;
 use tokio::sync::mpsc;
-use tracing::{debug, info};
+use tracing::{debug, warn};
 
 use crate::crd::{GroupBanPolicySpec, GroupBanPolicyStatus, reasons, validate_spec};
 use clients::ClientPool;
@@ -113,9 +113,9 @@ pub async fn run_pass(
             progress.calls_done += 1;
             let input = &inputs[index];
             if report.error_code == 0 {
-                info!(policy = %input.key, group = %input.spec.group_id, members = report.members.len(), attempts = report.attempts, "Unbanned batch");
+                debug!(policy = %input.key, group = %input.spec.group_id, members = report.members.len(), attempts = report.attempts, "Unbanned batch");
             } else {
-                info!(policy = %input.key, group = %input.spec.group_id, members = report.members.len(), error_code = report.error_code, attempts = report.attempts, "Batch failed");
+                warn!(policy = %input.key, group = %input.spec.group_id, members = report.members.len(), error_code = report.error_code, attempts = report.attempts, "Batch failed");
             }
             if halts_policy(report.error_code) && halts[index].is_none() {
                 halts[index] = Some(Halt::Terminal {

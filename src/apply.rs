@@ -1,0 +1,156 @@
+//! `groupban-operator apply`: the engine over manifest files, one pass,
+//! with an optional state file as the status store.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use crate::cli::Failure;
+use crate::crd::{DEFAULT_CREDENTIALS_SECRET, GroupBanPolicyStatus, condition_types};
+use crate::engine::clients::ClientPool;
+use crate::engine::credentials::{self, CredentialsError};
+use crate::engine::status::find_condition;
+use crate::engine::{PolicyInput, run_pass};
+use crate::im::{ClientSettings, RateLimit};
+use crate::manifests::{self, Manifests};
+use crate::state_file::StateFile;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Yaml,
+    Json,
+}
+
+#[derive(Clone)]
+pub struct ApplyOptions {
+    pub state: Option<PathBuf>,
+    pub output: OutputFormat,
+    pub max_calls_per_second: u32,
+    pub client: ClientSettings,
+}
+
+/// What a run produced.
+pub struct ApplyResult {
+    /// A kubectl-style `List` of the policies with their status.
+    pub list: Value,
+    pub all_ready: bool,
+    pub summary: RunSummary,
+}
+
+/// Figures for the closing summary line.
+#[derive(Debug, Clone, Copy)]
+pub struct RunSummary {
+    pub policies: usize,
+    pub ready: usize,
+    pub calls_planned: usize,
+    pub seconds: f64,
+}
+
+impl ApplyResult {
+    pub fn render(&self, format: OutputFormat) -> String {
+        match format {
+            OutputFormat::Json => serde_json::to_string_pretty(&self.list).unwrap_or_default() + "\n",
+            OutputFormat::Yaml => yaml_serde::to_string(&self.list).unwrap_or_default(),
+        }
+    }
+}
+
+/// Loads the manifests under `paths`, then runs [`apply_manifests`].
+pub async fn apply(paths: &[PathBuf], options: &ApplyOptions) -> Result<ApplyResult, Failure> {
+    let manifests = manifests::load(paths).map_err(|e| Failure::InvalidInput(e.to_string()))?;
+    apply_manifests(manifests, options).await
+}
+
+/// Reconciles every loaded policy once and saves the state after every
+/// batch of answers.
+pub async fn apply_manifests(manifests: Manifests, options: &ApplyOptions) -> Result<ApplyResult, Failure> {
+    let started = Instant::now();
+    let mut state = match &options.state {
+        Some(path) => Some(StateFile::open(path).map_err(|e| Failure::InvalidInput(e.to_string()))?),
+        None => None,
+    };
+    let inputs: Vec<PolicyInput> = manifests
+        .policies
+        .iter()
+        .map(|loaded| {
+            let spec = &loaded.policy.spec;
+            let secret_name =
+                spec.credentials_secret_ref.as_ref().map_or(DEFAULT_CREDENTIALS_SECRET, |r| r.name.as_str());
+            let secret_key = format!("{}/{secret_name}", loaded.namespace);
+            let target = match manifests.secrets.get(&(loaded.namespace.clone(), secret_name.to_string())) {
+                Some(secret) => credentials::from_secret(secret, &secret_key),
+                None => Err(CredentialsError::SecretNotFound { secret: secret_key }),
+            };
+            PolicyInput {
+                key: loaded.key(),
+                spec: spec.clone(),
+                generation: loaded.policy.metadata.generation,
+                recorded: state.as_ref().map(|s| s.recorded(&loaded.key())).unwrap_or_default(),
+                target: target.map_err(|e| e.to_string()),
+            }
+        })
+        .collect();
+    let keys: Vec<String> = inputs.iter().map(|i| i.key.clone()).collect();
+
+    let pool = ClientPool::new(RateLimit::per_second(options.max_calls_per_second), options.client.clone());
+    let progress_bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} calls")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let mut save_error = None;
+    let mut calls_planned = 0;
+    let statuses = run_pass(&inputs, &pool, |statuses, progress| {
+        calls_planned = progress.calls_planned;
+        if let Some(bar) = &progress_bar {
+            bar.set_length(progress.calls_planned as u64);
+            bar.set_position(progress.calls_done as u64);
+        }
+        if let (Some(state), None) = (state.as_mut(), &save_error) {
+            save_error = state.save(keys.iter().cloned().zip(statuses)).err();
+        }
+    })
+    .await;
+    if let Some(bar) = progress_bar {
+        bar.finish_and_clear();
+    }
+    if let Some(state) = state.as_mut() {
+        state.save(keys.iter().cloned().zip(&statuses)).map_err(|e| Failure::Failed(e.into()))?;
+    }
+    if let Some(error) = save_error {
+        return Err(Failure::Failed(error.into()));
+    }
+
+    let is_ready = |status: &GroupBanPolicyStatus| {
+        find_condition(status, condition_types::READY).is_some_and(|c| c.status == "True")
+    };
+    let ready = statuses.iter().filter(|s| is_ready(s)).count();
+    let items: Vec<Value> = manifests
+        .policies
+        .iter()
+        .zip(&statuses)
+        .map(|(loaded, status)| {
+            let mut policy = loaded.policy.clone();
+            policy.metadata.namespace = Some(loaded.namespace.clone());
+            policy.status = Some(status.clone());
+            serde_json::to_value(&policy).unwrap_or(Value::Null)
+        })
+        .collect();
+    Ok(ApplyResult {
+        list: json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": items}),
+        all_ready: ready == statuses.len(),
+        summary: RunSummary { policies: statuses.len(), ready, calls_planned, seconds: started.elapsed().as_secs_f64() },
+    })
+}
+
+/// Peak resident memory of this process, from /proc (Linux only).
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
