@@ -247,7 +247,11 @@ async fn apply(args: ApplyArgs) -> Result<ExitCode, Failure> {
         summary.seconds,
         crate::apply::peak_rss_kib().unwrap_or(0),
     );
-    Ok(if result.all_ready { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if result.all_ready {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 async fn simulate(args: SimulateArgs) -> Result<ExitCode, Failure> {

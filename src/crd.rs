@@ -27,6 +27,9 @@ pub const DEFAULT_CREDENTIALS_SECRET: &str = "groupban-credentials";
 /// recorded as unbanned (`status.unbannedMembers`) and calls the IM REST API
 /// `unban_group_member` for the difference, 20 members a call, within the
 /// app's call-rate limit.
+// Each printcolumn(...) is its own column; clippy mistakes the repeated
+// `type_ = ...` keys for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "groupban.dev",

@@ -17,7 +17,12 @@ use crate::crd::{GroupBanPolicy, validate_spec};
 
 pub const DEFAULT_NAMESPACE: &str = "default";
 const POLICY_API_VERSION: &str = "groupban.dev/v1alpha1";
-const SPEC_FIELDS: &[&str] = &["groupId", "unbannedMembers", "credentialsSecretRef", "suspend"];
+const SPEC_FIELDS: &[&str] = &[
+    "groupId",
+    "unbannedMembers",
+    "credentialsSecretRef",
+    "suspend",
+];
 
 /// A policy and where it came from.
 #[derive(Debug, Clone)]
@@ -53,7 +58,12 @@ pub fn load(paths: &[PathBuf]) -> Result<Manifests, ManifestError> {
     for path in paths {
         for file in expand(path)? {
             let text = read(&file)?;
-            load_text(&text, &file.display().to_string(), &mut manifests, &mut origins)?;
+            load_text(
+                &text,
+                &file.display().to_string(),
+                &mut manifests,
+                &mut origins,
+            )?;
         }
     }
     Ok(manifests)
@@ -68,7 +78,8 @@ pub fn load_text(
 ) -> Result<(), ManifestError> {
     for (index, document) in yaml_serde::Deserializer::from_str(text).enumerate() {
         let at = format!("file {file}, document {}", index + 1);
-        let value = Value::deserialize(document).map_err(|e| ManifestError(format!("{at}: invalid YAML: {e}")))?;
+        let value = Value::deserialize(document)
+            .map_err(|e| ManifestError(format!("{at}: invalid YAML: {e}")))?;
         add_document(value, &at, manifests, origins)?;
     }
     Ok(())
@@ -78,15 +89,23 @@ fn expand(path: &Path) -> Result<Vec<PathBuf>, ManifestError> {
     if path == Path::new("-") {
         return Ok(vec![path.to_path_buf()]);
     }
-    let metadata = std::fs::metadata(path).map_err(|e| ManifestError(format!("cannot read {}: {e}", path.display())))?;
+    let metadata = std::fs::metadata(path)
+        .map_err(|e| ManifestError(format!("cannot read {}: {e}", path.display())))?;
     if !metadata.is_dir() {
         return Ok(vec![path.to_path_buf()]);
     }
-    let entries = std::fs::read_dir(path).map_err(|e| ManifestError(format!("cannot list {}: {e}", path.display())))?;
+    let entries = std::fs::read_dir(path)
+        .map_err(|e| ManifestError(format!("cannot list {}: {e}", path.display())))?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|entry| entry.path())
-        .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")))
+        .filter(|p| {
+            p.is_file()
+                && matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("yaml" | "yml" | "json")
+                )
+        })
         .collect();
     files.sort();
     Ok(files)
@@ -94,9 +113,11 @@ fn expand(path: &Path) -> Result<Vec<PathBuf>, ManifestError> {
 
 fn read(file: &Path) -> Result<String, ManifestError> {
     if file == Path::new("-") {
-        return std::io::read_to_string(std::io::stdin()).map_err(|e| ManifestError(format!("cannot read stdin: {e}")));
+        return std::io::read_to_string(std::io::stdin())
+            .map_err(|e| ManifestError(format!("cannot read stdin: {e}")));
     }
-    std::fs::read_to_string(file).map_err(|e| ManifestError(format!("cannot read {}: {e}", file.display())))
+    std::fs::read_to_string(file)
+        .map_err(|e| ManifestError(format!("cannot read {}: {e}", file.display())))
 }
 
 fn add_document(
@@ -108,12 +129,24 @@ fn add_document(
     if value.is_null() {
         return Ok(()); // an empty document, e.g. after a trailing `---`
     }
-    let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
-    let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
+    let kind = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let api_version = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     match (kind.as_str(), api_version.as_str()) {
         ("", _) => Err(ManifestError(format!("{at}: the document has no kind"))),
         ("List", "v1") => {
-            let items = value.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
+            let items = value
+                .get("items")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             for (i, item) in items.into_iter().enumerate() {
                 add_document(item, &format!("{at}, items[{i}]"), manifests, origins)?;
             }
@@ -122,7 +155,10 @@ fn add_document(
         ("GroupBanPolicy", POLICY_API_VERSION) => {
             let loaded = parse_policy(value, at)?;
             if let Some(first) = origins.insert(loaded.key(), at.to_string()) {
-                return Err(ManifestError(format!("{at}: GroupBanPolicy {} is also defined in {first}", loaded.key())));
+                return Err(ManifestError(format!(
+                    "{at}: GroupBanPolicy {} is also defined in {first}",
+                    loaded.key()
+                )));
             }
             manifests.policies.push(loaded);
             Ok(())
@@ -132,8 +168,16 @@ fn add_document(
         ))),
         ("Secret", "v1") => {
             let secret: Secret = typed(value, at, "Secret")?;
-            let name = secret.metadata.name.clone().ok_or_else(|| ManifestError(format!("{at}: Secret has no metadata.name")))?;
-            let namespace = secret.metadata.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+            let name = secret
+                .metadata
+                .name
+                .clone()
+                .ok_or_else(|| ManifestError(format!("{at}: Secret has no metadata.name")))?;
+            let namespace = secret
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
             manifests.secrets.insert((namespace, name), secret);
             Ok(())
         }
@@ -162,14 +206,27 @@ fn parse_policy(value: Value, at: &str) -> Result<LoadedPolicy, ManifestError> {
         .clone()
         .filter(|n| !n.is_empty())
         .ok_or_else(|| ManifestError(format!("{at}: GroupBanPolicy has no metadata.name")))?;
-    let namespace = policy.metadata.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+    let namespace = policy
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
     let at = format!("{at} (GroupBanPolicy {namespace}/{name})");
     validate_spec(&policy.spec).map_err(|problem| ManifestError(format!("{at}: {problem}")))?;
-    Ok(LoadedPolicy { policy, namespace, name, source: at })
+    Ok(LoadedPolicy {
+        policy,
+        namespace,
+        name,
+        source: at,
+    })
 }
 
 /// Deserializes with the path of the failing field in the message.
-fn typed<T: serde::de::DeserializeOwned>(value: Value, at: &str, kind: &str) -> Result<T, ManifestError> {
+fn typed<T: serde::de::DeserializeOwned>(
+    value: Value,
+    at: &str,
+    kind: &str,
+) -> Result<T, ManifestError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         ManifestError(format!("{at}: {kind} field {path}: {}", e.into_inner()))
@@ -190,7 +247,9 @@ mod tests {
 
     #[test]
     fn policies_and_secrets_load_with_the_default_namespace() {
-        let text = format!("{POLICY}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: s, namespace: team}}\nstringData: {{sdkAppId: '1'}}\n---\n");
+        let text = format!(
+            "{POLICY}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: s, namespace: team}}\nstringData: {{sdkAppId: '1'}}\n---\n"
+        );
         let manifests = load_str(&text).unwrap();
         assert_eq!(manifests.policies[0].key(), "default/p");
         assert!(manifests.secrets.contains_key(&("team".into(), "s".into())));
@@ -198,14 +257,30 @@ mod tests {
 
     #[test]
     fn errors_name_file_document_and_field() {
-        let bad_type = load_str(&POLICY.replace("unbannedMembers: [a, b]", "unbannedMembers: 7")).unwrap_err();
-        assert!(bad_type.contains("file f.yaml, document 1") && bad_type.contains("spec.unbannedMembers"), "{bad_type}");
+        let bad_type =
+            load_str(&POLICY.replace("unbannedMembers: [a, b]", "unbannedMembers: 7")).unwrap_err();
+        assert!(
+            bad_type.contains("file f.yaml, document 1")
+                && bad_type.contains("spec.unbannedMembers"),
+            "{bad_type}"
+        );
         let duplicate = load_str(&POLICY.replace("[a, b]", "[a, a]")).unwrap_err();
-        assert!(duplicate.contains("default/p") && duplicate.contains("spec.unbannedMembers[1]"), "{duplicate}");
-        let typo = load_str(&POLICY.replace("groupId: g", "groupId: g, suspended: true")).unwrap_err();
+        assert!(
+            duplicate.contains("default/p") && duplicate.contains("spec.unbannedMembers[1]"),
+            "{duplicate}"
+        );
+        let typo =
+            load_str(&POLICY.replace("groupId: g", "groupId: g, suspended: true")).unwrap_err();
         assert!(typo.contains("spec.suspended"), "{typo}");
-        let second = load_str(&format!("{POLICY}---\n{}", POLICY.replace("groupId: g", "groupId: [x]"))).unwrap_err();
-        assert!(second.contains("document 2") && second.contains("spec.groupId"), "{second}");
+        let second = load_str(&format!(
+            "{POLICY}---\n{}",
+            POLICY.replace("groupId: g", "groupId: [x]")
+        ))
+        .unwrap_err();
+        assert!(
+            second.contains("document 2") && second.contains("spec.groupId"),
+            "{second}"
+        );
         let version = load_str(&POLICY.replace("v1alpha1", "v1")).unwrap_err();
         assert!(version.contains("not served"), "{version}");
         let syntax = load_str("kind: [").unwrap_err();

@@ -29,11 +29,19 @@ struct Contents {
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("cannot read state file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
-    #[error("state file {path} is not a {KIND} file ({reason}); fix or move it, it was left untouched")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "state file {path} is not a {KIND} file ({reason}); fix or move it, it was left untouched"
+    )]
     Invalid { path: String, reason: String },
     #[error("cannot save state file {path}: {source}")]
-    Write { path: String, source: std::io::Error },
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 pub struct StateFile {
@@ -46,20 +54,36 @@ impl StateFile {
     pub fn open(path: &Path) -> Result<Self, StateError> {
         let display = path.display().to_string();
         let contents = match std::fs::read(path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Contents { api_version: API_VERSION.into(), kind: KIND.into(), policies: BTreeMap::new() }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Contents {
+                api_version: API_VERSION.into(),
+                kind: KIND.into(),
+                policies: BTreeMap::new(),
+            },
+            Err(source) => {
+                return Err(StateError::Read {
+                    path: display,
+                    source,
+                });
             }
-            Err(source) => return Err(StateError::Read { path: display, source }),
             Ok(bytes) => {
-                let contents: Contents = serde_json::from_slice(&bytes)
-                    .map_err(|e| StateError::Invalid { path: display.clone(), reason: e.to_string() })?;
+                let contents: Contents =
+                    serde_json::from_slice(&bytes).map_err(|e| StateError::Invalid {
+                        path: display.clone(),
+                        reason: e.to_string(),
+                    })?;
                 if contents.kind != KIND {
-                    return Err(StateError::Invalid { path: display, reason: format!("kind is {:?}", contents.kind) });
+                    return Err(StateError::Invalid {
+                        path: display,
+                        reason: format!("kind is {:?}", contents.kind),
+                    });
                 }
                 contents
             }
         };
-        Ok(Self { path: path.to_path_buf(), contents })
+        Ok(Self {
+            path: path.to_path_buf(),
+            contents,
+        })
     }
 
     pub fn recorded(&self, key: &str) -> GroupBanPolicyStatus {
@@ -67,13 +91,23 @@ impl StateFile {
     }
 
     /// Records `statuses` and replaces the file atomically.
-    pub fn save<'a>(&mut self, statuses: impl IntoIterator<Item = (String, &'a GroupBanPolicyStatus)>) -> Result<(), StateError> {
+    pub fn save<'a>(
+        &mut self,
+        statuses: impl IntoIterator<Item = (String, &'a GroupBanPolicyStatus)>,
+    ) -> Result<(), StateError> {
         for (key, status) in statuses {
             self.contents.policies.insert(key, status.clone());
         }
-        let error = |source| StateError::Write { path: self.path.display().to_string(), source };
+        let error = |source| StateError::Write {
+            path: self.path.display().to_string(),
+            source,
+        };
         let bytes = serde_json::to_vec(&self.contents).map_err(|e| error(e.into()))?;
-        let file_name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let file_name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let temp = self.path.with_file_name(format!(".{file_name}.tmp"));
         let mut file = std::fs::File::create(&temp).map_err(error)?;
         file.write_all(&bytes).map_err(error)?;
@@ -92,12 +126,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
         let mut state = StateFile::open(&path).unwrap();
-        let status = GroupBanPolicyStatus { unbanned_members: vec!["a".into()], ..Default::default() };
+        let status = GroupBanPolicyStatus {
+            unbanned_members: vec!["a".into()],
+            ..Default::default()
+        };
         state.save([("ns/one".to_string(), &status)]).unwrap();
-        state.save([("ns/two".to_string(), &GroupBanPolicyStatus::default())]).unwrap();
+        state
+            .save([("ns/two".to_string(), &GroupBanPolicyStatus::default())])
+            .unwrap();
         let reopened = StateFile::open(&path).unwrap();
         assert_eq!(reopened.recorded("ns/one").unbanned_members, ["a"]);
-        assert_eq!(reopened.recorded("ns/missing"), GroupBanPolicyStatus::default());
+        assert_eq!(
+            reopened.recorded("ns/missing"),
+            GroupBanPolicyStatus::default()
+        );
     }
 
     #[test]
@@ -106,7 +148,10 @@ mod tests {
         let path = dir.path().join("state.json");
         std::fs::write(&path, "{not json").unwrap();
         let error = StateFile::open(&path).err().unwrap().to_string();
-        assert!(error.contains("state.json") && error.contains("untouched"), "{error}");
+        assert!(
+            error.contains("state.json") && error.contains("untouched"),
+            "{error}"
+        );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{not json");
     }
 }
