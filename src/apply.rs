@@ -112,7 +112,8 @@ pub async fn apply_manifests(
     let pool = ClientPool::new(
         RateLimit::per_second(options.max_calls_per_second),
         options.client.clone(),
-    );
+    )
+    .map_err(|e| Failure::Failed(e.into()))?;
     let progress_bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(

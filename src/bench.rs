@@ -58,7 +58,7 @@ pub async fn client_throughput(params: ClientBenchParams) -> anyhow::Result<Clie
 
     let settings = ClientSettings::default();
     let client = Arc::new(ImClient::new(
-        crate::im::client::http_client(settings.request_timeout),
+        crate::im::client::http_client(settings.request_timeout)?,
         Endpoint::parse(&base_url, false)?,
         AppCredentials {
             sdkappid: SDKAPPID,
@@ -128,6 +128,136 @@ pub async fn client_throughput(params: ClientBenchParams) -> anyhow::Result<Clie
         rate_limited_60007: code_count(60007),
         calls_per_second,
         share_of_limit: calls_per_second / f64::from(params.rate_limit),
+        peak_calls_in_any_window: stats["peakRequestsInWindow"].as_u64().unwrap_or(0),
+    })
+}
+
+/// Parameters of `bench apply`.
+#[derive(Debug, Clone, Copy)]
+pub struct ApplyBenchParams {
+    pub policies: usize,
+    pub members: usize,
+    pub rate_limit: u32,
+    pub fail_10002: f64,
+    pub fail_http502: f64,
+    /// Run apply with `--state`, saving after every batch of answers.
+    pub with_state: bool,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplyBenchReport {
+    pub policies: usize,
+    pub members_per_policy: usize,
+    pub rate_limit: u32,
+    pub fail_10002: f64,
+    pub fail_http502: f64,
+    pub with_state: bool,
+    pub exit_code: Option<i32>,
+    /// The fewest calls that can do the job: one per 20 members.
+    pub minimum_calls: usize,
+    /// Every request the simulator received, retries included.
+    pub calls_made: u64,
+    /// minimum_calls / rate_limit.
+    pub ideal_seconds: f64,
+    /// Spawn to exit of the `apply` process.
+    pub wall_seconds: f64,
+    pub wall_over_ideal: f64,
+    pub peak_rss_kib: u64,
+    pub peak_calls_in_any_window: u64,
+}
+
+/// Runs `groupban-operator apply` (this same binary) as a child process on
+/// generated manifests against an in-process simulator.
+pub async fn apply_run(params: ApplyBenchParams) -> anyhow::Result<ApplyBenchReport> {
+    let groups: Vec<String> = (0..params.policies)
+        .map(|i| format!("@TGS#bench{i:03}"))
+        .collect();
+    let member_list: Vec<String> = (0..params.members)
+        .map(|i| format!("member{i:05}"))
+        .collect();
+    let banned = member_list.join(", ");
+    let seed_groups: Vec<String> = groups
+        .iter()
+        .map(|g| format!("{{groupId: \"{g}\", type: AVChatRoom, banned: [{banned}]}}"))
+        .collect();
+    let mut config = SimulatorConfig::new(SDKAPPID, ADMIN, KEY);
+    config.rate_limit = params.rate_limit;
+    config.seed = SeedFile::parse(&format!("groups: [{}]", seed_groups.join(", ")))
+        .map_err(anyhow::Error::msg)?;
+    config.faults.fail_10002 = params.fail_10002;
+    config.faults.fail_http502 = params.fail_http502;
+    let sim = simulator::start(config, "127.0.0.1:0".parse()?).await?;
+    let base_url = sim.base_url();
+
+    let dir = std::env::temp_dir().join(format!("groupban-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let quoted: Vec<String> = member_list.iter().map(|m| format!("\"{m}\"")).collect();
+    let mut documents = vec![format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: groupban-credentials}}\nstringData: {{sdkAppId: \"{SDKAPPID}\", identifier: {ADMIN}, secretKey: {KEY}, endpoint: \"{base_url}\"}}\n"
+    )];
+    for (i, group) in groups.iter().enumerate() {
+        documents.push(format!(
+            "apiVersion: groupban.dev/v1alpha1\nkind: GroupBanPolicy\nmetadata: {{name: bench-{i:03}}}\nspec:\n  groupId: \"{group}\"\n  unbannedMembers: [{}]\n",
+            quoted.join(", ")
+        ));
+    }
+    let manifest = dir.join("manifests.yaml");
+    std::fs::write(&manifest, documents.join("---\n"))?;
+
+    let mut command = tokio::process::Command::new(std::env::current_exe()?);
+    command
+        .args([
+            "apply",
+            "-o",
+            "json",
+            "--max-calls-per-second",
+            &params.rate_limit.to_string(),
+            "-f",
+        ])
+        .arg(&manifest);
+    if params.with_state {
+        command.arg("--state").arg(dir.join("state.json"));
+    }
+    let started = std::time::Instant::now();
+    let output = command
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .output()
+        .await?;
+    let wall_seconds = started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let peak_rss_kib = stderr
+        .lines()
+        .filter(|line| line.starts_with("summary:"))
+        .flat_map(str::split_whitespace)
+        .find_map(|field| field.strip_prefix("peakRssKiB="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let stats: Value = reqwest::get(format!("{base_url}/simulator/stats"))
+        .await?
+        .json()
+        .await?;
+    sim.stop().await?;
+
+    let minimum_calls = params.policies * params.members.div_ceil(20);
+    let ideal_seconds = minimum_calls as f64 / f64::from(params.rate_limit);
+    Ok(ApplyBenchReport {
+        policies: params.policies,
+        members_per_policy: params.members,
+        rate_limit: params.rate_limit,
+        fail_10002: params.fail_10002,
+        fail_http502: params.fail_http502,
+        with_state: params.with_state,
+        exit_code: output.status.code(),
+        minimum_calls,
+        calls_made: stats["requests"].as_u64().unwrap_or(0),
+        ideal_seconds,
+        wall_seconds,
+        wall_over_ideal: wall_seconds / ideal_seconds,
+        peak_rss_kib,
         peak_calls_in_any_window: stats["peakRequestsInWindow"].as_u64().unwrap_or(0),
     })
 }

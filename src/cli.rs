@@ -46,6 +46,26 @@ enum Command {
 enum BenchCommand {
     /// Calls per second one client sustains at the app's limit, and the busiest 1-second window.
     Client(BenchClientArgs),
+    /// Wall time, calls and peak memory of `apply` on generated policies.
+    Apply(BenchApplyArgs),
+}
+
+#[derive(Debug, Args)]
+struct BenchApplyArgs {
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    policies: u64,
+    /// Members per policy (at most 5000, the schema's limit).
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=5000))]
+    members: u64,
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    rate_limit: u32,
+    #[arg(long = "fail-10002", default_value_t = 0.0, value_parser = parse_rate)]
+    fail_10002: f64,
+    #[arg(long = "fail-http502", default_value_t = 0.0, value_parser = parse_rate)]
+    fail_http502: f64,
+    /// Give apply a state file (saved atomically after every batch of answers).
+    #[arg(long)]
+    with_state: bool,
 }
 
 #[derive(Debug, Args)]
@@ -168,7 +188,7 @@ pub fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Usersig(args) => print_usersig(args),
         Command::Crd => {
-            print!("{}", crate::crd_yaml());
+            crate::write_stdout(&crate::crd_yaml());
             Ok(ExitCode::SUCCESS)
         }
         Command::Apply(args) => block_on(apply(args)),
@@ -178,6 +198,7 @@ pub fn main() -> ExitCode {
         }),
         Command::Simulate(args) => block_on(simulate(args)),
         Command::Bench(BenchCommand::Client(args)) => block_on(bench_client(args)),
+        Command::Bench(BenchCommand::Apply(args)) => block_on(bench_apply(args)),
     };
     match outcome {
         Ok(code) => code,
@@ -217,7 +238,7 @@ fn print_usersig(args: UsersigArgs) -> Result<ExitCode, Failure> {
         expire: args.expire,
         userbuf: args.userbuf.as_deref().map(str::as_bytes),
     };
-    println!("{}", usersig::generate(&args.secret_key, &request));
+    crate::outln!("{}", usersig::generate(&args.secret_key, &request));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -235,7 +256,7 @@ async fn apply(args: ApplyArgs) -> Result<ExitCode, Failure> {
         client,
     };
     let result = crate::apply::apply(&args.paths, &options).await?;
-    print!("{}", result.render(args.output));
+    crate::write_stdout(&result.render(args.output));
     let summary = result.summary;
     // One line for people and scripts (the benchmark reads it).
     eprintln!(
@@ -279,7 +300,7 @@ async fn simulate(args: SimulateArgs) -> Result<ExitCode, Failure> {
         .await
         .map_err(|e| Failure::InvalidInput(format!("failed to listen on {}: {e}", args.listen)))?;
     // The first stdout line is an interface: scripts wait for it.
-    println!("listening on {}", running.base_url());
+    crate::outln!("listening on {}", running.base_url());
     use std::io::Write;
     let _ = std::io::stdout().flush();
     tracing::info!(addr = %running.addr, rate_limit = args.rate_limit, "Simulator ready");
@@ -299,7 +320,7 @@ async fn bench_client(args: BenchClientArgs) -> Result<ExitCode, Failure> {
         concurrency: args.concurrency as usize,
     };
     let report = crate::bench::client_throughput(params).await?;
-    println!(
+    crate::outln!(
         "{} calls in {:.2} s: {:.1} calls/s = {:.1}% of the {} calls/s limit; busiest 1-second window: {} calls; 60007 answers: {}",
         report.calls,
         report.seconds,
@@ -309,7 +330,38 @@ async fn bench_client(args: BenchClientArgs) -> Result<ExitCode, Failure> {
         report.peak_calls_in_any_window,
         report.rate_limited_60007,
     );
-    println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    crate::outln!("{}", serde_json::to_string(&report).unwrap_or_default());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn bench_apply(args: BenchApplyArgs) -> Result<ExitCode, Failure> {
+    crate::telemetry::init("error");
+    let params = crate::bench::ApplyBenchParams {
+        policies: args.policies as usize,
+        members: args.members as usize,
+        rate_limit: args.rate_limit,
+        fail_10002: args.fail_10002,
+        fail_http502: args.fail_http502,
+        with_state: args.with_state,
+    };
+    let report = crate::bench::apply_run(params).await?;
+    crate::outln!(
+        "{} x {} members, faults 10002={} 502={}, state file {}: apply exited {:?}; {} calls made for a minimum of {}; wall {:.2} s vs ideal {:.2} s ({:+.1}%); peak RSS {:.1} MiB; busiest 1-second window {} calls",
+        report.policies,
+        report.members_per_policy,
+        report.fail_10002,
+        report.fail_http502,
+        if report.with_state { "yes" } else { "no" },
+        report.exit_code,
+        report.calls_made,
+        report.minimum_calls,
+        report.wall_seconds,
+        report.ideal_seconds,
+        (report.wall_over_ideal - 1.0) * 100.0,
+        report.peak_rss_kib as f64 / 1024.0,
+        report.peak_calls_in_any_window,
+    );
+    crate::outln!("{}", serde_json::to_string(&report).unwrap_or_default());
     Ok(ExitCode::SUCCESS)
 }
 

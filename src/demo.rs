@@ -85,9 +85,9 @@ pub async fn run() -> Result<ExitCode, Failure> {
             .insert(keys::ENDPOINT.into(), base_url.clone());
     }
 
-    println!("# IM simulator listening on {base_url}");
-    println!("# It injects faults: 10% of calls answer ErrorCode 10002, 5% answer HTTP 502.");
-    println!("# Applying examples/credentials.yaml and examples/policies.yaml ...\n");
+    crate::outln!("# IM simulator listening on {base_url}");
+    crate::outln!("# It injects faults: 10% of calls answer ErrorCode 10002, 5% answer HTTP 502.");
+    crate::outln!("# Applying examples/credentials.yaml and examples/policies.yaml ...\n");
     let options = ApplyOptions {
         state: None,
         output: OutputFormat::Yaml,
@@ -95,8 +95,8 @@ pub async fn run() -> Result<ExitCode, Failure> {
         client: ClientSettings::default(),
     };
     let result = apply_manifests(manifests, &options).await?;
-    println!("# Policies and their status (as `kubectl get gbp -o yaml` would show them):");
-    print!("{}", result.render(OutputFormat::Yaml));
+    crate::outln!("# Policies and their status (as `kubectl get gbp -o yaml` would show them):");
+    crate::write_stdout(&result.render(OutputFormat::Yaml));
 
     let http = reqwest::Client::new();
     let log: Value = http
@@ -117,10 +117,13 @@ pub async fn run() -> Result<ExitCode, Failure> {
         .map_err(anyhow::Error::from)?;
     sim.stop().await.map_err(|e| Failure::Failed(e.into()))?;
 
-    println!("\n# What the simulator received, in order:");
-    println!(
+    crate::outln!("\n# What the simulator received, in order:");
+    crate::outln!(
         "{:>4}  {:<20}  {:<18}  {:>7}  answer",
-        "#", "command", "group", "members"
+        "#",
+        "command",
+        "group",
+        "members"
     );
     for request in log["requests"].as_array().into_iter().flatten() {
         let answer = match (
@@ -134,7 +137,7 @@ pub async fn run() -> Result<ExitCode, Failure> {
             ),
             (status, _) => format!("HTTP {}", status.unwrap_or_default()),
         };
-        println!(
+        crate::outln!(
             "{:>4}  {:<20}  {:<18}  {:>7}  {answer}",
             request["seq"].as_u64().unwrap_or_default(),
             request["command"].as_str().unwrap_or_default(),
@@ -142,7 +145,7 @@ pub async fn run() -> Result<ExitCode, Failure> {
             request["members"].as_array().map_or(0, Vec::len),
         );
     }
-    println!("\n# Members still banned in the simulator:");
+    crate::outln!("\n# Members still banned in the simulator:");
     for group in state["groups"].as_array().into_iter().flatten() {
         let banned: Vec<&str> = group["banned"]
             .as_array()
@@ -150,7 +153,7 @@ pub async fn run() -> Result<ExitCode, Failure> {
             .flatten()
             .filter_map(|b| b["account"].as_str())
             .collect();
-        println!(
+        crate::outln!(
             "{}: {}",
             group["groupId"].as_str().unwrap_or_default(),
             if banned.is_empty() {
@@ -160,10 +163,15 @@ pub async fn run() -> Result<ExitCode, Failure> {
             }
         );
     }
-    println!("\n# In short (as `kubectl get gbp` would list them):");
-    println!(
+    crate::outln!("\n# In short (as `kubectl get gbp` would list them):");
+    crate::outln!(
         "{:<18}  {:<18}  {:>7}  {:>8}  {:>9}  {:<5}  reason",
-        "NAME", "GROUP", "DESIRED", "UNBANNED", "ERRORCODE", "READY"
+        "NAME",
+        "GROUP",
+        "DESIRED",
+        "UNBANNED",
+        "ERRORCODE",
+        "READY"
     );
     for item in result.list["items"].as_array().into_iter().flatten() {
         let status = &item["status"];
@@ -172,7 +180,7 @@ pub async fn run() -> Result<ExitCode, Failure> {
             .into_iter()
             .flatten()
             .find(|c| c["type"] == "Ready");
-        println!(
+        crate::outln!(
             "{:<18}  {:<18}  {:>7}  {:>8}  {:>9}  {:<5}  {}",
             item["metadata"]["name"].as_str().unwrap_or_default(),
             item["spec"]["groupId"].as_str().unwrap_or_default(),
@@ -183,9 +191,10 @@ pub async fn run() -> Result<ExitCode, Failure> {
             ready.and_then(|c| c["reason"].as_str()).unwrap_or("-"),
         );
     }
-    println!(
+    crate::outln!(
         "\n# {} of {} policies are Ready; closed-room is Stalled on purpose (its group does not exist).",
-        result.summary.ready, result.summary.policies
+        result.summary.ready,
+        result.summary.policies
     );
     Ok(ExitCode::SUCCESS)
 }

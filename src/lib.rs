@@ -28,6 +28,25 @@ pub fn crd_yaml() -> String {
     yaml_serde::to_string(&crd).unwrap_or_default()
 }
 
+/// Writes to stdout without panicking when the reader has gone away
+/// (`groupban-operator apply ... | head` closes the pipe early); `print!`
+/// would panic on that broken pipe.
+pub fn write_stdout(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
+}
+
+/// `println!` for command output, safe on a closed pipe.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::write_stdout(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 /// Formats an error with its whole `source()` chain joined by ": ".
 pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();

@@ -267,22 +267,50 @@ async fn each_terminal_code_ends_in_its_condition_reason_and_error_code() {
     }
 }
 
+/// Unusable credentials stall the policy with CredentialsInvalid, a
+/// message naming the Secret and key, and not a single call.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_missing_secret_stalls_with_credentials_invalid_and_makes_no_call() {
+async fn unusable_credentials_stall_with_credentials_invalid_and_make_no_call() {
     let sim = start(config("groups: [{groupId: room, type: AVChatRoom}]")).await;
-    let dir = manifests_dir(&[policy_yaml("p", "room", &members("u", 3))]);
-    let output = run_apply(dir.path(), &[]).await;
-    assert_eq!(output.status.code(), Some(1));
-    let item = &items(&output)[0];
-    let (stalled, reason, message) = condition(item, "Stalled");
-    assert_eq!((stalled, reason), ("True", "CredentialsInvalid"));
+    let url = sim.base_url();
+    let valid = secret_yaml(&url, ADMIN, KEY, SDKAPPID);
+    let cases = [
+        (None, "default/groupban-credentials not found"),
+        (
+            Some(valid.replace(&format!("  secretKey: {KEY}\n"), "")),
+            "no key \"secretKey\"",
+        ),
+        (
+            Some(valid.replace(&format!("\"{SDKAPPID}\""), "\"14e8\"")),
+            "sdkAppId",
+        ),
+        (
+            Some(valid.replace(&format!("endpoint: {url}"), "region: atlantis")),
+            "unknown region \"atlantis\"",
+        ),
+        (
+            Some(valid.replace(&url, "http://10.1.2.3:8080")),
+            "plain http",
+        ),
+    ];
+    for (secret, expected) in cases {
+        let mut documents: Vec<String> = secret.into_iter().collect();
+        documents.push(policy_yaml("p", "room", &members("u", 3)));
+        let output = run_apply(manifests_dir(&documents).path(), &[]).await;
+        assert_eq!(output.status.code(), Some(1), "{expected}");
+        let item = &items(&output)[0];
+        let (stalled, reason, message) = condition(item, "Stalled");
+        assert_eq!(
+            (stalled, reason),
+            ("True", "CredentialsInvalid"),
+            "{expected}"
+        );
+        assert!(message.contains(expected), "{message}");
+        assert!(!message.contains(KEY));
+    }
     assert!(
-        message.contains("default/groupban-credentials") && message.contains("not found"),
-        "{message}"
-    );
-    assert!(
-        logged_codes(&sim.base_url()).await.is_empty(),
-        "no call without credentials"
+        logged_codes(&url).await.is_empty(),
+        "no call without usable credentials"
     );
 }
 

@@ -302,3 +302,22 @@ fn usersig_rejects_bad_input_with_exit_2() {
         assert!(!output.stderr.is_empty());
     }
 }
+
+/// `groupban-operator crd | head -1` closes the pipe early; the command
+/// must not panic (println! would).
+#[test]
+fn output_into_a_closed_pipe_does_not_panic() {
+    for args in [vec!["crd"], vec!["demo"]] {
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the reader goes away at once
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+}

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::credentials::AppTarget;
-use crate::im::{ClientSettings, ImClient, LimiterRegistry, RateLimit};
+use crate::im::{ClientSettings, ImClient, LimiterRegistry, RateLimit, TransportError};
 use crate::secret::Redacted;
 
 type ClientKey = (String, u64, String, Redacted<String>);
@@ -20,14 +20,14 @@ pub struct ClientPool {
 }
 
 impl ClientPool {
-    pub fn new(limit: RateLimit, settings: ClientSettings) -> Self {
-        Self {
-            http: crate::im::client::http_client(settings.request_timeout),
+    pub fn new(limit: RateLimit, settings: ClientSettings) -> Result<Self, TransportError> {
+        Ok(Self {
+            http: crate::im::client::http_client(settings.request_timeout)?,
             limiters: LimiterRegistry::default(),
             limit,
             settings,
             clients: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     pub fn client_for(&self, target: &AppTarget) -> Arc<ImClient> {

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rand::Rng;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::codes::{self, CodeClass};
 use super::endpoint::Endpoint;
@@ -192,8 +192,10 @@ impl Default for ClientSettings {
 }
 
 /// The process-wide HTTP connection pool. Redirects are refused: following
-/// one would send the UserSig in the query to wherever it points.
-pub fn http_client(request_timeout: Duration) -> reqwest::Client {
+/// one would send the UserSig in the query to wherever it points. Fails
+/// only if TLS cannot be set up; there is deliberately no fallback to a
+/// default client, which would follow redirects.
+pub fn http_client(request_timeout: Duration) -> Result<reqwest::Client, TransportError> {
     crate::install_crypto_provider();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -201,7 +203,12 @@ pub fn http_client(request_timeout: Duration) -> reqwest::Client {
         .connect_timeout(request_timeout.min(Duration::from_secs(5)))
         .pool_idle_timeout(Duration::from_secs(60))
         .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+        .map_err(|e| {
+            TransportError::Request(format!(
+                "cannot set up the HTTP client: {}",
+                error_chain(&e.without_url())
+            ))
+        })
 }
 
 /// One signature per client, renewed at half its life.
@@ -373,10 +380,8 @@ impl ImClient {
                     match info.class {
                         CodeClass::Success | CodeClass::Terminal => (None, why),
                         CodeClass::SignatureExpired if !resigned => {
-                            // Sign anew and retry at once; this retry is
-                            // granted even on the last attempt.
+                            // Sign anew and retry at once, even on the last attempt.
                             resigned = true;
-                            attempts -= 1;
                             self.invalidate_usersig();
                             (Some(Duration::ZERO), why)
                         }
@@ -396,9 +401,11 @@ impl ImClient {
                     }
                 }
             };
+            // The re-sign retry after a 70001 does not use up the budget.
+            let budget_used = attempts - u32::from(resigned);
             match retry_after {
-                Some(delay) if attempts < policy.max_attempts => {
-                    warn!(command = command.name(), attempt = attempts, reason = %why, retry_in_ms = delay.as_millis() as u64, "Retrying IM call");
+                Some(delay) if budget_used < policy.max_attempts => {
+                    debug!(command = command.name(), attempt = attempts, reason = %why, retry_in_ms = delay.as_millis() as u64, "Retrying IM call");
                     tokio::time::sleep(delay).await;
                 }
                 _ => return Outcome { result, attempts },

@@ -330,3 +330,42 @@ async fn read_stats(State(sim): State<Arc<Shared>>) -> impl IntoResponse {
         "peakRequestsInWindow": state.stats.peak_requests_in_window,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn shared() -> Shared {
+        let mut config = SimulatorConfig::new(1400000000, "admin", "key");
+        config.seed = crate::simulator::SeedFile::parse(
+            "groups: [{groupId: room, type: AVChatRoom, banned: [a]}]",
+        )
+        .unwrap();
+        Shared::new(config)
+    }
+
+    proptest! {
+        /// Whatever arrives, the gateway answers with an ErrorCode (or an
+        /// injected 502) and never panics.
+        #[test]
+        fn arbitrary_requests_get_an_answer_not_a_panic(
+            post in proptest::arbitrary::any::<bool>(),
+            service in "[a-z_]{0,20}",
+            command in prop_oneof![Just("unban_group_member".to_string()), Just("ban_group_member".to_string()), Just("get_group_ban_member".to_string()), "[a-z_]{0,20}"],
+            query in prop_oneof![Just(None), ".{0,200}".prop_map(Some)],
+            body in prop_oneof![
+                Just(None),
+                proptest::arbitrary::any::<Vec<u8>>().prop_map(|b| serde_json::from_slice::<Value>(&b).ok()),
+                (".{0,60}", proptest::collection::vec(".{0,40}", 0..30), proptest::arbitrary::any::<i64>()).prop_map(|(g, m, n)| Some(json!({"GroupId": g, "Members_Account": m, "Duration": n, "Offset": n, "Limit": n}))),
+            ],
+        ) {
+            let sim = shared();
+            let method = if post { Method::POST } else { Method::GET };
+            match decide(&sim, &method, &service, &command, query.as_deref(), body.as_ref()) {
+                Decision::Answer(answer) => prop_assert!(answer.code != 0 || (post && service == "group_open_http_svc")),
+                Decision::BadGateway => prop_assert!(false, "no 502 was configured"),
+            }
+        }
+    }
+}

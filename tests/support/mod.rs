@@ -64,7 +64,8 @@ pub fn client_for(
     settings: ClientSettings,
     calls_per_second: u32,
 ) -> ImClient {
-    let http = groupban_operator::im::client::http_client(settings.request_timeout);
+    let http =
+        groupban_operator::im::client::http_client(settings.request_timeout).expect("HTTP client");
     let endpoint = Endpoint::parse(base_url, false).expect("loopback endpoint");
     let limiter = Arc::new(RateLimiter::new(RateLimit::per_second(calls_per_second)));
     ImClient::new(http, endpoint, credentials, limiter, settings)
