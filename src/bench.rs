@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::im::{AppCredentials, ClientSettings, Endpoint, ImClient, RateLimit, RateLimiter};
@@ -88,19 +87,8 @@ pub async fn client_throughput(params: ClientBenchParams) -> anyhow::Result<Clie
         worker.await?;
     }
 
-    let http = reqwest::Client::new();
-    let log: Value = http
-        .get(format!("{base_url}/simulator/requests"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let stats: Value = http
-        .get(format!("{base_url}/simulator/stats"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let log = sim.fetch_json("/simulator/requests").await?;
+    let stats = sim.fetch_json("/simulator/stats").await?;
     sim.stop().await?;
 
     let requests = log["requests"].as_array().cloned().unwrap_or_default();
@@ -236,10 +224,7 @@ pub async fn apply_run(params: ApplyBenchParams) -> anyhow::Result<ApplyBenchRep
         .find_map(|field| field.strip_prefix("peakRssKiB="))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let stats: Value = reqwest::get(format!("{base_url}/simulator/stats"))
-        .await?
-        .json()
-        .await?;
+    let stats = sim.fetch_json("/simulator/stats").await?;
     sim.stop().await?;
 
     let minimum_calls = params.policies * params.members.div_ceil(20);

@@ -59,10 +59,8 @@ struct BenchApplyArgs {
     members: u64,
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
     rate_limit: u32,
-    #[arg(long = "fail-10002", default_value_t = 0.0, value_parser = parse_rate)]
-    fail_10002: f64,
-    #[arg(long = "fail-http502", default_value_t = 0.0, value_parser = parse_rate)]
-    fail_http502: f64,
+    #[command(flatten)]
+    faults: FaultArgs,
     /// Give apply a state file (saved atomically after every batch of answers).
     #[arg(long)]
     with_state: bool,
@@ -122,12 +120,8 @@ struct SimulateArgs {
     /// Calls per second the app may make; more get ErrorCode 60007.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
     rate_limit: u32,
-    /// Share of calls (0 to 1) answered ErrorCode 10002 without effect.
-    #[arg(long = "fail-10002", default_value_t = 0.0, value_parser = parse_rate)]
-    fail_10002: f64,
-    /// Share of calls (0 to 1) answered HTTP 502 without effect.
-    #[arg(long = "fail-http502", default_value_t = 0.0, value_parser = parse_rate)]
-    fail_http502: f64,
+    #[command(flatten)]
+    faults: FaultArgs,
     /// Milliseconds added before every answer.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
@@ -137,6 +131,17 @@ struct SimulateArgs {
     /// Allow banning in every group type, not only AVChatRoom (the docs disagree).
     #[arg(long)]
     allow_any_group_type: bool,
+}
+
+/// Fault injection in the simulator (`simulate`, `bench apply`).
+#[derive(Debug, Args)]
+struct FaultArgs {
+    /// Share of calls (0 to 1) answered ErrorCode 10002 without effect.
+    #[arg(long = "fail-10002", default_value_t = 0.0, value_parser = parse_rate)]
+    fail_10002: f64,
+    /// Share of calls (0 to 1) answered HTTP 502 without effect.
+    #[arg(long = "fail-http502", default_value_t = 0.0, value_parser = parse_rate)]
+    fail_http502: f64,
 }
 
 #[derive(Debug, Args)]
@@ -291,8 +296,8 @@ async fn simulate(args: SimulateArgs) -> Result<ExitCode, Failure> {
     config.seed = seed;
     config.allow_any_group_type = args.allow_any_group_type;
     config.faults = Faults {
-        fail_10002: args.fail_10002,
-        fail_http502: args.fail_http502,
+        fail_10002: args.faults.fail_10002,
+        fail_http502: args.faults.fail_http502,
         latency: Duration::from_millis(args.latency_ms),
         seed: args.fault_seed,
     };
@@ -340,8 +345,8 @@ async fn bench_apply(args: BenchApplyArgs) -> Result<ExitCode, Failure> {
         policies: args.policies as usize,
         members: args.members as usize,
         rate_limit: args.rate_limit,
-        fail_10002: args.fail_10002,
-        fail_http502: args.fail_http502,
+        fail_10002: args.faults.fail_10002,
+        fail_http502: args.faults.fail_http502,
         with_state: args.with_state,
     };
     let report = crate::bench::apply_run(params).await?;

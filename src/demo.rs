@@ -8,8 +8,6 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use serde_json::Value;
-
 use crate::apply::{ApplyOptions, OutputFormat, apply_manifests};
 use crate::cli::Failure;
 use crate::engine::credentials::keys;
@@ -98,23 +96,8 @@ pub async fn run() -> Result<ExitCode, Failure> {
     crate::outln!("# Policies and their status (as `kubectl get gbp -o yaml` would show them):");
     crate::write_stdout(&result.render(OutputFormat::Yaml));
 
-    let http = reqwest::Client::new();
-    let log: Value = http
-        .get(format!("{base_url}/simulator/requests"))
-        .send()
-        .await
-        .map_err(anyhow::Error::from)?
-        .json()
-        .await
-        .map_err(anyhow::Error::from)?;
-    let state: Value = http
-        .get(format!("{base_url}/simulator/state"))
-        .send()
-        .await
-        .map_err(anyhow::Error::from)?
-        .json()
-        .await
-        .map_err(anyhow::Error::from)?;
+    let log = sim.fetch_json("/simulator/requests").await?;
+    let state = sim.fetch_json("/simulator/state").await?;
     sim.stop().await.map_err(|e| Failure::Failed(e.into()))?;
 
     crate::outln!("\n# What the simulator received, in order:");

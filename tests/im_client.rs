@@ -41,6 +41,37 @@ async fn unban_succeeds_and_the_simulator_forgets_the_ban() {
     assert_eq!(banned_in_room(&sim.base_url()).await, ["carol"]);
 }
 
+/// Each call carries exactly the five documented query parameters and a
+/// fresh `random`.
+#[tokio::test]
+async fn every_call_sends_the_documented_query_with_a_fresh_random() {
+    let sim = start(config(ROOM)).await;
+    let client = admin_client(&sim);
+    for member in ["alice", "bob", "carol", "dave", "erin"] {
+        assert_eq!(
+            client
+                .unban_group_member("room", &[member.to_string()])
+                .await
+                .error_code(),
+            Some(0)
+        );
+    }
+    let log = get_json(&sim.base_url(), "/simulator/requests").await;
+    let requests = log["requests"].as_array().unwrap();
+    let randoms: std::collections::BTreeSet<&str> = requests
+        .iter()
+        .map(|r| r["random"].as_str().unwrap())
+        .collect();
+    assert_eq!(randoms.len(), 5, "random must change per call: {randoms:?}");
+    for request in requests {
+        assert_eq!(
+            request["queryParameters"],
+            serde_json::json!(["sdkappid", "identifier", "usersig", "random", "contenttype"])
+        );
+        assert!(request["random"].as_str().unwrap().parse::<u32>().is_ok());
+    }
+}
+
 /// A passing internal error is retried until the call goes through; the
 /// member is unbanned exactly by the successful attempt.
 #[tokio::test]

@@ -262,39 +262,28 @@ impl ImClient {
     /// Unbans up to 20 members. The caller batches; the gateway answers
     /// 10005 for more.
     pub async fn unban_group_member(&self, group_id: &str, members: &[String]) -> Outcome<()> {
-        #[derive(Serialize)]
-        struct Body<'a> {
-            #[serde(rename = "GroupId")]
-            group_id: &'a str,
-            #[serde(rename = "Members_Account")]
-            members: &'a [String],
-        }
-        self.call::<_, Empty>(Command::UnbanGroupMember, &Body { group_id, members })
+        let body = MembersBody {
+            group_id,
+            members,
+            duration: None,
+        };
+        self.call::<_, Empty>(Command::UnbanGroupMember, &body)
             .await
             .map(|_| ())
     }
 
-    /// Bans members for `duration_secs` (used by the demo and tests to set
-    /// up a group the way an app would).
+    /// Bans members for `duration_secs`; tests use it to set a group up
+    /// the way an app would.
     pub async fn ban_group_member(
         &self,
         group_id: &str,
         members: &[String],
         duration_secs: u32,
     ) -> Outcome<()> {
-        #[derive(Serialize)]
-        struct Body<'a> {
-            #[serde(rename = "GroupId")]
-            group_id: &'a str,
-            #[serde(rename = "Members_Account")]
-            members: &'a [String],
-            #[serde(rename = "Duration")]
-            duration: u32,
-        }
-        let body = Body {
+        let body = MembersBody {
             group_id,
             members,
-            duration: duration_secs,
+            duration: Some(duration_secs),
         };
         self.call::<_, Empty>(Command::BanGroupMember, &body)
             .await
@@ -523,6 +512,17 @@ impl<T> Outcome<T> {
             attempts: self.attempts,
         }
     }
+}
+
+/// The body of `unban_group_member` and (with `Duration`) `ban_group_member`.
+#[derive(Serialize)]
+struct MembersBody<'a> {
+    #[serde(rename = "GroupId")]
+    group_id: &'a str,
+    #[serde(rename = "Members_Account")]
+    members: &'a [String],
+    #[serde(rename = "Duration", skip_serializing_if = "Option::is_none")]
+    duration: Option<u32>,
 }
 
 #[derive(Deserialize)]

@@ -26,6 +26,20 @@ pub enum CodeClass {
     Unknown,
 }
 
+impl CodeClass {
+    /// Stable CamelCase name of the class, for metric labels and logs.
+    pub fn reason(self) -> &'static str {
+        match self {
+            CodeClass::Success => "Succeeded",
+            CodeClass::Retryable => "Retryable",
+            CodeClass::RateLimited => "RateLimited",
+            CodeClass::SignatureExpired => "SignatureExpired",
+            CodeClass::Terminal => "Terminal",
+            CodeClass::Unknown => UNKNOWN_REASON,
+        }
+    }
+}
+
 /// How much a terminal answer stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reach {
@@ -519,7 +533,16 @@ mod tests {
 
     #[test]
     fn reasons_are_camel_case_identifiers() {
-        for reason in all_reasons() {
+        let classes = [
+            Success,
+            Retryable,
+            RateLimited,
+            SignatureExpired,
+            Terminal,
+            Unknown,
+        ]
+        .map(CodeClass::reason);
+        for reason in all_reasons().into_iter().chain(classes) {
             assert!(
                 reason
                     .chars()

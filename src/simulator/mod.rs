@@ -96,6 +96,13 @@ impl RunningSimulator {
         format!("http://{}", self.addr)
     }
 
+    /// Reads one of its JSON endpoints: `/simulator/state`,
+    /// `/simulator/requests` or `/simulator/stats`.
+    pub async fn fetch_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        let url = format!("{}{path}", self.base_url());
+        Ok(reqwest::get(url).await?.error_for_status()?.json().await?)
+    }
+
     /// Stops accepting, finishes requests in flight, and returns.
     pub async fn stop(mut self) -> std::io::Result<()> {
         if let Some(tx) = self.shutdown.take() {

@@ -34,6 +34,11 @@ pub struct LoggedRequest {
     /// Milliseconds since the simulator started.
     pub at_ms: u64,
     pub command: String,
+    /// Names of the query parameters, in order (values are not kept: one is
+    /// the UserSig).
+    pub query_parameters: Vec<String>,
+    /// The `random` parameter, to check that clients vary it.
+    pub random: Option<String>,
     pub group_id: Option<String>,
     pub members: Vec<String>,
     /// `None` when the call got no IM answer (an injected HTTP 502).
@@ -162,7 +167,14 @@ async fn rest_call(
             (200, Some(code), answer_body(&sim, answer).into_response())
         }
     };
-    record(&sim, &command, parsed.as_ref(), status, error_code);
+    record(
+        &sim,
+        &command,
+        query.as_deref(),
+        parsed.as_ref(),
+        status,
+        error_code,
+    );
     debug!(command = %command, status, error_code, "Simulator answered");
     response
 }
@@ -258,10 +270,15 @@ fn answer_body(sim: &Shared, answer: ServiceAnswer) -> impl IntoResponse {
 fn record(
     sim: &Shared,
     command: &str,
+    query: Option<&str>,
     body: Option<&Value>,
     http_status: u16,
     error_code: Option<i64>,
 ) {
+    let pairs: Vec<(String, String)> =
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .map(|(name, value)| (name.into_owned(), value.into_owned()))
+            .collect();
     let mut state = sim.lock();
     if let Some(code) = error_code {
         *state.stats.by_error_code.entry(code).or_default() += 1;
@@ -281,6 +298,11 @@ fn record(
         seq,
         at_ms: sim.started.elapsed().as_millis() as u64,
         command: command.to_string(),
+        query_parameters: pairs.iter().map(|(name, _)| name.clone()).collect(),
+        random: pairs
+            .iter()
+            .find(|(name, _)| name == "random")
+            .map(|(_, value)| value.clone()),
         group_id: body
             .and_then(|b| b.get("GroupId"))
             .and_then(Value::as_str)
