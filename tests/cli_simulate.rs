@@ -167,29 +167,22 @@ fn ureq_get(url: &str) -> String {
     runtime.block_on(async { reqwest::get(url).await.unwrap().text().await.unwrap() })
 }
 
-/// Two independent clients from PyPI (tests/clients/requirements.txt) get
+/// Two independent clients from PyPI (tests/python/requirements.txt) get
 /// the same answers as ours. Skipped with a notice when they are not
-/// installed; CI installs them and sets GROUPBAN_REQUIRE_PYTHON_CLIENTS=1.
+/// installed; CI installs them and sets GROUPBAN_REQUIRE_PYTHON_TESTS=1.
 #[test]
 fn third_party_python_clients_are_served() {
-    let probe = Command::new("python3")
-        .args(["-c", "import timsdk, tencentcloud_im, TLSSigAPIv2"])
-        .output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        assert!(
-            std::env::var_os("GROUPBAN_REQUIRE_PYTHON_CLIENTS").is_none(),
-            "GROUPBAN_REQUIRE_PYTHON_CLIENTS is set but the clients are missing: pip install -r tests/clients/requirements.txt"
-        );
-        eprintln!(
-            "SKIPPED third_party_python_clients_are_served: pip install -r tests/clients/requirements.txt"
-        );
+    if !support::python_modules_available(
+        "third_party_python_clients_are_served",
+        "timsdk, tencentcloud_im, TLSSigAPIv2",
+    ) {
         return;
     }
     let sim = spawn_simulator(&[]);
     let output = Command::new("python3")
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/tests/clients/third_party_clients.py"
+            "/tests/python/third_party_clients.py"
         ))
         .args([&sim.url, &SDKAPPID.to_string(), ADMIN, KEY])
         .output()

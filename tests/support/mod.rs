@@ -102,3 +102,21 @@ pub async fn logged_codes(sim_url: &str) -> Vec<Option<i64>> {
 pub fn members(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i}")).collect()
 }
+
+/// True when `python3` can import `modules` (comma-separated). When it
+/// cannot, the test is skipped with a notice, except under
+/// GROUPBAN_REQUIRE_PYTHON_TESTS (set by CI), where that is a failure.
+pub fn python_modules_available(test: &str, modules: &str) -> bool {
+    let probe = std::process::Command::new("python3")
+        .args(["-c", &format!("import {modules}")])
+        .output();
+    if probe.is_ok_and(|o| o.status.success()) {
+        return true;
+    }
+    assert!(
+        std::env::var_os("GROUPBAN_REQUIRE_PYTHON_TESTS").is_none(),
+        "{test}: GROUPBAN_REQUIRE_PYTHON_TESTS is set but python3 cannot import {modules}: pip install -r tests/python/requirements.txt"
+    );
+    eprintln!("SKIPPED {test}: pip install -r tests/python/requirements.txt");
+    false
+}
