@@ -36,6 +36,9 @@ pub struct ApplyResult {
     /// A kubectl-style `List` of the policies with their status.
     pub list: Value,
     pub all_ready: bool,
+    /// Why the final state could not be saved, if it could not; the run
+    /// then exits 1 after printing its result.
+    pub state_error: Option<String>,
     pub summary: RunSummary,
 }
 
@@ -62,6 +65,13 @@ impl ApplyResult {
 /// Loads the manifests under `paths`, then runs [`apply_manifests`].
 pub async fn apply(paths: &[PathBuf], options: &ApplyOptions) -> Result<ApplyResult, Failure> {
     let manifests = manifests::load(paths).map_err(|e| Failure::InvalidInput(e.to_string()))?;
+    if manifests.policies.is_empty() {
+        let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        return Err(Failure::InvalidInput(format!(
+            "no GroupBanPolicy (groupban.dev/v1alpha1) found in {}",
+            shown.join(", ")
+        )));
+    }
     apply_manifests(manifests, options).await
 }
 
@@ -132,7 +142,9 @@ pub async fn apply_manifests(
             bar.set_length(progress.calls_planned as u64);
             bar.set_position(progress.calls_done as u64);
         }
-        if let (Some(state), None) = (state.as_mut(), &save_error) {
+        // A failed save (a full disk, say) is retried at the next answer;
+        // the calls go on, since unbanning twice is harmless.
+        if let Some(state) = state.as_mut() {
             save_error = state.save(keys.iter().cloned().zip(statuses)).err();
         }
     })
@@ -141,12 +153,7 @@ pub async fn apply_manifests(
         bar.finish_and_clear();
     }
     if let Some(state) = state.as_mut() {
-        state
-            .save(keys.iter().cloned().zip(&statuses))
-            .map_err(|e| Failure::Failed(e.into()))?;
-    }
-    if let Some(error) = save_error {
-        return Err(Failure::Failed(error.into()));
+        save_error = state.save(keys.iter().cloned().zip(&statuses)).err();
     }
 
     let is_ready = |status: &GroupBanPolicyStatus| {
@@ -167,6 +174,7 @@ pub async fn apply_manifests(
     Ok(ApplyResult {
         list: json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": items}),
         all_ready: ready == statuses.len(),
+        state_error: save_error.map(|e| e.to_string()),
         summary: RunSummary {
             policies: statuses.len(),
             ready,

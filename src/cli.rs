@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::{Args, Parser, Subcommand};
 
 use crate::im::usersig::{self, SigRequest};
+use crate::secret::Redacted;
 use crate::simulator::{self, Faults, SeedFile, SimulatorConfig};
 
 #[derive(Debug, Parser)]
@@ -57,7 +58,7 @@ struct BenchApplyArgs {
     /// Members per policy (at most 5000, the schema's limit).
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=5000))]
     members: u64,
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=MAX_CALLS_PER_SECOND))]
     rate_limit: u32,
     #[command(flatten)]
     faults: FaultArgs,
@@ -72,7 +73,7 @@ struct BenchClientArgs {
     #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u64).range(2..=3600))]
     seconds: u64,
     /// The simulator's limit and the client's, in calls per second.
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=MAX_CALLS_PER_SECOND))]
     rate_limit: u32,
     /// Calls in flight at once.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=10_000))]
@@ -91,13 +92,13 @@ struct ApplyArgs {
     #[arg(short = 'o', long, value_enum, default_value = "yaml")]
     output: crate::apply::OutputFormat,
     /// Calls per second per app (SDKAppID); the IM API allows 200.
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=MAX_CALLS_PER_SECOND))]
     max_calls_per_second: u32,
     /// Attempts per call before it is reported failed (retryable answers only).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100))]
     max_attempts: u32,
     /// Seconds before a call is abandoned as a timeout (the gateway's own is 3).
-    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(1..=300))]
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(4..=300))]
     request_timeout: u64,
 }
 
@@ -112,13 +113,13 @@ struct SimulateArgs {
     #[arg(long, default_value = "administrator")]
     identifier: String,
     /// The app's secret key (or set GROUPBAN_SECRET_KEY, which keeps it out of `ps`).
-    #[arg(long, env = "GROUPBAN_SECRET_KEY", hide_env_values = true)]
-    secret_key: String,
+    #[arg(long, env = "GROUPBAN_SECRET_KEY", hide_env_values = true, value_parser = parse_secret)]
+    secret_key: Redacted<String>,
     /// YAML file of groups: `groups: [{groupId: "@TGS#demo", type: AVChatRoom, banned: [alice]}]`.
     #[arg(long)]
     seed_file: Option<PathBuf>,
     /// Calls per second the app may make; more get ErrorCode 60007.
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=MAX_CALLS_PER_SECOND))]
     rate_limit: u32,
     #[command(flatten)]
     faults: FaultArgs,
@@ -151,14 +152,26 @@ struct UsersigArgs {
     #[arg(long)]
     identifier: String,
     /// The app's secret key (or set GROUPBAN_SECRET_KEY).
-    #[arg(long, env = "GROUPBAN_SECRET_KEY", hide_env_values = true)]
-    secret_key: String,
+    #[arg(long, env = "GROUPBAN_SECRET_KEY", hide_env_values = true, value_parser = parse_secret)]
+    secret_key: Redacted<String>,
     /// Seconds of validity (the reference tools default to 180 days).
     #[arg(long, default_value_t = 180 * 86400, value_parser = clap::value_parser!(u64).range(1..))]
     expire: u64,
     /// Text to embed as userbuf.
     #[arg(long)]
     userbuf: Option<String>,
+}
+
+/// Far above any IM plan; a bound keeps absurd values from the limiter.
+const MAX_CALLS_PER_SECOND: i64 = 100_000;
+
+/// A secret from the command line or the environment: never empty, never
+/// printed by a stray `{:?}`.
+fn parse_secret(text: &str) -> Result<Redacted<String>, String> {
+    if text.trim().is_empty() {
+        return Err("the secret key must not be empty".into());
+    }
+    Ok(Redacted::new(text.trim().to_string()))
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
@@ -243,7 +256,7 @@ fn print_usersig(args: UsersigArgs) -> Result<ExitCode, Failure> {
         expire: args.expire,
         userbuf: args.userbuf.as_deref().map(str::as_bytes),
     };
-    crate::outln!("{}", usersig::generate(&args.secret_key, &request));
+    crate::outln!("{}", usersig::generate(args.secret_key.expose(), &request));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -273,6 +286,10 @@ async fn apply(args: ApplyArgs) -> Result<ExitCode, Failure> {
         summary.seconds,
         crate::apply::peak_rss_kib().unwrap_or(0),
     );
+    if let Some(error) = &result.state_error {
+        eprintln!("error: {error}");
+        return Ok(ExitCode::from(1));
+    }
     Ok(if result.all_ready {
         ExitCode::SUCCESS
     } else {
@@ -291,7 +308,8 @@ async fn simulate(args: SimulateArgs) -> Result<ExitCode, Failure> {
             "--identifier must not be empty".into(),
         ));
     }
-    let mut config = SimulatorConfig::new(args.sdkappid, &args.identifier, &args.secret_key);
+    let mut config =
+        SimulatorConfig::new(args.sdkappid, &args.identifier, args.secret_key.expose());
     config.rate_limit = args.rate_limit;
     config.seed = seed;
     config.allow_any_group_type = args.allow_any_group_type;

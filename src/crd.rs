@@ -101,6 +101,8 @@ pub struct GroupBanPolicySpec {
 
 /// A reference to a Secret in the policy's namespace.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+// A misspelt or cross-namespace `namespace:` key must not be ignored.
+#[serde(deny_unknown_fields)]
 pub struct SecretRef {
     /// Name of the Secret.
     #[schemars(length(min = 1, max = 253))]
@@ -119,6 +121,16 @@ pub struct GroupBanPolicyStatus {
     /// the record starts over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_id: Option<String>,
+
+    /// The app (SDKAppID) the recorded members were unbanned in; when the
+    /// credentials name another app, the record starts over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdk_app_id: Option<u64>,
+
+    /// The IM endpoint (base URL, no credentials) the recorded members were
+    /// unbanned through; when it changes, the record starts over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 
     /// Members confirmed unbanned by an ErrorCode 0 answer and still
     /// desired, sorted.
@@ -154,6 +166,7 @@ pub struct GroupBanPolicyStatus {
     /// pending or being retried) and Stalled (a terminal ErrorCode or a
     /// configuration error stops progress), in the kstatus convention.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
 

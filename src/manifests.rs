@@ -100,11 +100,11 @@ fn expand(path: &Path) -> Result<Vec<PathBuf>, ManifestError> {
         .filter_map(Result::ok)
         .map(|entry| entry.path())
         .filter(|p| {
-            p.is_file()
-                && matches!(
-                    p.extension().and_then(|e| e.to_str()),
-                    Some("yaml" | "yml" | "json")
-                )
+            let extension = p
+                .extension()
+                .and_then(|e| e.to_str())
+                .map(str::to_ascii_lowercase);
+            p.is_file() && matches!(extension.as_deref(), Some("yaml" | "yml" | "json"))
         })
         .collect();
     files.sort();

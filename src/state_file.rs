@@ -3,8 +3,13 @@
 //!
 //! Atomic replace (write a sibling temp file, sync it, rename it over the
 //! old one) means a process killed at any moment leaves either the old or
-//! the new file, never a torn one. Entries of policies not in this run are
-//! kept: one state file can serve several sets of manifests.
+//! the new file, never a torn one. An exclusive lock on a sibling
+//! `.NAME.lock` file keeps two runs from interleaving their saves. The file
+//! is written once on open, so an unwritable path fails before any call.
+//!
+//! Entries of policies not in this run are kept: one state file can serve
+//! several sets of manifests. A policy deleted and re-created under the
+//! same name therefore continues from its old record.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -42,17 +47,47 @@ pub enum StateError {
         path: String,
         source: std::io::Error,
     },
+    #[error("state file {path} is in use by another run (lock {lock} is held)")]
+    Locked { path: String, lock: String },
 }
 
 pub struct StateFile {
     path: PathBuf,
     contents: Contents,
+    // Held for the life of the value; the OS releases it if we are killed.
+    _lock: std::fs::File,
 }
 
 impl StateFile {
-    /// Opens `path`; a missing file is an empty state.
+    /// Locks and opens `path` (a missing file is an empty state), then
+    /// writes it back to prove it can be saved.
     pub fn open(path: &Path) -> Result<Self, StateError> {
         let display = path.display().to_string();
+        let lock_path = sibling(path, "lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| StateError::Write {
+                path: display.clone(),
+                source,
+            })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StateError::Locked {
+                    path: display,
+                    lock: lock_path.display().to_string(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(StateError::Write {
+                    path: display,
+                    source,
+                });
+            }
+        }
         let contents = match std::fs::read(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Contents {
                 api_version: API_VERSION.into(),
@@ -80,10 +115,13 @@ impl StateFile {
                 contents
             }
         };
-        Ok(Self {
+        let mut state = Self {
             path: path.to_path_buf(),
             contents,
-        })
+            _lock: lock,
+        };
+        state.save([])?;
+        Ok(state)
     }
 
     pub fn recorded(&self, key: &str) -> GroupBanPolicyStatus {
@@ -117,6 +155,15 @@ impl StateFile {
     }
 }
 
+/// `.NAME.EXT` beside `path`.
+fn sibling(path: &Path, extension: &str) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{extension}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,11 +181,38 @@ mod tests {
         state
             .save([("ns/two".to_string(), &GroupBanPolicyStatus::default())])
             .unwrap();
+        drop(state); // releases the lock, as a finished run does
         let reopened = StateFile::open(&path).unwrap();
         assert_eq!(reopened.recorded("ns/one").unbanned_members, ["a"]);
         assert_eq!(
             reopened.recorded("ns/missing"),
             GroupBanPolicyStatus::default()
+        );
+    }
+
+    #[test]
+    fn a_second_opener_is_refused_while_the_first_holds_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let first = StateFile::open(&path).unwrap();
+        let second = StateFile::open(&path);
+        assert!(
+            matches!(second, Err(StateError::Locked { .. })),
+            "{:?}",
+            second.err()
+        );
+        drop(first);
+        assert!(StateFile::open(&path).is_ok());
+    }
+
+    #[test]
+    fn an_unwritable_location_fails_on_open() {
+        let error = StateFile::open(Path::new("/nonexistent-dir/state.json"))
+            .err()
+            .unwrap();
+        assert!(
+            error.to_string().contains("/nonexistent-dir/state.json"),
+            "{error}"
         );
     }
 

@@ -306,7 +306,10 @@ async fn unusable_credentials_stall_with_credentials_invalid_and_make_no_call() 
             "{expected}"
         );
         assert!(message.contains(expected), "{message}");
-        assert!(!message.contains(KEY));
+        assert!(
+            !message.contains(KEY) && !message.contains("SECRETSIG"),
+            "{message}"
+        );
     }
     assert!(
         logged_codes(&url).await.is_empty(),
@@ -363,6 +366,95 @@ async fn invalid_manifests_exit_2_naming_file_document_and_field() {
     let missing = run_apply(Path::new("/nonexistent/manifests"), &[]).await;
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/manifests"));
+}
+
+/// The state file follows the spec: a member removed and added back is
+/// unbanned again; a new group or a new endpoint starts the record over
+/// (members unbanned elsewhere say nothing about the new place).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_record_follows_spec_edits_group_changes_and_endpoint_changes() {
+    let seed = seed_with_bans(&[("g1", "AVChatRoom", 40), ("g2", "AVChatRoom", 40)]);
+    let first = start(config(&seed)).await;
+    let second = start(config(&seed)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let state_arg = state.to_str().unwrap().to_string();
+    let run = |endpoint: String, group: &'static str, members: Vec<String>| {
+        let (dir, state_arg) = (dir.path().to_path_buf(), state_arg.clone());
+        async move {
+            let documents = [
+                secret_yaml(&endpoint, ADMIN, KEY, SDKAPPID),
+                policy_yaml("p", group, &members),
+            ];
+            std::fs::write(dir.join("manifests.yaml"), documents.join("---\n")).unwrap();
+            let output = run_apply(&dir, &["--state", &state_arg]).await;
+            assert_eq!(
+                output.status.code(),
+                Some(0),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            items(&output)[0]["status"].clone()
+        }
+    };
+    let calls = |url: String| async move { logged_codes(&url).await.len() };
+
+    let status = run(first.base_url(), "g1", members("m", 40)).await;
+    assert_eq!(strings(&status["unbannedMembers"]).len(), 40);
+    assert_eq!(calls(first.base_url()).await, 2);
+
+    let status = run(first.base_url(), "g1", members("m", 40)[10..].to_vec()).await;
+    assert_eq!(
+        strings(&status["unbannedMembers"]).len(),
+        30,
+        "removed members leave the record"
+    );
+    assert_eq!(
+        calls(first.base_url()).await,
+        2,
+        "removing members makes no call"
+    );
+
+    let status = run(first.base_url(), "g1", members("m", 40)).await;
+    assert_eq!(strings(&status["unbannedMembers"]).len(), 40);
+    assert_eq!(
+        calls(first.base_url()).await,
+        3,
+        "the 10 members added back are unbanned again"
+    );
+
+    let status = run(first.base_url(), "g2", members("m", 40)).await;
+    assert_eq!(status["groupId"], "g2");
+    assert_eq!(
+        calls(first.base_url()).await,
+        5,
+        "a new group starts over: 2 calls"
+    );
+
+    let status = run(second.base_url(), "g2", members("m", 40)).await;
+    assert_eq!(status["endpoint"], second.base_url());
+    assert_eq!(
+        calls(second.base_url()).await,
+        2,
+        "a new endpoint starts over"
+    );
+    assert_eq!(really_unbanned(&second.base_url(), "g2").await.len(), 40);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_file_in_use_or_no_policy_at_all_is_invalid_input() {
+    let dir = manifests_dir(&[secret_yaml("http://127.0.0.1:9", ADMIN, KEY, SDKAPPID)]);
+    let output = run_apply(dir.path(), &[]).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no GroupBanPolicy"));
+
+    let dir = manifests_dir(&[policy_yaml("p", "room", &members("u", 1))]);
+    let state = dir.path().join("state.json");
+    let lock = std::fs::File::create(dir.path().join(".state.json.lock")).unwrap();
+    lock.try_lock().unwrap(); // another run holds it
+    let output = run_apply(dir.path(), &["--state", state.to_str().unwrap()]).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("in use by another run"));
 }
 
 /// SIGKILL at random moments, then a restart on the same state file: the

@@ -162,7 +162,57 @@ fn simulate_prints_its_address_first_and_serves_raw_requests() {
     );
 }
 
+/// Whatever arrives, the answer is a documented ErrorCode in a JSON body.
+#[test]
+fn odd_requests_get_documented_codes_not_plain_http_errors() {
+    let sim = spawn_simulator(&[]);
+    let (status, answer) = (
+        0,
+        serde_json::from_str::<Value>(&ureq_get(&format!("{}/no/such/path", sim.url))).unwrap(),
+    );
+    assert_eq!((status, answer["ErrorCode"].as_i64()), (0, Some(60009)));
+    let huge = format!(
+        "{{\"GroupId\":\"room\",\"Members_Account\":[\"{}\"]}}",
+        "x".repeat(3 << 20)
+    );
+    let (status, answer) = post(
+        &sim.url,
+        "group_open_http_svc/unban_group_member",
+        &query(ADMIN, KEY),
+        &huge,
+    );
+    assert_eq!(
+        (status, answer["ErrorCode"].as_i64()),
+        (200, Some(60003)),
+        "an over-large body"
+    );
+    let many: Vec<String> = (0..25).map(|i| format!("m{i}")).collect();
+    let body = json!({"GroupId": "room", "Members_Account": many}).to_string();
+    let garbled = format!("{}&eJyrStrayToken=1", query(ADMIN, KEY));
+    let (_, answer) = post(
+        &sim.url,
+        "group_open_http_svc/unban_group_member",
+        &garbled,
+        &body,
+    );
+    assert_eq!(answer["ErrorCode"], 10005);
+    let log: Value =
+        serde_json::from_str(&ureq_get(&format!("{}/simulator/requests", sim.url))).unwrap();
+    let last = log["requests"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["membersCount"], 25);
+    assert_eq!(
+        last["members"].as_array().unwrap().len(),
+        20,
+        "the log keeps a call's worth"
+    );
+    assert_eq!(
+        last["queryParameters"].as_array().unwrap().last().unwrap(),
+        "<other>"
+    );
+}
+
 fn ureq_get(url: &str) -> String {
+    groupban_operator::install_crypto_provider();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async { reqwest::get(url).await.unwrap().text().await.unwrap() })
 }

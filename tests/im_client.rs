@@ -11,7 +11,7 @@ use groupban_operator::im::client::system_clock;
 use groupban_operator::im::{ClientSettings, TransportError};
 use support::*;
 
-const ROOM: &str = "groups: [{groupId: room, type: AVChatRoom, banned: [alice, bob, carol]}, {groupId: pub, type: Public}, {groupId: locked, type: AVChatRoom, failWith: {errorCode: 10007, errorInfo: no permission}}]";
+const ROOM: &str = "groups: [{groupId: room, type: AVChatRoom, banned: [alice, bob, carol]}, {groupId: pub, type: Public}, {groupId: locked, type: AVChatRoom, failWith: {errorCode: 10007, errorInfo: no permission}}, {groupId: odd, type: AVChatRoom, failWith: {errorCode: 12345, errorInfo: something new}}, {groupId: revoked, type: AVChatRoom, failWith: {errorCode: 70052, errorInfo: usersig invalidated}}]";
 
 async fn banned_in_room(sim_url: &str) -> Vec<String> {
     let state = get_json(sim_url, "/simulator/state").await;
@@ -292,6 +292,44 @@ async fn each_terminal_code_the_simulator_produces_is_final_after_one_call() {
         .await;
     assert_eq!(outcome.error_code(), Some(60006));
     assert_eq!(banned_in_room(&url).await, ["alice", "bob", "carol"]);
+}
+
+/// An undocumented code is retried (slowly) to the end of the budget and
+/// reported as it came, with the UnknownErrorCode reason.
+#[tokio::test]
+async fn an_undocumented_code_is_retried_slowly_then_reported() {
+    let sim = start(config(ROOM)).await;
+    let started = std::time::Instant::now();
+    let outcome = admin_client(&sim)
+        .unban_group_member("odd", &["a".into()])
+        .await;
+    assert_eq!(outcome.error_code(), Some(12345));
+    assert_eq!(outcome.attempts, quick_settings().retry.max_attempts);
+    assert_eq!(
+        groupban_operator::im::codes::lookup(12345).reason,
+        "UnknownErrorCode"
+    );
+    // Three backoffs of at least half of 5 ms, 10 ms, 20 ms, slowed down twice.
+    assert!(
+        started.elapsed() >= Duration::from_millis(35),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// 70052 (invalidated UserSig) also signs anew and retries once.
+#[tokio::test]
+async fn answer_70052_signs_anew_and_retries_once() {
+    let sim = start(config(ROOM)).await;
+    let outcome = admin_client(&sim)
+        .unban_group_member("revoked", &["a".into()])
+        .await;
+    assert_eq!(outcome.error_code(), Some(70052));
+    assert_eq!(outcome.attempts, 2);
+    assert_eq!(
+        logged_codes(&sim.base_url()).await,
+        [Some(70052), Some(70052)]
+    );
 }
 
 #[tokio::test]

@@ -3,9 +3,11 @@
 //!
 //! Calls are started round-robin across policies, so a 5,000-member policy
 //! does not keep a 20-member one waiting. A terminal answer that concerns
-//! the whole group or the credentials cancels the policy's remaining calls,
-//! including those already queued at the limiter (cancel-safe: they have
-//! used no budget); it would only be answered the same way 250 times.
+//! the whole group or the credentials stops the policy's remaining calls:
+//! those waiting for the limiter or a backoff give up (they have used no
+//! budget); a request already sent is always allowed to finish, so no
+//! answer that may have taken effect is dropped. Without the stop, the
+//! same answer would come back 250 times.
 
 use std::sync::Arc;
 
@@ -56,14 +58,11 @@ pub async fn execute(jobs: Vec<PolicyJob>, reports: mpsc::UnboundedSender<(usize
                 (job.client.clone(), job.group_id.clone(), batch.clone());
             let (stop, reports, policy) = (stop.clone(), reports.clone(), job.policy);
             calls.spawn(async move {
-                let mut stopped = stop.subscribe();
-                if *stopped.borrow() {
-                    return;
-                }
-                let outcome = tokio::select! {
-                    biased;
-                    _ = stopped.wait_for(|halted| *halted) => return,
-                    outcome = client.unban_group_member(&group_id, &batch) => outcome,
+                let Some(outcome) = client
+                    .unban_group_member_until(&group_id, &batch, stop.subscribe())
+                    .await
+                else {
+                    return; // stopped before its first request
                 };
                 let (error_code, error_info) = match outcome.result {
                     Ok((answer, ())) => (answer.error_code, answer.error_info),

@@ -16,6 +16,8 @@ pub mod execute;
 pub mod plan;
 pub mod status;
 
+use std::collections::BTreeSet;
+
 use k8s_openapi::jiff::Timestamp;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -24,7 +26,7 @@ use crate::crd::{GroupBanPolicySpec, GroupBanPolicyStatus, reasons, validate_spe
 use clients::ClientPool;
 use credentials::AppTarget;
 use execute::{PolicyJob, halts_policy};
-use status::Halt;
+use status::{Halt, PassView, RecordOwner};
 
 /// What a pass needs to know about one policy.
 #[derive(Debug, Clone)]
@@ -48,20 +50,25 @@ pub struct PassProgress {
 
 /// Runs one pass. `observe` sees the statuses after every batch of answers
 /// (answers that land together are folded together, so a slow store never
-/// holds up the calls) and is not called at the end: the concluded
-/// statuses are returned.
+/// holds up the calls), with summary and conditions already brought up to
+/// date; the concluded statuses are returned, not observed.
 pub async fn run_pass(
     inputs: &[PolicyInput],
     pool: &ClientPool,
     mut observe: impl FnMut(&[GroupBanPolicyStatus], PassProgress),
 ) -> Vec<GroupBanPolicyStatus> {
-    let mut statuses: Vec<GroupBanPolicyStatus> = inputs
-        .iter()
-        .map(|input| status::prepare(input.recorded.clone(), &input.spec))
-        .collect();
     let mut halts: Vec<Option<Halt>> = vec![None; inputs.len()];
+    let mut statuses = Vec::with_capacity(inputs.len());
     let mut jobs = Vec::new();
     for (index, input) in inputs.iter().enumerate() {
+        let target = input.target.as_ref().ok();
+        let owner = target.map(|t| (t.credentials.sdkappid, t.endpoint.to_string()));
+        let owner = owner.as_ref().map(|(sdkappid, endpoint)| RecordOwner {
+            sdkappid: *sdkappid,
+            endpoint,
+        });
+        statuses.push(status::prepare(input.recorded.clone(), &input.spec, owner));
+
         if let Err(problem) = validate_spec(&input.spec) {
             halts[index] = Some(Halt::Config {
                 reason: reasons::SPEC_INVALID,
@@ -98,6 +105,7 @@ pub async fn run_pass(
         }
     }
 
+    let mut failed_in_pass: Vec<BTreeSet<String>> = vec![BTreeSet::new(); inputs.len()];
     let mut progress = PassProgress {
         calls_planned: jobs.iter().map(|j| j.batches.len()).sum(),
         calls_done: 0,
@@ -109,13 +117,19 @@ pub async fn run_pass(
         while let Ok(next) = reports.try_recv() {
             landed.push(next);
         }
+        let mut touched = BTreeSet::new();
         for (index, report) in landed {
             progress.calls_done += 1;
+            touched.insert(index);
             let input = &inputs[index];
             if report.error_code == 0 {
                 debug!(policy = %input.key, group = %input.spec.group_id, members = report.members.len(), attempts = report.attempts, "Unbanned batch");
+                for member in &report.members {
+                    failed_in_pass[index].remove(member);
+                }
             } else {
                 warn!(policy = %input.key, group = %input.spec.group_id, members = report.members.len(), error_code = report.error_code, attempts = report.attempts, "Batch failed");
+                failed_in_pass[index].extend(report.members.iter().cloned());
             }
             if halts_policy(report.error_code) && halts[index].is_none() {
                 halts[index] = Some(Halt::Terminal {
@@ -124,6 +138,11 @@ pub async fn run_pass(
                 });
             }
             status::record_call(&mut statuses[index], &input.spec, &report);
+        }
+        let now = Timestamp::now();
+        for index in touched {
+            let view = pass_view(&inputs[index], &halts[index], &failed_in_pass[index]);
+            status::refresh(&mut statuses[index], view, now);
         }
         observe(&statuses, progress);
     }
@@ -134,10 +153,26 @@ pub async fn run_pass(
     let now = Timestamp::now();
     statuses
         .into_iter()
-        .zip(inputs)
-        .zip(&halts)
-        .map(|((status, input), halt)| {
-            status::conclude(status, &input.spec, input.generation, halt.as_ref(), now)
+        .enumerate()
+        .map(|(index, status)| {
+            status::conclude(
+                status,
+                pass_view(&inputs[index], &halts[index], &failed_in_pass[index]),
+                now,
+            )
         })
         .collect()
+}
+
+fn pass_view<'a>(
+    input: &'a PolicyInput,
+    halt: &'a Option<Halt>,
+    failed_in_pass: &'a BTreeSet<String>,
+) -> PassView<'a> {
+    PassView {
+        spec: &input.spec,
+        generation: input.generation,
+        halt: halt.as_ref(),
+        failed_in_pass,
+    }
 }

@@ -64,19 +64,36 @@ fn reason_of(error_code: i64) -> &'static str {
     }
 }
 
-/// Readies a recorded status for a pass over `spec`: a changed group
-/// starts the record over; members no longer desired leave it.
+/// The app and endpoint a record belongs to: members unbanned in one app
+/// (or in the simulator) say nothing about another app with the same group ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordOwner<'a> {
+    pub sdkappid: u64,
+    pub endpoint: &'a str,
+}
+
+/// Readies a recorded status for a pass over `spec`. The record starts over
+/// when the group, the app or the endpoint differs from the one it was made
+/// for (or is unknown); members no longer desired leave it. `owner` is
+/// `None` when the credentials are unusable: no call will be made, so the
+/// record is kept as it is.
 pub fn prepare(
     mut status: GroupBanPolicyStatus,
     spec: &GroupBanPolicySpec,
+    owner: Option<RecordOwner<'_>>,
 ) -> GroupBanPolicyStatus {
-    if status.group_id.as_deref() != Some(spec.group_id.as_str()) {
-        if status.group_id.is_some() {
-            status.unbanned_members.clear();
-            status.failures.clear();
-            status.failures_truncated = None;
-        }
+    let same_group = status.group_id.as_deref() == Some(spec.group_id.as_str());
+    let same_owner = owner.is_none_or(|o| {
+        status.sdk_app_id == Some(o.sdkappid) && status.endpoint.as_deref() == Some(o.endpoint)
+    });
+    if !same_group || !same_owner {
+        status.unbanned_members.clear();
+        status.failures.clear();
         status.group_id = Some(spec.group_id.clone());
+    }
+    if let Some(owner) = owner {
+        status.sdk_app_id = Some(owner.sdkappid);
+        status.endpoint = Some(owner.endpoint.to_string());
     }
     let desired: BTreeSet<&String> = spec.unbanned_members.iter().collect();
     status.unbanned_members.retain(|m| desired.contains(m));
@@ -86,6 +103,9 @@ pub fn prepare(
         failure.members.retain(|m| desired.contains(m));
     }
     status.failures.retain(|f| !f.members.is_empty());
+    if status.failures.is_empty() {
+        status.failures_truncated = None;
+    }
     status
 }
 
@@ -134,10 +154,19 @@ pub fn record_call(
             status.failures_truncated = Some(status.failures_truncated.unwrap_or(0) + dropped);
         }
     }
+    if status.failures.is_empty() {
+        status.failures_truncated = None;
+    }
 }
 
-/// Counts desired members by state.
-pub fn summarize(status: &GroupBanPolicyStatus, spec: &GroupBanPolicySpec) -> Summary {
+/// Counts desired members by state. `failed_in_pass` holds the members
+/// whose latest call in this pass failed: `failures` keeps only 20 entries,
+/// so it alone would undercount a large failure.
+pub fn summarize(
+    status: &GroupBanPolicyStatus,
+    spec: &GroupBanPolicySpec,
+    failed_in_pass: &BTreeSet<String>,
+) -> Summary {
     let desired: BTreeSet<&String> = spec.unbanned_members.iter().collect();
     let unbanned: BTreeSet<&String> = status
         .unbanned_members
@@ -148,6 +177,7 @@ pub fn summarize(status: &GroupBanPolicyStatus, spec: &GroupBanPolicySpec) -> Su
         .failures
         .iter()
         .flat_map(|f| f.members.iter())
+        .chain(failed_in_pass.iter())
         .filter(|m| desired.contains(m) && !unbanned.contains(m))
         .collect();
     let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
@@ -159,26 +189,42 @@ pub fn summarize(status: &GroupBanPolicyStatus, spec: &GroupBanPolicySpec) -> Su
     }
 }
 
-/// Ends a pass: summary, observedGeneration, lastSyncTime and conditions.
+/// Everything a pass knows about a policy besides its status.
+#[derive(Debug, Clone, Copy)]
+pub struct PassView<'a> {
+    pub spec: &'a GroupBanPolicySpec,
+    pub generation: Option<i64>,
+    pub halt: Option<&'a Halt>,
+    pub failed_in_pass: &'a BTreeSet<String>,
+}
+
+/// Ends a pass: summary, conditions, observedGeneration and lastSyncTime.
 pub fn conclude(
     mut status: GroupBanPolicyStatus,
-    spec: &GroupBanPolicySpec,
-    generation: Option<i64>,
-    halt: Option<&Halt>,
+    view: PassView<'_>,
     now: Timestamp,
 ) -> GroupBanPolicyStatus {
-    let summary = summarize(&status, spec);
-    status.summary = Some(summary);
-    status.observed_generation = generation;
+    refresh(&mut status, view, now);
+    status.observed_generation = view.generation;
     status.last_sync_time = Some(Time(now));
+    status
+}
 
+/// Recomputes summary and conditions, during a pass or at its end.
+pub fn refresh(status: &mut GroupBanPolicyStatus, view: PassView<'_>, now: Timestamp) {
+    let summary = summarize(status, view.spec, view.failed_in_pass);
+    status.summary = Some(summary);
+    let work_left = summary.unbanned < summary.desired;
+    let newest_failure = status.failures.first();
     // The newest failure that no retry can fix, if any.
     let terminal_failure = status.failures.iter().find(|f| {
         f.error_code != NO_IM_ANSWER && codes::lookup(f.error_code).class == CodeClass::Terminal
     });
-    let newest_failure = status.failures.first();
 
-    let stalled: Option<(&str, String)> = match halt {
+    // Stalled only while there is work left: broken credentials do not
+    // matter to a policy whose members are all unbanned already.
+    let stalled: Option<(&str, String)> = match view.halt {
+        _ if !work_left => None,
         Some(Halt::Config { reason, message }) => Some((reason, message.clone())),
         Some(Halt::Terminal {
             error_code,
@@ -188,23 +234,20 @@ pub fn conclude(
             describe_answer(*error_code, error_info),
         )),
         Some(Halt::Suspended) | None => terminal_failure.map(|f| {
-            let members = f.members.len();
+            let described = describe_answer(f.error_code, &f.error_info);
             (
                 reason_of(f.error_code),
-                format!(
-                    "{} for {members} member(s)",
-                    describe_answer(f.error_code, &f.error_info)
-                ),
+                format!("{described} for {} member(s)", f.members.len()),
             )
         }),
     };
-    let suspended = matches!(halt, Some(Halt::Suspended));
+    let suspended = matches!(view.halt, Some(Halt::Suspended));
     let progress = format!(
         "{} of {} members unbanned",
         summary.unbanned, summary.desired
     );
 
-    let ready = if summary.unbanned == summary.desired {
+    let ready = if !work_left {
         (true, reasons::ALL_MEMBERS_UNBANNED, progress.clone())
     } else if suspended {
         (
@@ -233,12 +276,18 @@ pub fn conclude(
     // unknown codes), as opposed to terminal ones that wait for a person.
     let retryable_failures = status.failures.iter().any(|f| {
         f.error_code == NO_IM_ANSWER || codes::lookup(f.error_code).class != CodeClass::Terminal
-    });
-    let reconciling = if halt.is_some() {
+    }) || summary.failed > 0 && terminal_failure.is_none();
+    let reconciling = if suspended && work_left {
         (
             false,
-            reasons::IDLE,
-            "no calls are made until the cause is fixed".to_string(),
+            reasons::SUSPENDED,
+            "spec.suspend is true; no calls are made".to_string(),
+        )
+    } else if let (Some(_), Some((reason, message))) = (view.halt, &stalled) {
+        (
+            false,
+            *reason,
+            format!("no calls are made until this is fixed: {message}"),
         )
     } else if summary.pending > 0 {
         (
@@ -246,7 +295,7 @@ pub fn conclude(
             reasons::UNBAN_PENDING,
             format!("{} members pending", summary.pending),
         )
-    } else if retryable_failures {
+    } else if work_left && retryable_failures {
         let last = newest_failure
             .map(|f| describe_answer(f.error_code, &f.error_info))
             .unwrap_or_default();
@@ -276,10 +325,17 @@ pub fn conclude(
     ]
     .into_iter()
     .map(|(kind, (value, reason, message))| {
-        condition(&previous, kind, value, reason, message, generation, now)
+        condition(
+            &previous,
+            kind,
+            value,
+            reason,
+            message,
+            view.generation,
+            now,
+        )
     })
     .collect();
-    status
 }
 
 /// A condition that keeps its lastTransitionTime while its status holds.
@@ -336,6 +392,24 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    const OWNER: RecordOwner<'static> = RecordOwner {
+        sdkappid: 1400000000,
+        endpoint: "https://console.tim.qq.com",
+    };
+
+    fn view<'a>(
+        spec: &'a GroupBanPolicySpec,
+        halt: Option<&'a Halt>,
+        failed: &'a BTreeSet<String>,
+    ) -> PassView<'a> {
+        PassView {
+            spec,
+            generation: Some(3),
+            halt,
+            failed_in_pass: failed,
+        }
+    }
+
     fn spec(members: &[&str]) -> GroupBanPolicySpec {
         GroupBanPolicySpec {
             group_id: "room".into(),
@@ -369,11 +443,15 @@ mod tests {
         reports: &[CallReport],
         halt: Option<&Halt>,
     ) -> GroupBanPolicyStatus {
-        let mut status = prepare(GroupBanPolicyStatus::default(), spec);
+        let mut status = prepare(GroupBanPolicyStatus::default(), spec, Some(OWNER));
         for r in reports {
             record_call(&mut status, spec, r);
         }
-        conclude(status, spec, Some(3), halt, Timestamp::UNIX_EPOCH)
+        conclude(
+            status,
+            view(spec, halt, &BTreeSet::new()),
+            Timestamp::UNIX_EPOCH,
+        )
     }
 
     #[test]
@@ -409,7 +487,7 @@ mod tests {
         let status = run(&spec, &[report(&["a"], 10010)], Some(&halt));
         assert_eq!(cond(&status, "Stalled"), ("True", "GroupNotFound"));
         assert_eq!(cond(&status, "Ready"), ("False", "GroupNotFound"));
-        assert_eq!(cond(&status, "Reconciling"), ("False", "Idle"));
+        assert_eq!(cond(&status, "Reconciling"), ("False", "GroupNotFound"));
         let message = &find_condition(&status, "Stalled").unwrap().message;
         assert!(
             message.contains("ErrorCode 10010") && message.contains("does not exist"),
@@ -460,19 +538,126 @@ mod tests {
         let mut status = run(&spec(&["a"]), &[report(&["a"], 0)], None);
         let mut moved = spec(&["a"]);
         moved.group_id = "other".into();
-        status = prepare(status, &moved);
+        status = prepare(status, &moved, Some(OWNER));
         assert!(status.unbanned_members.is_empty());
+    }
+
+    /// Members unbanned through one app or endpoint (the simulator, say)
+    /// say nothing about another with the same group ID.
+    #[test]
+    fn a_changed_app_or_endpoint_starts_the_record_over() {
+        let spec = spec(&["a"]);
+        let recorded = run(&spec, &[report(&["a"], 0)], None);
+        let other_app = RecordOwner {
+            sdkappid: 1400000001,
+            ..OWNER
+        };
+        assert!(
+            prepare(recorded.clone(), &spec, Some(other_app))
+                .unbanned_members
+                .is_empty()
+        );
+        let other_endpoint = RecordOwner {
+            endpoint: "http://127.0.0.1:8080",
+            ..OWNER
+        };
+        assert!(
+            prepare(recorded.clone(), &spec, Some(other_endpoint))
+                .unbanned_members
+                .is_empty()
+        );
+        assert_eq!(
+            prepare(recorded.clone(), &spec, Some(OWNER)).unbanned_members,
+            ["a"]
+        );
+        // Unusable credentials: no call is made, the record stays.
+        assert_eq!(prepare(recorded, &spec, None).unbanned_members, ["a"]);
+    }
+
+    #[test]
+    fn a_record_of_unknown_origin_starts_over() {
+        let spec = spec(&["a"]);
+        let orphan = GroupBanPolicyStatus {
+            unbanned_members: vec!["a".into()],
+            ..Default::default()
+        };
+        assert!(
+            prepare(orphan, &spec, Some(OWNER))
+                .unbanned_members
+                .is_empty()
+        );
+    }
+
+    /// Broken credentials do not matter when every member is unbanned
+    /// already: Ready, not Stalled (kstatus would read both as Failed).
+    #[test]
+    fn unusable_credentials_with_nothing_left_to_do_is_ready_not_stalled() {
+        let spec = spec(&["a"]);
+        let done = run(&spec, &[report(&["a"], 0)], None);
+        let halt = Halt::Config {
+            reason: reasons::CREDENTIALS_INVALID,
+            message: "Secret gone".into(),
+        };
+        let status = conclude(
+            done,
+            view(&spec, Some(&halt), &BTreeSet::new()),
+            Timestamp::UNIX_EPOCH,
+        );
+        assert_eq!(cond(&status, "Ready"), ("True", "AllMembersUnbanned"));
+        assert_eq!(cond(&status, "Stalled"), ("False", "NotStalled"));
+    }
+
+    /// 30 failed batches leave 20 entries, but all 600 members count as failed.
+    #[test]
+    fn failed_count_includes_members_beyond_the_kept_entries() {
+        let names: Vec<String> = (0..600).map(|i| format!("m{i:03}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let spec = spec(&refs);
+        let mut status = prepare(GroupBanPolicyStatus::default(), &spec, Some(OWNER));
+        let mut failed = BTreeSet::new();
+        for batch in names.chunks(20) {
+            let r = CallReport {
+                members: batch.to_vec(),
+                error_code: 10002,
+                error_info: String::new(),
+                attempts: 8,
+                at: Timestamp::UNIX_EPOCH,
+            };
+            record_call(&mut status, &spec, &r);
+            failed.extend(batch.iter().cloned());
+        }
+        let status = conclude(status, view(&spec, None, &failed), Timestamp::UNIX_EPOCH);
+        assert_eq!(status.failures.len(), 20);
+        assert_eq!(status.failures_truncated, Some(10));
+        assert_eq!(
+            status.summary,
+            Some(Summary {
+                desired: 600,
+                unbanned: 0,
+                pending: 0,
+                failed: 600
+            })
+        );
+        assert_eq!(cond(&status, "Reconciling"), ("True", "RetryPending"));
+    }
+
+    #[test]
+    fn suspended_says_so_in_ready_and_reconciling() {
+        let spec = spec(&["a"]);
+        let status = run(&spec, &[], Some(&Halt::Suspended));
+        assert_eq!(cond(&status, "Ready"), ("False", "Suspended"));
+        assert_eq!(cond(&status, "Reconciling"), ("False", "Suspended"));
+        assert_eq!(cond(&status, "Stalled"), ("False", "NotStalled"));
     }
 
     #[test]
     fn transition_time_holds_while_the_status_holds() {
         let spec = spec(&["a"]);
         let first = run(&spec, &[report(&["a"], 0)], None);
+        let no_failures = BTreeSet::new();
         let later = conclude(
             first.clone(),
-            &spec,
-            Some(3),
-            None,
+            view(&spec, None, &no_failures),
             Timestamp::from_second(1000).unwrap(),
         );
         assert_eq!(
@@ -500,7 +685,7 @@ mod tests {
                 credentials_secret_ref: None,
                 suspend: None,
             };
-            let mut status = prepare(GroupBanPolicyStatus::default(), &spec);
+            let mut status = prepare(GroupBanPolicyStatus::default(), &spec, Some(OWNER));
             let mut confirmed = BTreeSet::new();
             for (members, code) in &calls {
                 let r = CallReport { members: members.iter().cloned().collect(), error_code: *code, error_info: String::new(), attempts: 1, at: Timestamp::UNIX_EPOCH };
@@ -511,7 +696,7 @@ mod tests {
                 }
                 prop_assert!(status.failures.len() <= MAX_FAILURE_ENTRIES);
             }
-            let status = conclude(status, &spec, None, None, Timestamp::UNIX_EPOCH);
+            let status = conclude(status, view(&spec, None, &BTreeSet::new()), Timestamp::UNIX_EPOCH);
             let s = status.summary.unwrap();
             prop_assert_eq!(s.unbanned + s.pending + s.failed, s.desired);
             prop_assert_eq!(s.unbanned as usize, desired.iter().filter(|m| confirmed.contains(*m)).count());

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rand::Rng;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 use tracing::debug;
 
 use super::codes::{self, CodeClass};
@@ -156,6 +157,17 @@ impl RetryPolicy {
     }
 }
 
+/// Resolves once `stop` is true; never when there is no stop signal (or
+/// its sender is gone).
+async fn stopped(stop: &mut Option<watch::Receiver<bool>>) {
+    if let Some(receiver) = stop
+        && receiver.wait_for(|halted| *halted).await.is_ok()
+    {
+        return;
+    }
+    std::future::pending::<()>().await
+}
+
 /// Unix seconds; injectable so tests can make the client's clock lag.
 pub type UnixClock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
@@ -272,6 +284,25 @@ impl ImClient {
             .map(|_| ())
     }
 
+    /// [`ImClient::unban_group_member`] that gives up waiting when `stop`
+    /// turns true; see [`ImClient::call_until`].
+    pub async fn unban_group_member_until(
+        &self,
+        group_id: &str,
+        members: &[String],
+        stop: watch::Receiver<bool>,
+    ) -> Option<Outcome<()>> {
+        let body = MembersBody {
+            group_id,
+            members,
+            duration: None,
+        };
+        let outcome = self
+            .call_until::<_, Empty>(Command::UnbanGroupMember, &body, Some(stop))
+            .await;
+        outcome.map(|o| o.map(|_| ()))
+    }
+
     /// Bans members for `duration_secs`; tests use it to set a group up
     /// the way an app would.
     pub async fn ban_group_member(
@@ -354,12 +385,36 @@ impl ImClient {
         command: Command,
         body: &B,
     ) -> Outcome<T> {
+        match self.call_until(command, body, None).await {
+            Some(outcome) => outcome,
+            // Without a stop signal every call makes at least one attempt.
+            None => Outcome {
+                result: Err(TransportError::Request("stopped before any attempt".into())),
+                attempts: 0,
+            },
+        }
+    }
+
+    /// [`ImClient::call`] that gives up when `stop` turns true, but only
+    /// while it waits (for the limiter or a backoff), never with a request
+    /// on the wire: an answer that may have taken effect is never dropped.
+    /// Returns the last answer, or `None` if it stopped before the first.
+    pub async fn call_until<B: Serialize, T: DeserializeOwned + Default>(
+        &self,
+        command: Command,
+        body: &B,
+        mut stop: Option<watch::Receiver<bool>>,
+    ) -> Option<Outcome<T>> {
         let policy = self.settings.retry;
         let mut attempts = 0;
         let mut resigned = false;
         loop {
+            tokio::select! {
+                biased;
+                _ = stopped(&mut stop) => return None,
+                _ = self.limiter.acquire() => {}
+            }
             attempts += 1;
-            self.limiter.acquire().await;
             let result = self.send_once::<B, T>(command, body).await;
             let (retry_after, why) = match &result {
                 Err(error) => (Some(policy.backoff(attempts, 1)), error.to_string()),
@@ -395,9 +450,18 @@ impl ImClient {
             match retry_after {
                 Some(delay) if budget_used < policy.max_attempts => {
                     debug!(command = command.name(), attempt = attempts, reason = %why, retry_in_ms = delay.as_millis() as u64, "Retrying IM call");
-                    tokio::time::sleep(delay).await;
+                    tokio::select! {
+                        biased;
+                        _ = stopped(&mut stop) => return Some(Outcome { result, attempts }),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    // Waiting for the limiter next; a stop there must still
+                    // report this attempt's answer.
+                    if stop.as_ref().is_some_and(|s| *s.borrow()) {
+                        return Some(Outcome { result, attempts });
+                    }
                 }
-                _ => return Outcome { result, attempts },
+                _ => return Some(Outcome { result, attempts }),
             }
         }
     }

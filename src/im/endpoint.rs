@@ -78,16 +78,19 @@ pub enum EndpointError {
         "unknown region {given:?}; expected one of {known} (append \"-backup\" for the backup domain)"
     )]
     UnknownRegion { given: String, known: String },
-    #[error("endpoint {given:?} is not a valid URL: {reason}")]
-    InvalidUrl { given: String, reason: String },
-    #[error("endpoint {given:?} must use https or http")]
-    UnsupportedScheme { given: String },
+    // The endpoint as given is never echoed: a mistaken one may carry a
+    // UserSig in its query or a password in its user info. Errors name the
+    // scheme and host only.
+    #[error("endpoint is not a valid URL: {reason}")]
+    InvalidUrl { reason: String },
+    #[error("endpoint scheme {scheme:?} is not supported; use https (or http for loopback)")]
+    UnsupportedScheme { scheme: String },
     #[error(
-        "endpoint {given:?} uses plain http to a non-loopback host; credentials would travel in clear text (allow it explicitly if you must)"
+        "endpoint http://{host} uses plain http to a non-loopback host; credentials would travel in clear text (allow it explicitly if you must)"
     )]
-    InsecureHttp { given: String },
-    #[error("endpoint {given:?} must not carry a query, fragment or credentials")]
-    UnexpectedParts { given: String },
+    InsecureHttp { host: String },
+    #[error("endpoint for host {host} must not carry a query, fragment or user info")]
+    UnexpectedParts { host: String },
 }
 
 /// The base URL every command path is joined onto.
@@ -122,7 +125,6 @@ impl Endpoint {
         };
         let base =
             Url::parse(&format!("https://{domain}/")).map_err(|e| EndpointError::InvalidUrl {
-                given: domain.to_string(),
                 reason: e.to_string(),
             })?;
         Ok(Self { base })
@@ -134,29 +136,25 @@ impl Endpoint {
     /// but loopback unless `allow_insecure_http`.
     pub fn parse(given: &str, allow_insecure_http: bool) -> Result<Self, EndpointError> {
         let mut base = Url::parse(given.trim()).map_err(|e| EndpointError::InvalidUrl {
-            given: given.to_string(),
             reason: e.to_string(),
         })?;
+        let host = base.host_str().unwrap_or_default().to_string();
         if base.query().is_some()
             || base.fragment().is_some()
             || !base.username().is_empty()
             || base.password().is_some()
         {
-            return Err(EndpointError::UnexpectedParts {
-                given: given.to_string(),
-            });
+            return Err(EndpointError::UnexpectedParts { host });
         }
         match base.scheme() {
             "https" => {}
             "http" if allow_insecure_http || is_loopback(&base) => {}
             "http" => {
-                return Err(EndpointError::InsecureHttp {
-                    given: given.to_string(),
-                });
+                return Err(EndpointError::InsecureHttp { host });
             }
             _ => {
                 return Err(EndpointError::UnsupportedScheme {
-                    given: given.to_string(),
+                    scheme: base.scheme().to_string(),
                 });
             }
         }
@@ -249,6 +247,22 @@ mod tests {
             prefixed.command_url(UNBAN).as_str(),
             format!("https://gw.example/im/v4/{UNBAN}")
         );
+    }
+
+    /// A mistaken endpoint may carry a UserSig or a password: no error
+    /// may repeat it.
+    #[test]
+    fn errors_never_echo_the_endpoint_as_given() {
+        for given in [
+            "https://gw.example/v4?usersig=eJyrSECRET",
+            "https://admin:SECRET@gw.example/",
+            "http://10.0.0.1/?usersig=SECRET",
+            "ftp://SECRET@gw.example/",
+            "SECRET not a url",
+        ] {
+            let error = Endpoint::parse(given, false).unwrap_err().to_string();
+            assert!(!error.contains("SECRET"), "{given} -> {error}");
+        }
     }
 
     #[test]

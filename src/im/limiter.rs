@@ -49,7 +49,8 @@ impl RateLimit {
     }
 
     fn min_spacing(&self) -> Duration {
-        self.window / (2 * self.max_calls.max(1))
+        // Divided in two steps: 2 * max_calls could overflow u32.
+        self.window / self.max_calls.max(1) / 2
     }
 }
 
@@ -65,7 +66,8 @@ impl SlidingWindow {
     pub fn new(limit: RateLimit) -> Self {
         Self {
             limit,
-            starts: VecDeque::with_capacity(limit.max_calls as usize),
+            // Grows on demand: a huge limit must not allocate up front.
+            starts: VecDeque::with_capacity((limit.max_calls as usize).min(4096)),
             last_start: None,
         }
     }
@@ -316,6 +318,19 @@ mod tests {
             starts.sort_unstable();
             prop_assert!(busiest_window(&starts, limit.window) <= max_calls as usize);
         });
+    }
+
+    /// Absurd limits neither overflow nor allocate their whole log up front.
+    #[test]
+    fn extreme_limits_are_handled() {
+        for max_calls in [1, u32::MAX / 2 + 1, u32::MAX] {
+            let limit = RateLimit::per_second(max_calls);
+            let mut window = SlidingWindow::new(limit);
+            let now = Instant::now();
+            assert!(window.next_start(now) == now);
+            window.record(now);
+            assert!(window.next_start(now) >= now);
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -78,7 +78,7 @@ impl SimulatorConfig {
             faults: Faults::default(),
             seed: SeedFile::default(),
             allow_any_group_type: false,
-            request_log_limit: 1_000_000,
+            request_log_limit: 100_000,
         }
     }
 }
@@ -99,6 +99,7 @@ impl RunningSimulator {
     /// Reads one of its JSON endpoints: `/simulator/state`,
     /// `/simulator/requests` or `/simulator/stats`.
     pub async fn fetch_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        crate::install_crypto_provider(); // reqwest panics without one
         let url = format!("{}{path}", self.base_url());
         Ok(reqwest::get(url).await?.error_for_status()?.json().await?)
     }

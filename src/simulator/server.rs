@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -20,8 +21,11 @@ use tracing::debug;
 
 use super::SimulatorConfig;
 use super::gateway::{self, AppIdentity};
-use super::groups::{Groups, ServiceAnswer};
+use super::groups::{Groups, MAX_MEMBERS_PER_CALL, ServiceAnswer};
 use crate::im::limiter::WindowCounter;
+
+/// The query parameters the REST API documents.
+const KNOWN_PARAMETERS: &[&str] = &["sdkappid", "identifier", "usersig", "random", "contenttype"];
 
 /// The gateway counts calls per second.
 const RATE_WINDOW: Duration = Duration::from_secs(1);
@@ -40,7 +44,10 @@ pub struct LoggedRequest {
     /// The `random` parameter, to check that clients vary it.
     pub random: Option<String>,
     pub group_id: Option<String>,
+    /// The first 20 members the request listed.
     pub members: Vec<String>,
+    /// How many members the request listed.
+    pub members_count: usize,
     /// `None` when the call got no IM answer (an injected HTTP 502).
     pub error_code: Option<i64>,
     pub http_status: u16,
@@ -112,7 +119,15 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/simulator/state", get(read_state))
         .route("/simulator/requests", get(read_requests))
         .route("/simulator/stats", get(read_stats))
+        .fallback(unknown_path)
         .with_state(shared)
+}
+
+/// Any other path: the gateway's "request resource error", as JSON.
+async fn unknown_path(State(sim): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Response {
+    let answer = ServiceAnswer::error(60009, "request resource error: check the request URL");
+    record(&sim, "", query.as_deref(), None, 200, Some(answer.code));
+    answer_body(&sim, answer).into_response()
 }
 
 fn unix_now() -> u64 {
@@ -133,10 +148,15 @@ enum Decision {
 async fn rest_call(
     State(sim): State<Arc<Shared>>,
     method: Method,
-    Path((service, command)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     RawQuery(query): RawQuery,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    // A path that is not valid text, or a body over the size limit, still
+    // gets a documented answer: an unknown service (60009) or a body that
+    // is not JSON (60003), after the usual gateway checks.
+    let (service, command) = path.map(|Path(parts)| parts).unwrap_or_default();
+    let body = body.unwrap_or_default();
     let latency = sim.config.faults.latency;
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -285,20 +305,35 @@ fn record(
     }
     let seq = state.next_seq;
     state.next_seq += 1;
-    let members = body
+    let listed = body
         .and_then(|b| b.get("Members_Account"))
-        .and_then(Value::as_array)
-        .map(|list| {
-            list.iter()
-                .filter_map(|m| m.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
+        .and_then(Value::as_array);
+    // A request may list any number of members; the log keeps at most a
+    // call's worth (and the count), so a flood cannot exhaust memory.
+    let members: Vec<String> = listed
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.as_str().map(str::to_owned))
+        .take(MAX_MEMBERS_PER_CALL)
+        .collect();
+    let members_count = listed.map_or(0, Vec::len);
     let entry = LoggedRequest {
         seq,
         at_ms: sim.started.elapsed().as_millis() as u64,
         command: command.to_string(),
-        query_parameters: pairs.iter().map(|(name, _)| name.clone()).collect(),
+        // Only the documented names: a garbled query could make a UserSig
+        // itself a parameter name.
+        query_parameters: pairs
+            .iter()
+            .map(|(name, _)| {
+                if KNOWN_PARAMETERS.contains(&name.as_str()) {
+                    name.clone()
+                } else {
+                    "<other>".into()
+                }
+            })
+            .collect(),
+        members_count,
         random: pairs
             .iter()
             .find(|(name, _)| name == "random")
