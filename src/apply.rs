@@ -54,9 +54,7 @@ pub struct RunSummary {
 impl ApplyResult {
     pub fn render(&self, format: OutputFormat) -> String {
         match format {
-            OutputFormat::Json => {
-                serde_json::to_string_pretty(&self.list).unwrap_or_default() + "\n"
-            }
+            OutputFormat::Json => serde_json::to_string_pretty(&self.list).unwrap_or_default() + "\n",
             OutputFormat::Yaml => yaml_serde::to_string(&self.list).unwrap_or_default(),
         }
     }
@@ -77,15 +75,10 @@ pub async fn apply(paths: &[PathBuf], options: &ApplyOptions) -> Result<ApplyRes
 
 /// Reconciles every loaded policy once and saves the state after every
 /// batch of answers.
-pub async fn apply_manifests(
-    manifests: Manifests,
-    options: &ApplyOptions,
-) -> Result<ApplyResult, Failure> {
+pub async fn apply_manifests(manifests: Manifests, options: &ApplyOptions) -> Result<ApplyResult, Failure> {
     let started = Instant::now();
     let mut state = match &options.state {
-        Some(path) => {
-            Some(StateFile::open(path).map_err(|e| Failure::InvalidInput(e.to_string()))?)
-        }
+        Some(path) => Some(StateFile::open(path).map_err(|e| Failure::InvalidInput(e.to_string()))?),
         None => None,
     };
     let inputs: Vec<PolicyInput> = manifests
@@ -93,15 +86,10 @@ pub async fn apply_manifests(
         .iter()
         .map(|loaded| {
             let spec = &loaded.policy.spec;
-            let secret_name = spec
-                .credentials_secret_ref
-                .as_ref()
-                .map_or(DEFAULT_CREDENTIALS_SECRET, |r| r.name.as_str());
+            let secret_name =
+                spec.credentials_secret_ref.as_ref().map_or(DEFAULT_CREDENTIALS_SECRET, |r| r.name.as_str());
             let secret_key = format!("{}/{secret_name}", loaded.namespace);
-            let target = match manifests
-                .secrets
-                .get(&(loaded.namespace.clone(), secret_name.to_string()))
-            {
+            let target = match manifests.secrets.get(&(loaded.namespace.clone(), secret_name.to_string())) {
                 Some(secret) => credentials::from_secret(secret, &secret_key),
                 None => Err(CredentialsError::SecretNotFound { secret: secret_key }),
             };
@@ -109,28 +97,20 @@ pub async fn apply_manifests(
                 key: loaded.key(),
                 spec: spec.clone(),
                 generation: loaded.policy.metadata.generation,
-                recorded: state
-                    .as_ref()
-                    .map(|s| s.recorded(&loaded.key()))
-                    .unwrap_or_default(),
+                recorded: state.as_ref().map(|s| s.recorded(&loaded.key())).unwrap_or_default(),
                 target: target.map_err(|e| e.to_string()),
             }
         })
         .collect();
     let keys: Vec<String> = inputs.iter().map(|i| i.key.clone()).collect();
 
-    let pool = ClientPool::new(
-        RateLimit::per_second(options.max_calls_per_second),
-        options.client.clone(),
-    )
-    .map_err(|e| Failure::Failed(e.into()))?;
+    let pool = ClientPool::new(RateLimit::per_second(options.max_calls_per_second), options.client.clone())
+        .map_err(|e| Failure::Failed(e.into()))?;
     let progress_bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} calls",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} calls")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         bar
     });

@@ -47,10 +47,8 @@ pub struct ClientBenchReport {
 pub async fn client_throughput(params: ClientBenchParams) -> anyhow::Result<ClientBenchReport> {
     let mut config = SimulatorConfig::new(SDKAPPID, ADMIN, KEY);
     config.rate_limit = params.rate_limit;
-    config.seed = SeedFile::parse(&format!(
-        "groups: [{{groupId: \"{GROUP}\", type: AVChatRoom}}]"
-    ))
-    .map_err(anyhow::Error::msg)?;
+    config.seed = SeedFile::parse(&format!("groups: [{{groupId: \"{GROUP}\", type: AVChatRoom}}]"))
+        .map_err(anyhow::Error::msg)?;
     let listen: SocketAddr = "127.0.0.1:0".parse()?;
     let sim = simulator::start(config, listen).await?;
     let base_url = sim.base_url();
@@ -59,11 +57,7 @@ pub async fn client_throughput(params: ClientBenchParams) -> anyhow::Result<Clie
     let client = Arc::new(ImClient::new(
         crate::im::client::http_client(settings.request_timeout)?,
         Endpoint::parse(&base_url, false)?,
-        AppCredentials {
-            sdkappid: SDKAPPID,
-            identifier: ADMIN.into(),
-            secret_key: Redacted::new(KEY.into()),
-        },
+        AppCredentials { sdkappid: SDKAPPID, identifier: ADMIN.into(), secret_key: Redacted::new(KEY.into()) },
         Arc::new(RateLimiter::new(RateLimit::per_second(params.rate_limit))),
         settings,
     ));
@@ -75,8 +69,7 @@ pub async fn client_throughput(params: ClientBenchParams) -> anyhow::Result<Clie
             tokio::spawn(async move {
                 let mut round = 0usize;
                 while Instant::now() < deadline {
-                    let members: Vec<String> =
-                        (0..20).map(|i| format!("w{worker}r{round}m{i}")).collect();
+                    let members: Vec<String> = (0..20).map(|i| format!("w{worker}r{round}m{i}")).collect();
                     let _ = client.unban_group_member(GROUP, &members).await;
                     round += 1;
                 }
@@ -93,21 +86,12 @@ pub async fn client_throughput(params: ClientBenchParams) -> anyhow::Result<Clie
 
     let requests = log["requests"].as_array().cloned().unwrap_or_default();
     let arrivals: Vec<u64> = requests.iter().filter_map(|r| r["atMs"].as_u64()).collect();
-    let code_count = |code: i64| {
-        requests
-            .iter()
-            .filter(|r| r["errorCode"].as_i64() == Some(code))
-            .count()
-    };
+    let code_count = |code: i64| requests.iter().filter(|r| r["errorCode"].as_i64() == Some(code)).count();
     let span_ms = match (arrivals.first(), arrivals.last()) {
         (Some(first), Some(last)) if last > first => (last - first) as f64,
         _ => 0.0,
     };
-    let calls_per_second = if span_ms > 0.0 {
-        (arrivals.len() - 1) as f64 * 1000.0 / span_ms
-    } else {
-        0.0
-    };
+    let calls_per_second = if span_ms > 0.0 { (arrivals.len() - 1) as f64 * 1000.0 / span_ms } else { 0.0 };
     Ok(ClientBenchReport {
         rate_limit: params.rate_limit,
         seconds: span_ms / 1000.0,
@@ -158,21 +142,14 @@ pub struct ApplyBenchReport {
 /// Runs `groupban-operator apply` (this same binary) as a child process on
 /// generated manifests against an in-process simulator.
 pub async fn apply_run(params: ApplyBenchParams) -> anyhow::Result<ApplyBenchReport> {
-    let groups: Vec<String> = (0..params.policies)
-        .map(|i| format!("@TGS#bench{i:03}"))
-        .collect();
-    let member_list: Vec<String> = (0..params.members)
-        .map(|i| format!("member{i:05}"))
-        .collect();
+    let groups: Vec<String> = (0..params.policies).map(|i| format!("@TGS#bench{i:03}")).collect();
+    let member_list: Vec<String> = (0..params.members).map(|i| format!("member{i:05}")).collect();
     let banned = member_list.join(", ");
-    let seed_groups: Vec<String> = groups
-        .iter()
-        .map(|g| format!("{{groupId: \"{g}\", type: AVChatRoom, banned: [{banned}]}}"))
-        .collect();
+    let seed_groups: Vec<String> =
+        groups.iter().map(|g| format!("{{groupId: \"{g}\", type: AVChatRoom, banned: [{banned}]}}")).collect();
     let mut config = SimulatorConfig::new(SDKAPPID, ADMIN, KEY);
     config.rate_limit = params.rate_limit;
-    config.seed = SeedFile::parse(&format!("groups: [{}]", seed_groups.join(", ")))
-        .map_err(anyhow::Error::msg)?;
+    config.seed = SeedFile::parse(&format!("groups: [{}]", seed_groups.join(", "))).map_err(anyhow::Error::msg)?;
     config.faults.fail_10002 = params.fail_10002;
     config.faults.fail_http502 = params.fail_http502;
     let sim = simulator::start(config, "127.0.0.1:0".parse()?).await?;
@@ -195,24 +172,13 @@ pub async fn apply_run(params: ApplyBenchParams) -> anyhow::Result<ApplyBenchRep
 
     let mut command = tokio::process::Command::new(std::env::current_exe()?);
     command
-        .args([
-            "apply",
-            "-o",
-            "json",
-            "--max-calls-per-second",
-            &params.rate_limit.to_string(),
-            "-f",
-        ])
+        .args(["apply", "-o", "json", "--max-calls-per-second", &params.rate_limit.to_string(), "-f"])
         .arg(&manifest);
     if params.with_state {
         command.arg("--state").arg(dir.join("state.json"));
     }
     let started = std::time::Instant::now();
-    let output = command
-        .env("RUST_LOG", "error")
-        .stdout(std::process::Stdio::null())
-        .output()
-        .await?;
+    let output = command.env("RUST_LOG", "error").stdout(std::process::Stdio::null()).output().await?;
     let wall_seconds = started.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&dir);
 

@@ -241,14 +241,9 @@ fn block_on<F: Future<Output = Result<ExitCode, Failure>>>(future: F) -> Result<
 
 fn print_usersig(args: UsersigArgs) -> Result<ExitCode, Failure> {
     if args.identifier.is_empty() {
-        return Err(Failure::InvalidInput(
-            "--identifier must not be empty".into(),
-        ));
+        return Err(Failure::InvalidInput("--identifier must not be empty".into()));
     }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let request = SigRequest {
         sdkappid: args.sdkappid,
         identifier: &args.identifier,
@@ -262,10 +257,8 @@ fn print_usersig(args: UsersigArgs) -> Result<ExitCode, Failure> {
 
 async fn apply(args: ApplyArgs) -> Result<ExitCode, Failure> {
     crate::telemetry::init("info");
-    let mut client = crate::im::ClientSettings {
-        request_timeout: Duration::from_secs(args.request_timeout),
-        ..Default::default()
-    };
+    let mut client =
+        crate::im::ClientSettings { request_timeout: Duration::from_secs(args.request_timeout), ..Default::default() };
     client.retry.max_attempts = args.max_attempts;
     let options = crate::apply::ApplyOptions {
         state: args.state,
@@ -290,11 +283,7 @@ async fn apply(args: ApplyArgs) -> Result<ExitCode, Failure> {
         eprintln!("error: {error}");
         return Ok(ExitCode::from(1));
     }
-    Ok(if result.all_ready {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(if result.all_ready { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 async fn simulate(args: SimulateArgs) -> Result<ExitCode, Failure> {
@@ -304,12 +293,9 @@ async fn simulate(args: SimulateArgs) -> Result<ExitCode, Failure> {
         None => SeedFile::default(),
     };
     if args.identifier.is_empty() {
-        return Err(Failure::InvalidInput(
-            "--identifier must not be empty".into(),
-        ));
+        return Err(Failure::InvalidInput("--identifier must not be empty".into()));
     }
-    let mut config =
-        SimulatorConfig::new(args.sdkappid, &args.identifier, args.secret_key.expose());
+    let mut config = SimulatorConfig::new(args.sdkappid, &args.identifier, args.secret_key.expose());
     config.rate_limit = args.rate_limit;
     config.seed = seed;
     config.allow_any_group_type = args.allow_any_group_type;
@@ -328,10 +314,7 @@ async fn simulate(args: SimulateArgs) -> Result<ExitCode, Failure> {
     let _ = std::io::stdout().flush();
     tracing::info!(addr = %running.addr, rate_limit = args.rate_limit, "Simulator ready");
     shutdown_signal().await;
-    running
-        .stop()
-        .await
-        .map_err(|e| Failure::Failed(e.into()))?;
+    running.stop().await.map_err(|e| Failure::Failed(e.into()))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -393,14 +376,13 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

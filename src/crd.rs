@@ -41,31 +41,11 @@ pub const DEFAULT_CREDENTIALS_SECRET: &str = "groupban-credentials";
     status = "GroupBanPolicyStatus",
     doc = "GroupBanPolicy declares members of a Tencent Cloud IM audio-video group (AVChatRoom) that must be unbanned.",
     printcolumn(name = "Group", type_ = "string", json_path = ".spec.groupId"),
-    printcolumn(
-        name = "Desired",
-        type_ = "integer",
-        json_path = ".status.summary.desired"
-    ),
-    printcolumn(
-        name = "Unbanned",
-        type_ = "integer",
-        json_path = ".status.summary.unbanned"
-    ),
-    printcolumn(
-        name = "ErrorCode",
-        type_ = "integer",
-        json_path = ".status.lastErrorCode"
-    ),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Desired", type_ = "integer", json_path = ".status.summary.desired"),
+    printcolumn(name = "Unbanned", type_ = "integer", json_path = ".status.summary.unbanned"),
+    printcolumn(name = "ErrorCode", type_ = "integer", json_path = ".status.lastErrorCode"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct GroupBanPolicySpec {
@@ -231,10 +211,7 @@ pub mod reasons {
 /// first problem, naming the field.
 pub fn validate_spec(spec: &GroupBanPolicySpec) -> Result<(), String> {
     let printable = |text: &str| text.bytes().all(|b| (0x20..=0x7e).contains(&b));
-    if spec.group_id.is_empty()
-        || spec.group_id.len() > MAX_GROUP_ID_BYTES
-        || !printable(&spec.group_id)
-    {
+    if spec.group_id.is_empty() || spec.group_id.len() > MAX_GROUP_ID_BYTES || !printable(&spec.group_id) {
         return Err(format!(
             "spec.groupId {:?} must be 1 to {MAX_GROUP_ID_BYTES} bytes of printable ASCII",
             spec.group_id
@@ -254,9 +231,7 @@ pub fn validate_spec(spec: &GroupBanPolicySpec) -> Result<(), String> {
             ));
         }
         if !seen.insert(member.as_str()) {
-            return Err(format!(
-                "spec.unbannedMembers[{index}] {member:?} appears more than once"
-            ));
+            return Err(format!("spec.unbannedMembers[{index}] {member:?} appears more than once"));
         }
     }
     if let Some(secret) = &spec.credentials_secret_ref
@@ -291,16 +266,9 @@ mod tests {
         assert!(duplicate.contains("spec.unbannedMembers[1]"), "{duplicate}");
         let long = validate_spec(&spec("g", &[&"x".repeat(33)])).unwrap_err();
         assert!(long.contains("spec.unbannedMembers[0]"), "{long}");
-        assert!(
-            validate_spec(&spec("", &[]))
-                .unwrap_err()
-                .contains("spec.groupId")
-        );
+        assert!(validate_spec(&spec("", &[])).unwrap_err().contains("spec.groupId"));
         assert!(validate_spec(&spec(&"g".repeat(49), &[])).is_err());
-        assert!(
-            validate_spec(&spec("g\u{e9}", &[])).is_err(),
-            "non-ASCII bytes"
-        );
+        assert!(validate_spec(&spec("g\u{e9}", &[])).is_err(), "non-ASCII bytes");
         let many: Vec<String> = (0..5001).map(|i| format!("m{i}")).collect();
         let mut big = spec("g", &[]);
         big.unbanned_members = many;

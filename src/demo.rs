@@ -35,52 +35,22 @@ groups:
 pub async fn run() -> Result<ExitCode, Failure> {
     let mut manifests = Manifests::default();
     let mut origins = BTreeMap::new();
-    for (text, file) in [
-        (CREDENTIALS, "examples/credentials.yaml"),
-        (POLICIES, "examples/policies.yaml"),
-    ] {
-        manifests::load_text(text, file, &mut manifests, &mut origins)
-            .map_err(|e| Failure::Failed(e.into()))?;
+    for (text, file) in [(CREDENTIALS, "examples/credentials.yaml"), (POLICIES, "examples/policies.yaml")] {
+        manifests::load_text(text, file, &mut manifests, &mut origins).map_err(|e| Failure::Failed(e.into()))?;
     }
-    let secret = manifests
-        .secrets
-        .values()
-        .next()
-        .cloned()
-        .unwrap_or_default();
-    let value = |key: &str| {
-        secret
-            .string_data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .cloned()
-            .unwrap_or_default()
-    };
+    let secret = manifests.secrets.values().next().cloned().unwrap_or_default();
+    let value = |key: &str| secret.string_data.as_ref().and_then(|d| d.get(key)).cloned().unwrap_or_default();
     let sdkappid = value(keys::SDK_APP_ID).parse().unwrap_or(1_400_000_000);
 
-    let mut config =
-        SimulatorConfig::new(sdkappid, &value(keys::IDENTIFIER), &value(keys::SECRET_KEY));
+    let mut config = SimulatorConfig::new(sdkappid, &value(keys::IDENTIFIER), &value(keys::SECRET_KEY));
     config.seed = SeedFile::parse(SEED).map_err(|e| Failure::Failed(anyhow::anyhow!(e)))?;
-    config.faults = Faults {
-        fail_10002: 0.10,
-        fail_http502: 0.05,
-        latency: Duration::from_millis(5),
-        seed: 42,
-    };
-    let sim = simulator::start(
-        config,
-        "127.0.0.1:0"
-            .parse()
-            .map_err(|e| Failure::Failed(anyhow::anyhow!("{e}")))?,
-    )
-    .await
-    .map_err(|e| Failure::Failed(e.into()))?;
+    config.faults = Faults { fail_10002: 0.10, fail_http502: 0.05, latency: Duration::from_millis(5), seed: 42 };
+    let sim = simulator::start(config, "127.0.0.1:0".parse().map_err(|e| Failure::Failed(anyhow::anyhow!("{e}")))?)
+        .await
+        .map_err(|e| Failure::Failed(e.into()))?;
     let base_url = sim.base_url();
     for secret in manifests.secrets.values_mut() {
-        secret
-            .string_data
-            .get_or_insert_with(Default::default)
-            .insert(keys::ENDPOINT.into(), base_url.clone());
+        secret.string_data.get_or_insert_with(Default::default).insert(keys::ENDPOINT.into(), base_url.clone());
     }
 
     crate::outln!("# IM simulator listening on {base_url}");
@@ -101,23 +71,11 @@ pub async fn run() -> Result<ExitCode, Failure> {
     sim.stop().await.map_err(|e| Failure::Failed(e.into()))?;
 
     crate::outln!("\n# What the simulator received, in order:");
-    crate::outln!(
-        "{:>4}  {:<20}  {:<18}  {:>7}  answer",
-        "#",
-        "command",
-        "group",
-        "members"
-    );
+    crate::outln!("{:>4}  {:<20}  {:<18}  {:>7}  answer", "#", "command", "group", "members");
     for request in log["requests"].as_array().into_iter().flatten() {
-        let answer = match (
-            request["httpStatus"].as_u64(),
-            request["errorCode"].as_i64(),
-        ) {
+        let answer = match (request["httpStatus"].as_u64(), request["errorCode"].as_i64()) {
             (Some(200), Some(0)) => "ErrorCode 0".to_string(),
-            (Some(200), Some(code)) => format!(
-                "ErrorCode {code} ({})",
-                crate::im::codes::lookup(code).reason
-            ),
+            (Some(200), Some(code)) => format!("ErrorCode {code} ({})", crate::im::codes::lookup(code).reason),
             (status, _) => format!("HTTP {}", status.unwrap_or_default()),
         };
         crate::outln!(
@@ -130,20 +88,12 @@ pub async fn run() -> Result<ExitCode, Failure> {
     }
     crate::outln!("\n# Members still banned in the simulator:");
     for group in state["groups"].as_array().into_iter().flatten() {
-        let banned: Vec<&str> = group["banned"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|b| b["account"].as_str())
-            .collect();
+        let banned: Vec<&str> =
+            group["banned"].as_array().into_iter().flatten().filter_map(|b| b["account"].as_str()).collect();
         crate::outln!(
             "{}: {}",
             group["groupId"].as_str().unwrap_or_default(),
-            if banned.is_empty() {
-                "(none)".to_string()
-            } else {
-                banned.join(", ")
-            }
+            if banned.is_empty() { "(none)".to_string() } else { banned.join(", ") }
         );
     }
     crate::outln!("\n# In short (as `kubectl get gbp` would list them):");
@@ -158,11 +108,7 @@ pub async fn run() -> Result<ExitCode, Failure> {
     );
     for item in result.list["items"].as_array().into_iter().flatten() {
         let status = &item["status"];
-        let ready = status["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|c| c["type"] == "Ready");
+        let ready = status["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "Ready");
         crate::outln!(
             "{:<18}  {:<18}  {:>7}  {:>8}  {:>9}  {:<5}  {}",
             item["metadata"]["name"].as_str().unwrap_or_default(),

@@ -17,12 +17,7 @@ use crate::crd::{GroupBanPolicy, validate_spec};
 
 pub const DEFAULT_NAMESPACE: &str = "default";
 const POLICY_API_VERSION: &str = "groupban.dev/v1alpha1";
-const SPEC_FIELDS: &[&str] = &[
-    "groupId",
-    "unbannedMembers",
-    "credentialsSecretRef",
-    "suspend",
-];
+const SPEC_FIELDS: &[&str] = &["groupId", "unbannedMembers", "credentialsSecretRef", "suspend"];
 
 /// A policy and where it came from.
 #[derive(Debug, Clone)]
@@ -58,12 +53,7 @@ pub fn load(paths: &[PathBuf]) -> Result<Manifests, ManifestError> {
     for path in paths {
         for file in expand(path)? {
             let text = read(&file)?;
-            load_text(
-                &text,
-                &file.display().to_string(),
-                &mut manifests,
-                &mut origins,
-            )?;
+            load_text(&text, &file.display().to_string(), &mut manifests, &mut origins)?;
         }
     }
     Ok(manifests)
@@ -78,8 +68,7 @@ pub fn load_text(
 ) -> Result<(), ManifestError> {
     for (index, document) in yaml_serde::Deserializer::from_str(text).enumerate() {
         let at = format!("file {file}, document {}", index + 1);
-        let value = Value::deserialize(document)
-            .map_err(|e| ManifestError(format!("{at}: invalid YAML: {e}")))?;
+        let value = Value::deserialize(document).map_err(|e| ManifestError(format!("{at}: invalid YAML: {e}")))?;
         add_document(value, &at, manifests, origins)?;
     }
     Ok(())
@@ -89,21 +78,17 @@ fn expand(path: &Path) -> Result<Vec<PathBuf>, ManifestError> {
     if path == Path::new("-") {
         return Ok(vec![path.to_path_buf()]);
     }
-    let metadata = std::fs::metadata(path)
-        .map_err(|e| ManifestError(format!("cannot read {}: {e}", path.display())))?;
+    let metadata =
+        std::fs::metadata(path).map_err(|e| ManifestError(format!("cannot read {}: {e}", path.display())))?;
     if !metadata.is_dir() {
         return Ok(vec![path.to_path_buf()]);
     }
-    let entries = std::fs::read_dir(path)
-        .map_err(|e| ManifestError(format!("cannot list {}: {e}", path.display())))?;
+    let entries = std::fs::read_dir(path).map_err(|e| ManifestError(format!("cannot list {}: {e}", path.display())))?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|entry| entry.path())
         .filter(|p| {
-            let extension = p
-                .extension()
-                .and_then(|e| e.to_str())
-                .map(str::to_ascii_lowercase);
+            let extension = p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
             p.is_file() && matches!(extension.as_deref(), Some("yaml" | "yml" | "json"))
         })
         .collect();
@@ -113,11 +98,9 @@ fn expand(path: &Path) -> Result<Vec<PathBuf>, ManifestError> {
 
 fn read(file: &Path) -> Result<String, ManifestError> {
     if file == Path::new("-") {
-        return std::io::read_to_string(std::io::stdin())
-            .map_err(|e| ManifestError(format!("cannot read stdin: {e}")));
+        return std::io::read_to_string(std::io::stdin()).map_err(|e| ManifestError(format!("cannot read stdin: {e}")));
     }
-    std::fs::read_to_string(file)
-        .map_err(|e| ManifestError(format!("cannot read {}: {e}", file.display())))
+    std::fs::read_to_string(file).map_err(|e| ManifestError(format!("cannot read {}: {e}", file.display())))
 }
 
 fn add_document(
@@ -129,24 +112,12 @@ fn add_document(
     if value.is_null() {
         return Ok(()); // an empty document, e.g. after a trailing `---`
     }
-    let kind = value
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let api_version = value
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
+    let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
     match (kind.as_str(), api_version.as_str()) {
         ("", _) => Err(ManifestError(format!("{at}: the document has no kind"))),
         ("List", "v1") => {
-            let items = value
-                .get("items")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
+            let items = value.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
             for (i, item) in items.into_iter().enumerate() {
                 add_document(item, &format!("{at}, items[{i}]"), manifests, origins)?;
             }
@@ -155,17 +126,14 @@ fn add_document(
         ("GroupBanPolicy", POLICY_API_VERSION) => {
             let loaded = parse_policy(value, at)?;
             if let Some(first) = origins.insert(loaded.key(), at.to_string()) {
-                return Err(ManifestError(format!(
-                    "{at}: GroupBanPolicy {} is also defined in {first}",
-                    loaded.key()
-                )));
+                return Err(ManifestError(format!("{at}: GroupBanPolicy {} is also defined in {first}", loaded.key())));
             }
             manifests.policies.push(loaded);
             Ok(())
         }
-        ("GroupBanPolicy", other) => Err(ManifestError(format!(
-            "{at}: apiVersion {other:?} is not served; use {POLICY_API_VERSION}"
-        ))),
+        ("GroupBanPolicy", other) => {
+            Err(ManifestError(format!("{at}: apiVersion {other:?} is not served; use {POLICY_API_VERSION}")))
+        }
         ("Secret", "v1") => {
             let secret: Secret = typed(value, at, "Secret")?;
             let name = secret
@@ -173,11 +141,7 @@ fn add_document(
                 .name
                 .clone()
                 .ok_or_else(|| ManifestError(format!("{at}: Secret has no metadata.name")))?;
-            let namespace = secret
-                .metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+            let namespace = secret.metadata.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
             manifests.secrets.insert((namespace, name), secret);
             Ok(())
         }
@@ -194,10 +158,7 @@ fn parse_policy(value: Value, at: &str) -> Result<LoadedPolicy, ManifestError> {
     if let Some(spec) = value.get("spec").and_then(Value::as_object)
         && let Some(unknown) = spec.keys().find(|k| !SPEC_FIELDS.contains(&k.as_str()))
     {
-        return Err(ManifestError(format!(
-            "{at}: unknown field spec.{unknown} (known: {})",
-            SPEC_FIELDS.join(", ")
-        )));
+        return Err(ManifestError(format!("{at}: unknown field spec.{unknown} (known: {})", SPEC_FIELDS.join(", "))));
     }
     let policy: GroupBanPolicy = typed(value, at, "GroupBanPolicy")?;
     let name = policy
@@ -206,27 +167,14 @@ fn parse_policy(value: Value, at: &str) -> Result<LoadedPolicy, ManifestError> {
         .clone()
         .filter(|n| !n.is_empty())
         .ok_or_else(|| ManifestError(format!("{at}: GroupBanPolicy has no metadata.name")))?;
-    let namespace = policy
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+    let namespace = policy.metadata.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
     let at = format!("{at} (GroupBanPolicy {namespace}/{name})");
     validate_spec(&policy.spec).map_err(|problem| ManifestError(format!("{at}: {problem}")))?;
-    Ok(LoadedPolicy {
-        policy,
-        namespace,
-        name,
-        source: at,
-    })
+    Ok(LoadedPolicy { policy, namespace, name, source: at })
 }
 
 /// Deserializes with the path of the failing field in the message.
-fn typed<T: serde::de::DeserializeOwned>(
-    value: Value,
-    at: &str,
-    kind: &str,
-) -> Result<T, ManifestError> {
+fn typed<T: serde::de::DeserializeOwned>(value: Value, at: &str, kind: &str) -> Result<T, ManifestError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         ManifestError(format!("{at}: {kind} field {path}: {}", e.into_inner()))
@@ -257,30 +205,17 @@ mod tests {
 
     #[test]
     fn errors_name_file_document_and_field() {
-        let bad_type =
-            load_str(&POLICY.replace("unbannedMembers: [a, b]", "unbannedMembers: 7")).unwrap_err();
+        let bad_type = load_str(&POLICY.replace("unbannedMembers: [a, b]", "unbannedMembers: 7")).unwrap_err();
         assert!(
-            bad_type.contains("file f.yaml, document 1")
-                && bad_type.contains("spec.unbannedMembers"),
+            bad_type.contains("file f.yaml, document 1") && bad_type.contains("spec.unbannedMembers"),
             "{bad_type}"
         );
         let duplicate = load_str(&POLICY.replace("[a, b]", "[a, a]")).unwrap_err();
-        assert!(
-            duplicate.contains("default/p") && duplicate.contains("spec.unbannedMembers[1]"),
-            "{duplicate}"
-        );
-        let typo =
-            load_str(&POLICY.replace("groupId: g", "groupId: g, suspended: true")).unwrap_err();
+        assert!(duplicate.contains("default/p") && duplicate.contains("spec.unbannedMembers[1]"), "{duplicate}");
+        let typo = load_str(&POLICY.replace("groupId: g", "groupId: g, suspended: true")).unwrap_err();
         assert!(typo.contains("spec.suspended"), "{typo}");
-        let second = load_str(&format!(
-            "{POLICY}---\n{}",
-            POLICY.replace("groupId: g", "groupId: [x]")
-        ))
-        .unwrap_err();
-        assert!(
-            second.contains("document 2") && second.contains("spec.groupId"),
-            "{second}"
-        );
+        let second = load_str(&format!("{POLICY}---\n{}", POLICY.replace("groupId: g", "groupId: [x]"))).unwrap_err();
+        assert!(second.contains("document 2") && second.contains("spec.groupId"), "{second}");
         let version = load_str(&POLICY.replace("v1alpha1", "v1")).unwrap_err();
         assert!(version.contains("not served"), "{version}");
         let syntax = load_str("kind: [").unwrap_err();

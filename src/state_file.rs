@@ -34,19 +34,11 @@ struct Contents {
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("cannot read state file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error(
-        "state file {path} is not a {KIND} file ({reason}); fix or move it, it was left untouched"
-    )]
+    Read { path: String, source: std::io::Error },
+    #[error("state file {path} is not a {KIND} file ({reason}); fix or move it, it was left untouched")]
     Invalid { path: String, reason: String },
     #[error("cannot save state file {path}: {source}")]
-    Write {
-        path: String,
-        source: std::io::Error,
-    },
+    Write { path: String, source: std::io::Error },
     #[error("state file {path} is in use by another run (lock {lock} is held)")]
     Locked { path: String, lock: String },
 }
@@ -69,57 +61,33 @@ impl StateFile {
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|source| StateError::Write {
-                path: display.clone(),
-                source,
-            })?;
+            .map_err(|source| StateError::Write { path: display.clone(), source })?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(StateError::Locked {
-                    path: display,
-                    lock: lock_path.display().to_string(),
-                });
+                return Err(StateError::Locked { path: display, lock: lock_path.display().to_string() });
             }
             Err(std::fs::TryLockError::Error(source)) => {
-                return Err(StateError::Write {
-                    path: display,
-                    source,
-                });
+                return Err(StateError::Write { path: display, source });
             }
         }
         let contents = match std::fs::read(path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Contents {
-                api_version: API_VERSION.into(),
-                kind: KIND.into(),
-                policies: BTreeMap::new(),
-            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Contents { api_version: API_VERSION.into(), kind: KIND.into(), policies: BTreeMap::new() }
+            }
             Err(source) => {
-                return Err(StateError::Read {
-                    path: display,
-                    source,
-                });
+                return Err(StateError::Read { path: display, source });
             }
             Ok(bytes) => {
-                let contents: Contents =
-                    serde_json::from_slice(&bytes).map_err(|e| StateError::Invalid {
-                        path: display.clone(),
-                        reason: e.to_string(),
-                    })?;
+                let contents: Contents = serde_json::from_slice(&bytes)
+                    .map_err(|e| StateError::Invalid { path: display.clone(), reason: e.to_string() })?;
                 if contents.kind != KIND {
-                    return Err(StateError::Invalid {
-                        path: display,
-                        reason: format!("kind is {:?}", contents.kind),
-                    });
+                    return Err(StateError::Invalid { path: display, reason: format!("kind is {:?}", contents.kind) });
                 }
                 contents
             }
         };
-        let mut state = Self {
-            path: path.to_path_buf(),
-            contents,
-            _lock: lock,
-        };
+        let mut state = Self { path: path.to_path_buf(), contents, _lock: lock };
         state.save([])?;
         Ok(state)
     }
@@ -136,16 +104,9 @@ impl StateFile {
         for (key, status) in statuses {
             self.contents.policies.insert(key, status.clone());
         }
-        let error = |source| StateError::Write {
-            path: self.path.display().to_string(),
-            source,
-        };
+        let error = |source| StateError::Write { path: self.path.display().to_string(), source };
         let bytes = serde_json::to_vec(&self.contents).map_err(|e| error(e.into()))?;
-        let file_name = self
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let file_name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let temp = self.path.with_file_name(format!(".{file_name}.tmp"));
         let mut file = std::fs::File::create(&temp).map_err(error)?;
         file.write_all(&bytes).map_err(error)?;
@@ -157,10 +118,7 @@ impl StateFile {
 
 /// `.NAME.EXT` beside `path`.
 fn sibling(path: &Path, extension: &str) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     path.with_file_name(format!(".{name}.{extension}"))
 }
 
@@ -173,21 +131,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
         let mut state = StateFile::open(&path).unwrap();
-        let status = GroupBanPolicyStatus {
-            unbanned_members: vec!["a".into()],
-            ..Default::default()
-        };
+        let status = GroupBanPolicyStatus { unbanned_members: vec!["a".into()], ..Default::default() };
         state.save([("ns/one".to_string(), &status)]).unwrap();
-        state
-            .save([("ns/two".to_string(), &GroupBanPolicyStatus::default())])
-            .unwrap();
+        state.save([("ns/two".to_string(), &GroupBanPolicyStatus::default())]).unwrap();
         drop(state); // releases the lock, as a finished run does
         let reopened = StateFile::open(&path).unwrap();
         assert_eq!(reopened.recorded("ns/one").unbanned_members, ["a"]);
-        assert_eq!(
-            reopened.recorded("ns/missing"),
-            GroupBanPolicyStatus::default()
-        );
+        assert_eq!(reopened.recorded("ns/missing"), GroupBanPolicyStatus::default());
     }
 
     #[test]
@@ -196,24 +146,15 @@ mod tests {
         let path = dir.path().join("state.json");
         let first = StateFile::open(&path).unwrap();
         let second = StateFile::open(&path);
-        assert!(
-            matches!(second, Err(StateError::Locked { .. })),
-            "{:?}",
-            second.err()
-        );
+        assert!(matches!(second, Err(StateError::Locked { .. })), "{:?}", second.err());
         drop(first);
         assert!(StateFile::open(&path).is_ok());
     }
 
     #[test]
     fn an_unwritable_location_fails_on_open() {
-        let error = StateFile::open(Path::new("/nonexistent-dir/state.json"))
-            .err()
-            .unwrap();
-        assert!(
-            error.to_string().contains("/nonexistent-dir/state.json"),
-            "{error}"
-        );
+        let error = StateFile::open(Path::new("/nonexistent-dir/state.json")).err().unwrap();
+        assert!(error.to_string().contains("/nonexistent-dir/state.json"), "{error}");
     }
 
     #[test]
@@ -222,10 +163,7 @@ mod tests {
         let path = dir.path().join("state.json");
         std::fs::write(&path, "{not json").unwrap();
         let error = StateFile::open(&path).err().unwrap().to_string();
-        assert!(
-            error.contains("state.json") && error.contains("untouched"),
-            "{error}"
-        );
+        assert!(error.contains("state.json") && error.contains("untouched"), "{error}");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{not json");
     }
 }

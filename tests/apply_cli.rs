@@ -22,11 +22,7 @@ fn secret_yaml(endpoint: &str, identifier: &str, key: &str, sdkappid: u64) -> St
 }
 
 fn policy_yaml(name: &str, group: &str, members: &[String]) -> String {
-    let list = members
-        .iter()
-        .map(|m| format!("\"{m}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let list = members.iter().map(|m| format!("\"{m}\"")).collect::<Vec<_>>().join(", ");
     format!(
         "apiVersion: groupban.dev/v1alpha1\nkind: GroupBanPolicy\nmetadata: {{name: {name}}}\nspec:\n  groupId: \"{group}\"\n  unbannedMembers: [{list}]\n"
     )
@@ -52,37 +48,19 @@ async fn run_apply(dir: &Path, extra: &[&str]) -> Output {
 }
 
 fn items(output: &Output) -> Vec<Value> {
-    let list: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is a JSON List ({e}); stderr: {}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
+    let list: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("stdout is a JSON List ({e}); stderr: {}", String::from_utf8_lossy(&output.stderr)));
     assert_eq!(list["kind"], "List");
     list["items"].as_array().unwrap().clone()
 }
 
 fn condition<'a>(item: &'a Value, kind: &str) -> (&'a str, &'a str, &'a str) {
-    let c = item["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == kind)
-        .unwrap();
-    (
-        c["status"].as_str().unwrap(),
-        c["reason"].as_str().unwrap(),
-        c["message"].as_str().unwrap(),
-    )
+    let c = item["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == kind).unwrap();
+    (c["status"].as_str().unwrap(), c["reason"].as_str().unwrap(), c["message"].as_str().unwrap())
 }
 
 fn strings(value: &Value) -> BTreeSet<String> {
-    value
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.as_str().map(str::to_owned))
-        .collect()
+    value.as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_owned)).collect()
 }
 
 /// Members of `group` that the simulator answered 0 for, i.e. really unbanned.
@@ -92,9 +70,7 @@ async fn really_unbanned(sim_url: &str, group: &str) -> BTreeSet<String> {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|r| {
-            r["groupId"] == group && r["errorCode"] == 0 && r["command"] == "unban_group_member"
-        })
+        .filter(|r| r["groupId"] == group && r["errorCode"] == 0 && r["command"] == "unban_group_member")
         .flat_map(|r| strings(&r["members"]))
         .collect()
 }
@@ -115,10 +91,7 @@ fn seed_with_bans(groups: &[(&str, &str, usize)]) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn converges_to_exactly_the_desired_state_under_faults() {
     // 50 calls: with 15% faults the chance of none is 0.03%, and the seed fixes it.
-    let mut config = config(&seed_with_bans(&[
-        ("@TGS#a", "AVChatRoom", 620),
-        ("@TGS#b", "AVChatRoom", 420),
-    ]));
+    let mut config = config(&seed_with_bans(&[("@TGS#a", "AVChatRoom", 620), ("@TGS#b", "AVChatRoom", 420)]));
     config.faults.fail_10002 = 0.10;
     config.faults.fail_http502 = 0.05;
     config.faults.seed = 11;
@@ -131,21 +104,10 @@ async fn converges_to_exactly_the_desired_state_under_faults() {
     ]);
     let state = dir.path().join("state.json");
     let output = run_apply(dir.path(), &["--state", state.to_str().unwrap()]).await;
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    for (item, (group, n, left)) in items(&output)
-        .iter()
-        .zip([("@TGS#a", 600, 20), ("@TGS#b", 400, 20)])
-    {
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    for (item, (group, n, left)) in items(&output).iter().zip([("@TGS#a", 600, 20), ("@TGS#b", 400, 20)]) {
         assert_eq!(condition(item, "Ready").0, "True");
-        assert_eq!(
-            strings(&item["status"]["unbannedMembers"]),
-            members("m", n).into_iter().collect()
-        );
+        assert_eq!(strings(&item["status"]["unbannedMembers"]), members("m", n).into_iter().collect());
         assert_eq!(item["status"]["summary"]["unbanned"], n);
         let banned = get_json(&url, "/simulator/state").await["groups"]
             .as_array()
@@ -159,15 +121,8 @@ async fn converges_to_exactly_the_desired_state_under_faults() {
         assert_eq!(banned, left, "{group}: only undesired members stay banned");
     }
     let codes = logged_codes(&url).await;
-    assert!(
-        codes.contains(&Some(10002)) && codes.contains(&None),
-        "faults were injected: {codes:?}"
-    );
-    assert_eq!(
-        codes.iter().filter(|c| **c == Some(0)).count(),
-        30 + 20,
-        "one success per batch"
-    );
+    assert!(codes.contains(&Some(10002)) && codes.contains(&None), "faults were injected: {codes:?}");
+    assert_eq!(codes.iter().filter(|c| **c == Some(0)).count(), 30 + 20, "one success per batch");
 
     // A second run has nothing to do: no call at all.
     let again = run_apply(dir.path(), &["--state", state.to_str().unwrap()]).await;
@@ -183,55 +138,13 @@ async fn each_terminal_code_ends_in_its_condition_reason_and_error_code() {
     let sim = start(config(seed)).await;
     let url = sim.base_url();
     let cases: Vec<(&str, String, &str, i64, &str)> = vec![
-        (
-            "group-missing",
-            secret_yaml(&url, ADMIN, KEY, SDKAPPID),
-            "gone",
-            10010,
-            "GroupNotFound",
-        ),
-        (
-            "no-permission",
-            secret_yaml(&url, ADMIN, KEY, SDKAPPID),
-            "locked",
-            10007,
-            "PermissionDenied",
-        ),
-        (
-            "bad-group-id",
-            secret_yaml(&url, ADMIN, KEY, SDKAPPID),
-            "weird",
-            10015,
-            "InvalidGroupId",
-        ),
-        (
-            "not-avchatroom",
-            secret_yaml(&url, ADMIN, KEY, SDKAPPID),
-            "pub",
-            10004,
-            "InvalidParameter",
-        ),
-        (
-            "wrong-key",
-            secret_yaml(&url, ADMIN, "wrong", SDKAPPID),
-            "room",
-            70009,
-            "UserSigKeyMismatch",
-        ),
-        (
-            "not-admin",
-            secret_yaml(&url, "bob", KEY, SDKAPPID),
-            "room",
-            60010,
-            "IdentifierNotAdmin",
-        ),
-        (
-            "wrong-app",
-            secret_yaml(&url, ADMIN, KEY, SDKAPPID + 1),
-            "room",
-            60006,
-            "InvalidSdkAppId",
-        ),
+        ("group-missing", secret_yaml(&url, ADMIN, KEY, SDKAPPID), "gone", 10010, "GroupNotFound"),
+        ("no-permission", secret_yaml(&url, ADMIN, KEY, SDKAPPID), "locked", 10007, "PermissionDenied"),
+        ("bad-group-id", secret_yaml(&url, ADMIN, KEY, SDKAPPID), "weird", 10015, "InvalidGroupId"),
+        ("not-avchatroom", secret_yaml(&url, ADMIN, KEY, SDKAPPID), "pub", 10004, "InvalidParameter"),
+        ("wrong-key", secret_yaml(&url, ADMIN, "wrong", SDKAPPID), "room", 70009, "UserSigKeyMismatch"),
+        ("not-admin", secret_yaml(&url, "bob", KEY, SDKAPPID), "room", 60010, "IdentifierNotAdmin"),
+        ("wrong-app", secret_yaml(&url, ADMIN, KEY, SDKAPPID + 1), "room", 60006, "InvalidSdkAppId"),
     ];
     for (name, secret, group, code, reason) in cases {
         let before = logged_codes(&url).await.len();
@@ -241,28 +154,15 @@ async fn each_terminal_code_ends_in_its_condition_reason_and_error_code() {
         let item = &items(&output)[0];
         let (stalled, stalled_reason, message) = condition(item, "Stalled");
         assert_eq!((stalled, stalled_reason), ("True", reason), "{name}");
-        assert!(
-            message.contains(&format!("ErrorCode {code}")),
-            "{name}: {message}"
-        );
+        assert!(message.contains(&format!("ErrorCode {code}")), "{name}: {message}");
         assert_eq!(item["status"]["lastErrorCode"], code, "{name}");
         assert_eq!(condition(item, "Ready").0, "False");
-        assert!(
-            item["status"]["unbannedMembers"]
-                .as_array()
-                .is_none_or(|m| m.is_empty())
-        );
+        assert!(item["status"]["unbannedMembers"].as_array().is_none_or(|m| m.is_empty()));
         let calls = logged_codes(&url).await.len() - before;
         if code == 10004 {
-            assert_eq!(
-                calls, 50,
-                "{name}: a batch-level fault fails only its batch"
-            );
+            assert_eq!(calls, 50, "{name}: a batch-level fault fails only its batch");
         } else {
-            assert!(
-                calls < 50,
-                "{name}: {calls} calls; a policy-level fault must stop the other 49"
-            );
+            assert!(calls < 50, "{name}: {calls} calls; a policy-level fault must stop the other 49");
         }
     }
 }
@@ -276,22 +176,10 @@ async fn unusable_credentials_stall_with_credentials_invalid_and_make_no_call() 
     let valid = secret_yaml(&url, ADMIN, KEY, SDKAPPID);
     let cases = [
         (None, "default/groupban-credentials not found"),
-        (
-            Some(valid.replace(&format!("  secretKey: {KEY}\n"), "")),
-            "no key \"secretKey\"",
-        ),
-        (
-            Some(valid.replace(&format!("\"{SDKAPPID}\""), "\"14e8\"")),
-            "sdkAppId",
-        ),
-        (
-            Some(valid.replace(&format!("endpoint: {url}"), "region: atlantis")),
-            "unknown region \"atlantis\"",
-        ),
-        (
-            Some(valid.replace(&url, "http://10.1.2.3:8080")),
-            "plain http",
-        ),
+        (Some(valid.replace(&format!("  secretKey: {KEY}\n"), "")), "no key \"secretKey\""),
+        (Some(valid.replace(&format!("\"{SDKAPPID}\""), "\"14e8\"")), "sdkAppId"),
+        (Some(valid.replace(&format!("endpoint: {url}"), "region: atlantis")), "unknown region \"atlantis\""),
+        (Some(valid.replace(&url, "http://10.1.2.3:8080")), "plain http"),
     ];
     for (secret, expected) in cases {
         let mut documents: Vec<String> = secret.into_iter().collect();
@@ -300,21 +188,11 @@ async fn unusable_credentials_stall_with_credentials_invalid_and_make_no_call() 
         assert_eq!(output.status.code(), Some(1), "{expected}");
         let item = &items(&output)[0];
         let (stalled, reason, message) = condition(item, "Stalled");
-        assert_eq!(
-            (stalled, reason),
-            ("True", "CredentialsInvalid"),
-            "{expected}"
-        );
+        assert_eq!((stalled, reason), ("True", "CredentialsInvalid"), "{expected}");
         assert!(message.contains(expected), "{message}");
-        assert!(
-            !message.contains(KEY) && !message.contains("SECRETSIG"),
-            "{message}"
-        );
+        assert!(!message.contains(KEY) && !message.contains("SECRETSIG"), "{message}");
     }
-    assert!(
-        logged_codes(&url).await.is_empty(),
-        "no call without usable credentials"
-    );
+    assert!(logged_codes(&url).await.is_empty(), "no call without usable credentials");
 }
 
 /// Invalid input exits 2 with a message naming file, document and field,
@@ -323,45 +201,25 @@ async fn unusable_credentials_stall_with_credentials_invalid_and_make_no_call() 
 async fn invalid_manifests_exit_2_naming_file_document_and_field() {
     let good = policy_yaml("p", "room", &members("u", 2));
     let cases = [
-        (
-            good.replace("unbannedMembers: [", "unbannedMembers: [\"u0\", "),
-            "document 2",
-            "spec.unbannedMembers[1]",
-        ),
-        (
-            good.replace("groupId: \"room\"", "groupId: 42"),
-            "document 2",
-            "spec.groupId",
-        ),
-        (
-            good.replace("groupId", "groupID"),
-            "document 2",
-            "spec.groupID",
-        ),
+        (good.replace("unbannedMembers: [", "unbannedMembers: [\"u0\", "), "document 2", "spec.unbannedMembers[1]"),
+        (good.replace("groupId: \"room\"", "groupId: 42"), "document 2", "spec.groupId"),
+        (good.replace("groupId", "groupID"), "document 2", "spec.groupID"),
         ("kind: [unclosed".to_string(), "document 2", "invalid YAML"),
     ];
     for (broken, document, field) in cases {
-        let dir = manifests_dir(&[
-            secret_yaml("http://127.0.0.1:9", ADMIN, KEY, SDKAPPID),
-            broken,
-        ]);
+        let dir = manifests_dir(&[secret_yaml("http://127.0.0.1:9", ADMIN, KEY, SDKAPPID), broken]);
         let state = dir.path().join("state.json");
-        std::fs::write(&state, "{\"apiVersion\":\"groupban.dev/v1alpha1\",\"kind\":\"GroupBanPolicyState\",\"policies\":{}}").unwrap();
+        std::fs::write(
+            &state,
+            "{\"apiVersion\":\"groupban.dev/v1alpha1\",\"kind\":\"GroupBanPolicyState\",\"policies\":{}}",
+        )
+        .unwrap();
         let before = std::fs::read(&state).unwrap();
         let output = run_apply(dir.path(), &["--state", state.to_str().unwrap()]).await;
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{stderr}");
-        assert!(
-            stderr.contains("manifests.yaml")
-                && stderr.contains(document)
-                && stderr.contains(field),
-            "{stderr}"
-        );
-        assert_eq!(
-            std::fs::read(&state).unwrap(),
-            before,
-            "state file untouched"
-        );
+        assert!(stderr.contains("manifests.yaml") && stderr.contains(document) && stderr.contains(field), "{stderr}");
+        assert_eq!(std::fs::read(&state).unwrap(), before, "state file untouched");
     }
     let missing = run_apply(Path::new("/nonexistent/manifests"), &[]).await;
     assert_eq!(missing.status.code(), Some(2));
@@ -382,18 +240,10 @@ async fn the_record_follows_spec_edits_group_changes_and_endpoint_changes() {
     let run = |endpoint: String, group: &'static str, members: Vec<String>| {
         let (dir, state_arg) = (dir.path().to_path_buf(), state_arg.clone());
         async move {
-            let documents = [
-                secret_yaml(&endpoint, ADMIN, KEY, SDKAPPID),
-                policy_yaml("p", group, &members),
-            ];
+            let documents = [secret_yaml(&endpoint, ADMIN, KEY, SDKAPPID), policy_yaml("p", group, &members)];
             std::fs::write(dir.join("manifests.yaml"), documents.join("---\n")).unwrap();
             let output = run_apply(&dir, &["--state", &state_arg]).await;
-            assert_eq!(
-                output.status.code(),
-                Some(0),
-                "{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
+            assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
             items(&output)[0]["status"].clone()
         }
     };
@@ -404,40 +254,20 @@ async fn the_record_follows_spec_edits_group_changes_and_endpoint_changes() {
     assert_eq!(calls(first.base_url()).await, 2);
 
     let status = run(first.base_url(), "g1", members("m", 40)[10..].to_vec()).await;
-    assert_eq!(
-        strings(&status["unbannedMembers"]).len(),
-        30,
-        "removed members leave the record"
-    );
-    assert_eq!(
-        calls(first.base_url()).await,
-        2,
-        "removing members makes no call"
-    );
+    assert_eq!(strings(&status["unbannedMembers"]).len(), 30, "removed members leave the record");
+    assert_eq!(calls(first.base_url()).await, 2, "removing members makes no call");
 
     let status = run(first.base_url(), "g1", members("m", 40)).await;
     assert_eq!(strings(&status["unbannedMembers"]).len(), 40);
-    assert_eq!(
-        calls(first.base_url()).await,
-        3,
-        "the 10 members added back are unbanned again"
-    );
+    assert_eq!(calls(first.base_url()).await, 3, "the 10 members added back are unbanned again");
 
     let status = run(first.base_url(), "g2", members("m", 40)).await;
     assert_eq!(status["groupId"], "g2");
-    assert_eq!(
-        calls(first.base_url()).await,
-        5,
-        "a new group starts over: 2 calls"
-    );
+    assert_eq!(calls(first.base_url()).await, 5, "a new group starts over: 2 calls");
 
     let status = run(second.base_url(), "g2", members("m", 40)).await;
     assert_eq!(status["endpoint"], second.base_url());
-    assert_eq!(
-        calls(second.base_url()).await,
-        2,
-        "a new endpoint starts over"
-    );
+    assert_eq!(calls(second.base_url()).await, 2, "a new endpoint starts over");
     assert_eq!(really_unbanned(&second.base_url(), "g2").await.len(), 40);
 }
 
@@ -468,24 +298,22 @@ async fn killed_at_random_points_and_restarted_it_converges_without_false_record
     let sim = start(config).await;
     let url = sim.base_url();
     let desired: BTreeSet<String> = members("m", 1000).into_iter().collect();
-    let dir = manifests_dir(&[
-        secret_yaml(&url, ADMIN, KEY, SDKAPPID),
-        policy_yaml("k", "@TGS#k", &members("m", 1000)),
-    ]);
+    let dir =
+        manifests_dir(&[secret_yaml(&url, ADMIN, KEY, SDKAPPID), policy_yaml("k", "@TGS#k", &members("m", 1000))]);
     let state: PathBuf = dir.path().join("state.json");
 
     // A fixed LCG makes the kill times repeat from run to run.
     let mut rng: u64 = 0x9e3779b97f4a7c15;
     let mut next_delay_ms = || {
-        rng = rng
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         100 + (rng >> 33) % 800
     };
     let recorded = |state: &Path| -> BTreeSet<String> {
         std::fs::read(state)
             .ok()
-            .map(|bytes| strings(&serde_json::from_slice::<Value>(&bytes).unwrap()["policies"]["default/k"]["unbannedMembers"]))
+            .map(|bytes| {
+                strings(&serde_json::from_slice::<Value>(&bytes).unwrap()["policies"]["default/k"]["unbannedMembers"])
+            })
             .unwrap_or_default()
     };
     let mut partial_records = 0;
@@ -495,12 +323,7 @@ async fn killed_at_random_points_and_restarted_it_converges_without_false_record
             .args(["apply", "-f"])
             .arg(dir.path())
             // 50 calls at 10/s take five seconds: most kills land mid-run.
-            .args([
-                "--state",
-                state.to_str().unwrap(),
-                "--max-calls-per-second",
-                "10",
-            ])
+            .args(["--state", state.to_str().unwrap(), "--max-calls-per-second", "10"])
             .env("RUST_LOG", "error")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -519,10 +342,7 @@ async fn killed_at_random_points_and_restarted_it_converges_without_false_record
         }
         let now_recorded = recorded(&state);
         let truly = really_unbanned(&url, "@TGS#k").await;
-        assert!(
-            now_recorded.is_subset(&truly),
-            "recorded a member the simulator never unbanned"
-        );
+        assert!(now_recorded.is_subset(&truly), "recorded a member the simulator never unbanned");
         assert!(now_recorded.is_subset(&desired));
         if !finished && !now_recorded.is_empty() && now_recorded != desired {
             partial_records += 1;
@@ -535,14 +355,7 @@ async fn killed_at_random_points_and_restarted_it_converges_without_false_record
         let output = run_apply(dir.path(), &["--state", state.to_str().unwrap()]).await;
         assert_eq!(output.status.code(), Some(0));
     }
-    assert_eq!(
-        recorded(&state),
-        desired,
-        "converged to exactly the desired set"
-    );
+    assert_eq!(recorded(&state), desired, "converged to exactly the desired set");
     eprintln!("{partial_records} kills landed mid-run with a partial record");
-    assert!(
-        partial_records >= 3,
-        "only {partial_records} kills landed mid-run; the test proved too little"
-    );
+    assert!(partial_records >= 3, "only {partial_records} kills landed mid-run; the test proved too little");
 }

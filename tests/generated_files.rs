@@ -11,8 +11,7 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// the operator does not implement.
 #[test]
 fn crds_file_is_exactly_the_crd_command_output() {
-    let committed =
-        std::fs::read_to_string(Path::new(ROOT).join("crds/groupbanpolicies.yaml")).unwrap();
+    let committed = std::fs::read_to_string(Path::new(ROOT).join("crds/groupbanpolicies.yaml")).unwrap();
     assert!(
         committed == groupban_operator::crd_yaml(),
         "crds/groupbanpolicies.yaml is stale: run `cargo run -- crd > crds/groupbanpolicies.yaml`"
@@ -22,8 +21,7 @@ fn crds_file_is_exactly_the_crd_command_output() {
 /// The examples users copy must load as the operator reads them.
 #[test]
 fn shipped_examples_load_and_validate() {
-    let manifests =
-        groupban_operator::manifests::load(&[Path::new(ROOT).join("examples")]).unwrap();
+    let manifests = groupban_operator::manifests::load(&[Path::new(ROOT).join("examples")]).unwrap();
     assert_eq!(manifests.policies.len(), 3);
     assert_eq!(manifests.secrets.len(), 1);
 }
@@ -34,10 +32,7 @@ fn shipped_examples_load_and_validate() {
 /// API server would refuse or prune anything else.
 #[tokio::test(flavor = "multi_thread")]
 async fn crd_schema_accepts_what_apply_writes_and_rejects_broken_specs() {
-    if !support::python_modules_available(
-        "crd_schema_accepts_what_apply_writes",
-        "jsonschema, yaml",
-    ) {
+    if !support::python_modules_available("crd_schema_accepts_what_apply_writes", "jsonschema, yaml") {
         return;
     }
     let mut config = support::config(
@@ -45,18 +40,13 @@ async fn crd_schema_accepts_what_apply_writes_and_rejects_broken_specs() {
     );
     config.sdkappid = 1_400_000_000;
     config.identifier = "administrator".into();
-    config.secret_key =
-        groupban_operator::secret::Redacted::new("demo-secret-key-not-for-production".into());
+    config.secret_key = groupban_operator::secret::Redacted::new("demo-secret-key-not-for-production".into());
     config.faults.fail_10002 = 0.3;
     let sim = support::start(config).await;
 
-    let mut manifests =
-        groupban_operator::manifests::load(&[Path::new(ROOT).join("examples")]).unwrap();
+    let mut manifests = groupban_operator::manifests::load(&[Path::new(ROOT).join("examples")]).unwrap();
     for secret in manifests.secrets.values_mut() {
-        secret
-            .string_data
-            .get_or_insert_with(Default::default)
-            .insert("endpoint".into(), sim.base_url());
+        secret.string_data.get_or_insert_with(Default::default).insert("endpoint".into(), sim.base_url());
     }
     let options = groupban_operator::apply::ApplyOptions {
         state: None,
@@ -64,9 +54,8 @@ async fn crd_schema_accepts_what_apply_writes_and_rejects_broken_specs() {
         max_calls_per_second: 200,
         client: support::quick_settings(),
     };
-    let result = groupban_operator::apply::apply_manifests(manifests, &options)
-        .await
-        .unwrap_or_else(|_| panic!("apply ran"));
+    let result =
+        groupban_operator::apply::apply_manifests(manifests, &options).await.unwrap_or_else(|_| panic!("apply ran"));
     let list = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(list.path(), serde_json::to_vec(&result.list).unwrap()).unwrap();
 
@@ -76,12 +65,8 @@ async fn crd_schema_accepts_what_apply_writes_and_rejects_broken_specs() {
         .arg(list.path())
         .output()
         .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
-        panic!(
-            "validator report: {}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("validator report: {}", String::from_utf8_lossy(&output.stderr)));
     assert_eq!(report["unexpected"], serde_json::json!([]), "{report}");
     assert_eq!(report["valid"].as_array().unwrap().len(), 3);
     assert_eq!(report["rejected"].as_array().unwrap().len(), 11);

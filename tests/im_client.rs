@@ -15,27 +15,14 @@ const ROOM: &str = "groups: [{groupId: room, type: AVChatRoom, banned: [alice, b
 
 async fn banned_in_room(sim_url: &str) -> Vec<String> {
     let state = get_json(sim_url, "/simulator/state").await;
-    let room = state["groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["groupId"] == "room")
-        .unwrap()
-        .clone();
-    room["banned"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["account"].as_str().unwrap().to_string())
-        .collect()
+    let room = state["groups"].as_array().unwrap().iter().find(|g| g["groupId"] == "room").unwrap().clone();
+    room["banned"].as_array().unwrap().iter().map(|b| b["account"].as_str().unwrap().to_string()).collect()
 }
 
 #[tokio::test]
 async fn unban_succeeds_and_the_simulator_forgets_the_ban() {
     let sim = start(config(ROOM)).await;
-    let outcome = admin_client(&sim)
-        .unban_group_member("room", &["alice".into(), "bob".into()])
-        .await;
+    let outcome = admin_client(&sim).unban_group_member("room", &["alice".into(), "bob".into()]).await;
     assert_eq!(outcome.error_code(), Some(0));
     assert_eq!(outcome.attempts, 1);
     assert_eq!(banned_in_room(&sim.base_url()).await, ["carol"]);
@@ -48,20 +35,11 @@ async fn every_call_sends_the_documented_query_with_a_fresh_random() {
     let sim = start(config(ROOM)).await;
     let client = admin_client(&sim);
     for member in ["alice", "bob", "carol", "dave", "erin"] {
-        assert_eq!(
-            client
-                .unban_group_member("room", &[member.to_string()])
-                .await
-                .error_code(),
-            Some(0)
-        );
+        assert_eq!(client.unban_group_member("room", &[member.to_string()]).await.error_code(), Some(0));
     }
     let log = get_json(&sim.base_url(), "/simulator/requests").await;
     let requests = log["requests"].as_array().unwrap();
-    let randoms: std::collections::BTreeSet<&str> = requests
-        .iter()
-        .map(|r| r["random"].as_str().unwrap())
-        .collect();
+    let randoms: std::collections::BTreeSet<&str> = requests.iter().map(|r| r["random"].as_str().unwrap()).collect();
     assert_eq!(randoms.len(), 5, "random must change per call: {randoms:?}");
     for request in requests {
         assert_eq!(
@@ -85,17 +63,12 @@ async fn answer_10002_is_retried_until_success() {
     let client = client_for(&sim.base_url(), credentials(ADMIN, KEY), settings, 200);
     let mut total_attempts = 0;
     for member in ["alice", "bob", "carol"] {
-        let outcome = client
-            .unban_group_member("room", &[member.to_string()])
-            .await;
+        let outcome = client.unban_group_member("room", &[member.to_string()]).await;
         assert_eq!(outcome.error_code(), Some(0), "{member}");
         total_attempts += outcome.attempts;
     }
     let codes = logged_codes(&sim.base_url()).await;
-    assert!(
-        codes.contains(&Some(10002)),
-        "fault injection produced no 10002: {codes:?}"
-    );
+    assert!(codes.contains(&Some(10002)), "fault injection produced no 10002: {codes:?}");
     assert_eq!(total_attempts as usize, codes.len());
     assert!(banned_in_room(&sim.base_url()).await.is_empty());
 }
@@ -105,15 +78,10 @@ async fn persistent_10002_gives_up_after_max_attempts() {
     let mut config = config(ROOM);
     config.faults.fail_10002 = 1.0;
     let sim = start(config).await;
-    let outcome = admin_client(&sim)
-        .unban_group_member("room", &["alice".into()])
-        .await;
+    let outcome = admin_client(&sim).unban_group_member("room", &["alice".into()]).await;
     assert_eq!(outcome.error_code(), Some(10002));
     assert_eq!(outcome.attempts, quick_settings().retry.max_attempts);
-    assert_eq!(
-        banned_in_room(&sim.base_url()).await,
-        ["alice", "bob", "carol"]
-    );
+    assert_eq!(banned_in_room(&sim.base_url()).await, ["alice", "bob", "carol"]);
 }
 
 #[tokio::test]
@@ -121,13 +89,8 @@ async fn http_502_is_a_retryable_transport_error() {
     let mut config = config(ROOM);
     config.faults.fail_http502 = 1.0;
     let sim = start(config).await;
-    let outcome = admin_client(&sim)
-        .unban_group_member("room", &["alice".into()])
-        .await;
-    assert_eq!(
-        outcome.result.unwrap_err(),
-        TransportError::HttpStatus { status: 502 }
-    );
+    let outcome = admin_client(&sim).unban_group_member("room", &["alice".into()]).await;
+    assert_eq!(outcome.result.unwrap_err(), TransportError::HttpStatus { status: 502 });
     assert_eq!(outcome.attempts, quick_settings().retry.max_attempts);
 }
 
@@ -141,10 +104,7 @@ async fn a_slow_gateway_times_out_as_a_transport_error() {
     settings.retry.max_attempts = 2;
     let client = client_for(&sim.base_url(), credentials(ADMIN, KEY), settings, 200);
     let outcome = client.unban_group_member("room", &["alice".into()]).await;
-    assert_eq!(
-        outcome.result.unwrap_err(),
-        TransportError::Timeout(Duration::from_millis(150))
-    );
+    assert_eq!(outcome.result.unwrap_err(), TransportError::Timeout(Duration::from_millis(150)));
     assert_eq!(outcome.attempts, 2);
 }
 
@@ -155,14 +115,9 @@ async fn a_closed_port_is_a_connect_error() {
     sim.stop().await.unwrap();
     let mut settings = quick_settings();
     settings.retry.max_attempts = 2;
-    let outcome = client_for(&url, credentials(ADMIN, KEY), settings, 200)
-        .unban_group_member("room", &["a".into()])
-        .await;
-    assert!(
-        matches!(outcome.result, Err(TransportError::Connect(_))),
-        "{:?}",
-        outcome.result
-    );
+    let outcome =
+        client_for(&url, credentials(ADMIN, KEY), settings, 200).unban_group_member("room", &["a".into()]).await;
+    assert!(matches!(outcome.result, Err(TransportError::Connect(_))), "{:?}", outcome.result);
 }
 
 /// A client whose own limit is set above the app's real quota gets 60007,
@@ -174,12 +129,7 @@ async fn answer_60007_cools_down_and_then_succeeds() {
     let sim = start(config).await;
     let mut settings = quick_settings();
     settings.retry.max_attempts = 20;
-    let client = Arc::new(client_for(
-        &sim.base_url(),
-        credentials(ADMIN, KEY),
-        settings,
-        100,
-    ));
+    let client = Arc::new(client_for(&sim.base_url(), credentials(ADMIN, KEY), settings, 100));
     let calls: Vec<_> = (0..12)
         .map(|i| {
             let client = client.clone();
@@ -206,11 +156,7 @@ async fn answer_70001_regenerates_the_usersig_and_retries_once() {
         usersig_ttl: Duration::from_secs(3600),
         clock: Arc::new(move || {
             // The first signature is made by a lagging clock.
-            if counter.fetch_add(1, Ordering::SeqCst) == 0 {
-                real() - 2 * 86400
-            } else {
-                real()
-            }
+            if counter.fetch_add(1, Ordering::SeqCst) == 0 { real() - 2 * 86400 } else { real() }
         }),
         ..quick_settings()
     };
@@ -226,17 +172,11 @@ async fn answer_70001_regenerates_the_usersig_and_retries_once() {
 async fn answer_70001_twice_is_final() {
     let sim = start(config(ROOM)).await;
     let real = system_clock();
-    let settings = ClientSettings {
-        clock: Arc::new(move || real() - 400 * 86400),
-        ..quick_settings()
-    };
+    let settings = ClientSettings { clock: Arc::new(move || real() - 400 * 86400), ..quick_settings() };
     let client = client_for(&sim.base_url(), credentials(ADMIN, KEY), settings, 200);
     let outcome = client.unban_group_member("room", &["alice".into()]).await;
     assert_eq!(outcome.error_code(), Some(70001));
-    assert_eq!(
-        logged_codes(&sim.base_url()).await,
-        [Some(70001), Some(70001)]
-    );
+    assert_eq!(logged_codes(&sim.base_url()).await, [Some(70001), Some(70001)]);
 }
 
 /// Terminal answers are not retried: one request each, and the documented code.
@@ -247,37 +187,18 @@ async fn each_terminal_code_the_simulator_produces_is_final_after_one_call() {
     let admin = admin_client(&sim);
     let one = vec!["alice".to_string()];
     let cases: Vec<(&str, groupban_operator::im::Outcome<()>)> = vec![
-        (
-            "10004 non-AVChatRoom group",
-            admin.unban_group_member("pub", &one).await,
-        ),
-        (
-            "10005 21 members",
-            admin.unban_group_member("room", &members("m", 21)).await,
-        ),
-        (
-            "10007 no permission",
-            admin.unban_group_member("locked", &one).await,
-        ),
-        (
-            "10010 no such group",
-            admin.unban_group_member("gone", &one).await,
-        ),
-        (
-            "10015 malformed group",
-            admin.unban_group_member(&"x".repeat(49), &one).await,
-        ),
+        ("10004 non-AVChatRoom group", admin.unban_group_member("pub", &one).await),
+        ("10005 21 members", admin.unban_group_member("room", &members("m", 21)).await),
+        ("10007 no permission", admin.unban_group_member("locked", &one).await),
+        ("10010 no such group", admin.unban_group_member("gone", &one).await),
+        ("10015 malformed group", admin.unban_group_member(&"x".repeat(49), &one).await),
         (
             "70009 wrong key",
-            client_for(&url, credentials(ADMIN, "wrong"), quick_settings(), 200)
-                .unban_group_member("room", &one)
-                .await,
+            client_for(&url, credentials(ADMIN, "wrong"), quick_settings(), 200).unban_group_member("room", &one).await,
         ),
         (
             "60010 not admin",
-            client_for(&url, credentials("bob", KEY), quick_settings(), 200)
-                .unban_group_member("room", &one)
-                .await,
+            client_for(&url, credentials("bob", KEY), quick_settings(), 200).unban_group_member("room", &one).await,
         ),
     ];
     for (label, outcome) in cases {
@@ -287,9 +208,7 @@ async fn each_terminal_code_the_simulator_produces_is_final_after_one_call() {
     }
     let mut other_app = credentials(ADMIN, KEY);
     other_app.sdkappid += 1;
-    let outcome = client_for(&url, other_app, quick_settings(), 200)
-        .unban_group_member("room", &one)
-        .await;
+    let outcome = client_for(&url, other_app, quick_settings(), 200).unban_group_member("room", &one).await;
     assert_eq!(outcome.error_code(), Some(60006));
     assert_eq!(banned_in_room(&url).await, ["alice", "bob", "carol"]);
 }
@@ -300,36 +219,22 @@ async fn each_terminal_code_the_simulator_produces_is_final_after_one_call() {
 async fn an_undocumented_code_is_retried_slowly_then_reported() {
     let sim = start(config(ROOM)).await;
     let started = std::time::Instant::now();
-    let outcome = admin_client(&sim)
-        .unban_group_member("odd", &["a".into()])
-        .await;
+    let outcome = admin_client(&sim).unban_group_member("odd", &["a".into()]).await;
     assert_eq!(outcome.error_code(), Some(12345));
     assert_eq!(outcome.attempts, quick_settings().retry.max_attempts);
-    assert_eq!(
-        groupban_operator::im::codes::lookup(12345).reason,
-        "UnknownErrorCode"
-    );
+    assert_eq!(groupban_operator::im::codes::lookup(12345).reason, "UnknownErrorCode");
     // Three backoffs of at least half of 5 ms, 10 ms, 20 ms, slowed down twice.
-    assert!(
-        started.elapsed() >= Duration::from_millis(35),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() >= Duration::from_millis(35), "{:?}", started.elapsed());
 }
 
 /// 70052 (invalidated UserSig) also signs anew and retries once.
 #[tokio::test]
 async fn answer_70052_signs_anew_and_retries_once() {
     let sim = start(config(ROOM)).await;
-    let outcome = admin_client(&sim)
-        .unban_group_member("revoked", &["a".into()])
-        .await;
+    let outcome = admin_client(&sim).unban_group_member("revoked", &["a".into()]).await;
     assert_eq!(outcome.error_code(), Some(70052));
     assert_eq!(outcome.attempts, 2);
-    assert_eq!(
-        logged_codes(&sim.base_url()).await,
-        [Some(70052), Some(70052)]
-    );
+    assert_eq!(logged_codes(&sim.base_url()).await, [Some(70052), Some(70052)]);
 }
 
 #[tokio::test]
@@ -337,13 +242,7 @@ async fn ban_list_is_read_page_by_page_to_the_end() {
     let sim = start(config(ROOM)).await;
     let client = admin_client(&sim);
     for chunk in members("m", 230).chunks(20) {
-        assert_eq!(
-            client
-                .ban_group_member("room", chunk, 3600)
-                .await
-                .error_code(),
-            Some(0)
-        );
+        assert_eq!(client.ban_group_member("room", chunk, 3600).await.error_code(), Some(0));
     }
     let outcome = client.get_group_ban_members("room").await;
     let (_, banned) = outcome.result.unwrap();

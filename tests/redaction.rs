@@ -28,17 +28,11 @@ impl Write for Capture {
 /// decode as a UserSig.
 pub fn assert_no_credentials(text: &str, secret_key: &str) {
     assert!(!text.contains(secret_key), "secret key leaked");
-    assert!(
-        !text.to_lowercase().contains("usersig="),
-        "a URL with a usersig leaked"
-    );
+    assert!(!text.to_lowercase().contains("usersig="), "a URL with a usersig leaked");
     for token in text.split(|c: char| !(c.is_ascii_alphanumeric() || "*-_%".contains(c))) {
         if token.len() >= 40 {
             let candidate = token.replace("%2A", "*");
-            assert!(
-                usersig::decode(&candidate).is_err(),
-                "a UserSig leaked: {token}"
-            );
+            assert!(usersig::decode(&candidate).is_err(), "a UserSig leaked: {token}");
         }
     }
 }
@@ -64,12 +58,7 @@ async fn a_failing_run_logged_at_trace_level_shows_no_credentials() {
     let mut report = String::new();
     let one = vec!["alice".to_string()];
     // Wrong key, expired-looking fault mix, timeouts, and a closed port.
-    let wrong_key = client_for(
-        &url,
-        credentials(ADMIN, "not-the-key"),
-        quick_settings(),
-        200,
-    );
+    let wrong_key = client_for(&url, credentials(ADMIN, "not-the-key"), quick_settings(), 200);
     report += &format!("{:?}\n", wrong_key.unban_group_member("room", &one).await);
     let flaky = admin_client(&sim);
     for _ in 0..5 {
@@ -94,14 +83,8 @@ async fn a_failing_run_logged_at_trace_level_shows_no_credentials() {
     }
 
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-    assert!(
-        logs.contains("Retrying IM call"),
-        "the run was not logged:\n{logs}"
-    );
-    assert!(
-        report.contains("HttpStatus") || report.contains("Connect"),
-        "{report}"
-    );
+    assert!(logs.contains("Retrying IM call"), "the run was not logged:\n{logs}");
+    assert!(report.contains("HttpStatus") || report.contains("Connect"), "{report}");
     assert_no_credentials(&logs, KEY);
     assert_no_credentials(&report, KEY);
 }

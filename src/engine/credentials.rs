@@ -42,10 +42,7 @@ pub enum CredentialsError {
     #[error("Secret {secret} sets both \"region\" and \"endpoint\"; set one")]
     RegionAndEndpoint { secret: String },
     #[error("Secret {secret}: {source}")]
-    Endpoint {
-        secret: String,
-        source: crate::im::endpoint::EndpointError,
-    },
+    Endpoint { secret: String, source: crate::im::endpoint::EndpointError },
 }
 
 /// Reads the app target from a Secret's `data` and `stringData` (the
@@ -64,39 +61,25 @@ pub fn from_secret(secret: &Secret, secret_name: &str) -> Result<AppTarget, Cred
             None => Ok(None),
             Some(Ok(text)) if text.trim().is_empty() => Ok(None),
             Some(Ok(text)) => Ok(Some(text.trim().to_string())),
-            Some(Err(())) => Err(CredentialsError::NotUtf8 {
-                secret: secret_name.to_string(),
-                key,
-            }),
+            Some(Err(())) => Err(CredentialsError::NotUtf8 { secret: secret_name.to_string(), key }),
         }
     };
     let required = |key: &'static str| -> Result<String, CredentialsError> {
-        optional(key)?.ok_or(CredentialsError::MissingKey {
-            secret: secret_name.to_string(),
-            key,
-        })
+        optional(key)?.ok_or(CredentialsError::MissingKey { secret: secret_name.to_string(), key })
     };
 
     let sdkappid = required(keys::SDK_APP_ID)?
         .parse::<u64>()
         .ok()
         .filter(|id| *id > 0)
-        .ok_or_else(|| CredentialsError::InvalidSdkAppId {
-            secret: secret_name.to_string(),
-        })?;
+        .ok_or_else(|| CredentialsError::InvalidSdkAppId { secret: secret_name.to_string() })?;
     let identifier = required(keys::IDENTIFIER)?;
     let secret_key = required(keys::SECRET_KEY)?;
-    let allow_insecure_http =
-        optional(keys::ALLOW_INSECURE_HTTP)?.is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    let endpoint_error = |source| CredentialsError::Endpoint {
-        secret: secret_name.to_string(),
-        source,
-    };
+    let allow_insecure_http = optional(keys::ALLOW_INSECURE_HTTP)?.is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let endpoint_error = |source| CredentialsError::Endpoint { secret: secret_name.to_string(), source };
     let endpoint = match (optional(keys::REGION)?, optional(keys::ENDPOINT)?) {
         (Some(_), Some(_)) => {
-            return Err(CredentialsError::RegionAndEndpoint {
-                secret: secret_name.to_string(),
-            });
+            return Err(CredentialsError::RegionAndEndpoint { secret: secret_name.to_string() });
         }
         (None, Some(url)) => Endpoint::parse(&url, allow_insecure_http).map_err(endpoint_error)?,
         (Some(region), None) => Endpoint::region(&region).map_err(endpoint_error)?,
@@ -104,11 +87,7 @@ pub fn from_secret(secret: &Secret, secret_name: &str) -> Result<AppTarget, Cred
     };
     Ok(AppTarget {
         endpoint,
-        credentials: AppCredentials {
-            sdkappid,
-            identifier,
-            secret_key: Redacted::new(secret_key),
-        },
+        credentials: AppCredentials { sdkappid, identifier, secret_key: Redacted::new(secret_key) },
     })
 }
 
@@ -119,12 +98,7 @@ mod tests {
 
     fn secret(pairs: &[(&str, &str)]) -> Secret {
         Secret {
-            string_data: Some(
-                pairs
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            ),
+            string_data: Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
             ..Secret::default()
         }
     }
@@ -132,11 +106,7 @@ mod tests {
     #[test]
     fn a_complete_secret_resolves_with_the_default_region() {
         let target = from_secret(
-            &secret(&[
-                ("sdkAppId", "1400000000\n"),
-                ("identifier", "admin"),
-                ("secretKey", "k\n"),
-            ]),
+            &secret(&[("sdkAppId", "1400000000\n"), ("identifier", "admin"), ("secretKey", "k\n")]),
             "ns/s",
         )
         .unwrap();
@@ -156,55 +126,26 @@ mod tests {
             .into(),
         );
         let target = from_secret(&s, "ns/s").unwrap();
-        assert_eq!(
-            (
-                target.credentials.sdkappid,
-                target.credentials.identifier.as_str()
-            ),
-            (7, "admin")
-        );
+        assert_eq!((target.credentials.sdkappid, target.credentials.identifier.as_str()), (7, "admin"));
     }
 
     #[test]
     fn each_problem_names_the_secret_and_key_but_no_value() {
-        let base = [
-            ("sdkAppId", "1"),
-            ("identifier", "admin"),
-            ("secretKey", "sekrit"),
-        ];
-        let without = |key: &str| {
-            secret(
-                &base
-                    .iter()
-                    .copied()
-                    .filter(|(k, _)| *k != key)
-                    .collect::<Vec<_>>(),
-            )
-        };
+        let base = [("sdkAppId", "1"), ("identifier", "admin"), ("secretKey", "sekrit")];
+        let without = |key: &str| secret(&base.iter().copied().filter(|(k, _)| *k != key).collect::<Vec<_>>());
         for key in ["sdkAppId", "identifier", "secretKey"] {
-            let error = from_secret(&without(key), "ns/creds")
-                .unwrap_err()
-                .to_string();
+            let error = from_secret(&without(key), "ns/creds").unwrap_err().to_string();
             assert!(error.contains("ns/creds") && error.contains(key), "{error}");
         }
         let mut bad_id = base.to_vec();
         bad_id[0] = ("sdkAppId", "14e8");
-        assert!(matches!(
-            from_secret(&secret(&bad_id), "s"),
-            Err(CredentialsError::InvalidSdkAppId { .. })
-        ));
+        assert!(matches!(from_secret(&secret(&bad_id), "s"), Err(CredentialsError::InvalidSdkAppId { .. })));
         let mut region = base.to_vec();
         region.push(("region", "atlantis"));
         let error = from_secret(&secret(&region), "s").unwrap_err().to_string();
-        assert!(
-            error.contains("atlantis") && !error.contains("sekrit"),
-            "{error}"
-        );
+        assert!(error.contains("atlantis") && !error.contains("sekrit"), "{error}");
         region.push(("endpoint", "https://x"));
-        assert!(matches!(
-            from_secret(&secret(&region), "s"),
-            Err(CredentialsError::RegionAndEndpoint { .. })
-        ));
+        assert!(matches!(from_secret(&secret(&region), "s"), Err(CredentialsError::RegionAndEndpoint { .. })));
         let mut insecure = base.to_vec();
         insecure.push(("endpoint", "http://sim.ci.svc:8080"));
         assert!(from_secret(&secret(&insecure), "s").is_err());

@@ -34,34 +34,23 @@ pub fn halts_policy(error_code: i64) -> bool {
         return false;
     }
     let info = codes::lookup(error_code);
-    info.reach == Reach::Policy
-        && matches!(
-            info.class,
-            CodeClass::Terminal | CodeClass::SignatureExpired
-        )
+    info.reach == Reach::Policy && matches!(info.class, CodeClass::Terminal | CodeClass::SignatureExpired)
 }
 
 /// Runs the jobs; sends each call's final outcome to `reports` as it lands.
 pub async fn execute(jobs: Vec<PolicyJob>, reports: mpsc::UnboundedSender<(usize, CallReport)>) {
     let mut calls = JoinSet::new();
-    let stops: Vec<Arc<watch::Sender<bool>>> = jobs
-        .iter()
-        .map(|_| Arc::new(watch::Sender::new(false)))
-        .collect();
+    let stops: Vec<Arc<watch::Sender<bool>>> = jobs.iter().map(|_| Arc::new(watch::Sender::new(false))).collect();
     let rounds = jobs.iter().map(|job| job.batches.len()).max().unwrap_or(0);
     for round in 0..rounds {
         for (job, stop) in jobs.iter().zip(&stops) {
             let Some(batch) = job.batches.get(round) else {
                 continue;
             };
-            let (client, group_id, batch) =
-                (job.client.clone(), job.group_id.clone(), batch.clone());
+            let (client, group_id, batch) = (job.client.clone(), job.group_id.clone(), batch.clone());
             let (stop, reports, policy) = (stop.clone(), reports.clone(), job.policy);
             calls.spawn(async move {
-                let Some(outcome) = client
-                    .unban_group_member_until(&group_id, &batch, stop.subscribe())
-                    .await
-                else {
+                let Some(outcome) = client.unban_group_member_until(&group_id, &batch, stop.subscribe()).await else {
                     return; // stopped before its first request
                 };
                 let (error_code, error_info) = match outcome.result {

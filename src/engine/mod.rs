@@ -63,17 +63,11 @@ pub async fn run_pass(
     for (index, input) in inputs.iter().enumerate() {
         let target = input.target.as_ref().ok();
         let owner = target.map(|t| (t.credentials.sdkappid, t.endpoint.to_string()));
-        let owner = owner.as_ref().map(|(sdkappid, endpoint)| RecordOwner {
-            sdkappid: *sdkappid,
-            endpoint,
-        });
+        let owner = owner.as_ref().map(|(sdkappid, endpoint)| RecordOwner { sdkappid: *sdkappid, endpoint });
         statuses.push(status::prepare(input.recorded.clone(), &input.spec, owner));
 
         if let Err(problem) = validate_spec(&input.spec) {
-            halts[index] = Some(Halt::Config {
-                reason: reasons::SPEC_INVALID,
-                message: problem,
-            });
+            halts[index] = Some(Halt::Config { reason: reasons::SPEC_INVALID, message: problem });
             continue;
         }
         if input.spec.suspend == Some(true) {
@@ -83,17 +77,11 @@ pub async fn run_pass(
         let target = match &input.target {
             Ok(target) => target,
             Err(problem) => {
-                halts[index] = Some(Halt::Config {
-                    reason: reasons::CREDENTIALS_INVALID,
-                    message: problem.clone(),
-                });
+                halts[index] = Some(Halt::Config { reason: reasons::CREDENTIALS_INVALID, message: problem.clone() });
                 continue;
             }
         };
-        let plan = plan::plan(
-            &input.spec.unbanned_members,
-            &statuses[index].unbanned_members,
-        );
+        let plan = plan::plan(&input.spec.unbanned_members, &statuses[index].unbanned_members);
         debug!(policy = %input.key, calls = plan.batches.len(), members = plan.members_to_unban(), "Planned");
         if !plan.batches.is_empty() {
             jobs.push(PolicyJob {
@@ -106,10 +94,7 @@ pub async fn run_pass(
     }
 
     let mut failed_in_pass: Vec<BTreeSet<String>> = vec![BTreeSet::new(); inputs.len()];
-    let mut progress = PassProgress {
-        calls_planned: jobs.iter().map(|j| j.batches.len()).sum(),
-        calls_done: 0,
-    };
+    let mut progress = PassProgress { calls_planned: jobs.iter().map(|j| j.batches.len()).sum(), calls_done: 0 };
     let (reports_tx, mut reports) = mpsc::unbounded_channel();
     let calls = tokio::spawn(execute::execute(jobs, reports_tx));
     while let Some(first) = reports.recv().await {
@@ -132,10 +117,8 @@ pub async fn run_pass(
                 failed_in_pass[index].extend(report.members.iter().cloned());
             }
             if halts_policy(report.error_code) && halts[index].is_none() {
-                halts[index] = Some(Halt::Terminal {
-                    error_code: report.error_code,
-                    error_info: report.error_info.clone(),
-                });
+                halts[index] =
+                    Some(Halt::Terminal { error_code: report.error_code, error_info: report.error_info.clone() });
             }
             status::record_call(&mut statuses[index], &input.spec, &report);
         }
@@ -155,24 +138,11 @@ pub async fn run_pass(
         .into_iter()
         .enumerate()
         .map(|(index, status)| {
-            status::conclude(
-                status,
-                pass_view(&inputs[index], &halts[index], &failed_in_pass[index]),
-                now,
-            )
+            status::conclude(status, pass_view(&inputs[index], &halts[index], &failed_in_pass[index]), now)
         })
         .collect()
 }
 
-fn pass_view<'a>(
-    input: &'a PolicyInput,
-    halt: &'a Option<Halt>,
-    failed_in_pass: &'a BTreeSet<String>,
-) -> PassView<'a> {
-    PassView {
-        spec: &input.spec,
-        generation: input.generation,
-        halt: halt.as_ref(),
-        failed_in_pass,
-    }
+fn pass_view<'a>(input: &'a PolicyInput, halt: &'a Option<Halt>, failed_in_pass: &'a BTreeSet<String>) -> PassView<'a> {
+    PassView { spec: &input.spec, generation: input.generation, halt: halt.as_ref(), failed_in_pass }
 }

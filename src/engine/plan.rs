@@ -28,19 +28,10 @@ impl Plan {
 pub fn plan(desired: &[String], recorded: &[String]) -> Plan {
     let desired: BTreeSet<&String> = desired.iter().collect();
     let recorded: BTreeSet<&String> = recorded.iter().collect();
-    let missing: Vec<String> = desired
-        .difference(&recorded)
-        .map(|m| (*m).clone())
-        .collect();
+    let missing: Vec<String> = desired.difference(&recorded).map(|m| (*m).clone()).collect();
     Plan {
-        batches: missing
-            .chunks(MAX_MEMBERS_PER_CALL)
-            .map(<[String]>::to_vec)
-            .collect(),
-        forgotten: recorded
-            .difference(&desired)
-            .map(|m| (*m).clone())
-            .collect(),
+        batches: missing.chunks(MAX_MEMBERS_PER_CALL).map(<[String]>::to_vec).collect(),
+        forgotten: recorded.difference(&desired).map(|m| (*m).clone()).collect(),
     }
 }
 
@@ -56,19 +47,13 @@ mod tests {
     #[test]
     fn batch_of_21_members_is_split_into_20_and_1() {
         let plan = plan(&names("m", 21), &[]);
-        assert_eq!(
-            plan.batches.iter().map(Vec::len).collect::<Vec<_>>(),
-            [20, 1]
-        );
+        assert_eq!(plan.batches.iter().map(Vec::len).collect::<Vec<_>>(), [20, 1]);
     }
 
     #[test]
     fn members_already_recorded_are_not_called_again() {
         let plan = plan(&names("m", 5), &names("m", 3));
-        assert_eq!(
-            plan.batches,
-            vec![vec!["m0003".to_string(), "m0004".to_string()]]
-        );
+        assert_eq!(plan.batches, vec![vec!["m0003".to_string(), "m0004".to_string()]]);
     }
 
     #[test]

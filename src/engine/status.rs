@@ -10,8 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::crd::{
-    FailureRecord, GroupBanPolicySpec, GroupBanPolicyStatus, MAX_FAILURE_ENTRIES, Summary,
-    condition_types, reasons,
+    FailureRecord, GroupBanPolicySpec, GroupBanPolicyStatus, MAX_FAILURE_ENTRIES, Summary, condition_types, reasons,
 };
 use crate::im::codes::{self, CodeClass, TRANSPORT_REASON};
 
@@ -35,10 +34,7 @@ pub enum Halt {
     /// `spec.suspend` is true.
     Suspended,
     /// The spec or the credentials are unusable; no call was made.
-    Config {
-        reason: &'static str,
-        message: String,
-    },
+    Config { reason: &'static str, message: String },
     /// An answer that concerns the whole group, app or credentials.
     Terminal { error_code: i64, error_info: String },
 }
@@ -57,11 +53,7 @@ pub fn describe_answer(error_code: i64, error_info: &str) -> String {
 }
 
 fn reason_of(error_code: i64) -> &'static str {
-    if error_code == NO_IM_ANSWER {
-        TRANSPORT_REASON
-    } else {
-        codes::lookup(error_code).reason
-    }
+    if error_code == NO_IM_ANSWER { TRANSPORT_REASON } else { codes::lookup(error_code).reason }
 }
 
 /// The app and endpoint a record belongs to: members unbanned in one app
@@ -83,9 +75,8 @@ pub fn prepare(
     owner: Option<RecordOwner<'_>>,
 ) -> GroupBanPolicyStatus {
     let same_group = status.group_id.as_deref() == Some(spec.group_id.as_str());
-    let same_owner = owner.is_none_or(|o| {
-        status.sdk_app_id == Some(o.sdkappid) && status.endpoint.as_deref() == Some(o.endpoint)
-    });
+    let same_owner =
+        owner.is_none_or(|o| status.sdk_app_id == Some(o.sdkappid) && status.endpoint.as_deref() == Some(o.endpoint));
     if !same_group || !same_owner {
         status.unbanned_members.clear();
         status.failures.clear();
@@ -110,11 +101,7 @@ pub fn prepare(
 }
 
 /// Folds one call's outcome into the status.
-pub fn record_call(
-    status: &mut GroupBanPolicyStatus,
-    spec: &GroupBanPolicySpec,
-    report: &CallReport,
-) {
+pub fn record_call(status: &mut GroupBanPolicyStatus, spec: &GroupBanPolicySpec, report: &CallReport) {
     status.last_error_code = Some(report.error_code);
     status.last_error_info = Some(report.error_info.clone());
     let carried: BTreeSet<&String> = report.members.iter().collect();
@@ -126,16 +113,8 @@ pub fn record_call(
 
     if report.error_code == 0 {
         let desired: BTreeSet<&String> = spec.unbanned_members.iter().collect();
-        let mut recorded: BTreeSet<String> = std::mem::take(&mut status.unbanned_members)
-            .into_iter()
-            .collect();
-        recorded.extend(
-            report
-                .members
-                .iter()
-                .filter(|m| desired.contains(m))
-                .cloned(),
-        );
+        let mut recorded: BTreeSet<String> = std::mem::take(&mut status.unbanned_members).into_iter().collect();
+        recorded.extend(report.members.iter().filter(|m| desired.contains(m)).cloned());
         status.unbanned_members = recorded.into_iter().collect();
     } else {
         status.failures.insert(
@@ -168,11 +147,7 @@ pub fn summarize(
     failed_in_pass: &BTreeSet<String>,
 ) -> Summary {
     let desired: BTreeSet<&String> = spec.unbanned_members.iter().collect();
-    let unbanned: BTreeSet<&String> = status
-        .unbanned_members
-        .iter()
-        .filter(|m| desired.contains(m))
-        .collect();
+    let unbanned: BTreeSet<&String> = status.unbanned_members.iter().filter(|m| desired.contains(m)).collect();
     let failed: BTreeSet<&String> = status
         .failures
         .iter()
@@ -199,11 +174,7 @@ pub struct PassView<'a> {
 }
 
 /// Ends a pass: summary, conditions, observedGeneration and lastSyncTime.
-pub fn conclude(
-    mut status: GroupBanPolicyStatus,
-    view: PassView<'_>,
-    now: Timestamp,
-) -> GroupBanPolicyStatus {
+pub fn conclude(mut status: GroupBanPolicyStatus, view: PassView<'_>, now: Timestamp) -> GroupBanPolicyStatus {
     refresh(&mut status, view, now);
     status.observed_generation = view.generation;
     status.last_sync_time = Some(Time(now));
@@ -217,104 +188,63 @@ pub fn refresh(status: &mut GroupBanPolicyStatus, view: PassView<'_>, now: Times
     let work_left = summary.unbanned < summary.desired;
     let newest_failure = status.failures.first();
     // The newest failure that no retry can fix, if any.
-    let terminal_failure = status.failures.iter().find(|f| {
-        f.error_code != NO_IM_ANSWER && codes::lookup(f.error_code).class == CodeClass::Terminal
-    });
+    let terminal_failure = status
+        .failures
+        .iter()
+        .find(|f| f.error_code != NO_IM_ANSWER && codes::lookup(f.error_code).class == CodeClass::Terminal);
 
     // Stalled only while there is work left: broken credentials do not
     // matter to a policy whose members are all unbanned already.
     let stalled: Option<(&str, String)> = match view.halt {
         _ if !work_left => None,
         Some(Halt::Config { reason, message }) => Some((reason, message.clone())),
-        Some(Halt::Terminal {
-            error_code,
-            error_info,
-        }) => Some((
-            reason_of(*error_code),
-            describe_answer(*error_code, error_info),
-        )),
+        Some(Halt::Terminal { error_code, error_info }) => {
+            Some((reason_of(*error_code), describe_answer(*error_code, error_info)))
+        }
         Some(Halt::Suspended) | None => terminal_failure.map(|f| {
             let described = describe_answer(f.error_code, &f.error_info);
-            (
-                reason_of(f.error_code),
-                format!("{described} for {} member(s)", f.members.len()),
-            )
+            (reason_of(f.error_code), format!("{described} for {} member(s)", f.members.len()))
         }),
     };
     let suspended = matches!(view.halt, Some(Halt::Suspended));
-    let progress = format!(
-        "{} of {} members unbanned",
-        summary.unbanned, summary.desired
-    );
+    let progress = format!("{} of {} members unbanned", summary.unbanned, summary.desired);
 
     let ready = if !work_left {
         (true, reasons::ALL_MEMBERS_UNBANNED, progress.clone())
     } else if suspended {
-        (
-            false,
-            reasons::SUSPENDED,
-            format!("{progress}; spec.suspend is true"),
-        )
+        (false, reasons::SUSPENDED, format!("{progress}; spec.suspend is true"))
     } else if let Some((reason, message)) = &stalled {
         (false, *reason, format!("{progress}; {message}"))
     } else if let Some(failure) = newest_failure {
         let last = describe_answer(failure.error_code, &failure.error_info);
-        (
-            false,
-            reason_of(failure.error_code),
-            format!("{progress}; {} failed, last: {last}", summary.failed),
-        )
+        (false, reason_of(failure.error_code), format!("{progress}; {} failed, last: {last}", summary.failed))
     } else {
-        (
-            false,
-            reasons::UNBAN_PENDING,
-            format!("{progress}; {} pending", summary.pending),
-        )
+        (false, reasons::UNBAN_PENDING, format!("{progress}; {} pending", summary.pending))
     };
 
     // Failures a later attempt may fix (transport errors, retryable and
     // unknown codes), as opposed to terminal ones that wait for a person.
-    let retryable_failures = status.failures.iter().any(|f| {
-        f.error_code == NO_IM_ANSWER || codes::lookup(f.error_code).class != CodeClass::Terminal
-    }) || summary.failed > 0 && terminal_failure.is_none();
+    let retryable_failures = status
+        .failures
+        .iter()
+        .any(|f| f.error_code == NO_IM_ANSWER || codes::lookup(f.error_code).class != CodeClass::Terminal)
+        || summary.failed > 0 && terminal_failure.is_none();
     let reconciling = if suspended && work_left {
-        (
-            false,
-            reasons::SUSPENDED,
-            "spec.suspend is true; no calls are made".to_string(),
-        )
+        (false, reasons::SUSPENDED, "spec.suspend is true; no calls are made".to_string())
     } else if let (Some(_), Some((reason, message))) = (view.halt, &stalled) {
-        (
-            false,
-            *reason,
-            format!("no calls are made until this is fixed: {message}"),
-        )
+        (false, *reason, format!("no calls are made until this is fixed: {message}"))
     } else if summary.pending > 0 {
-        (
-            true,
-            reasons::UNBAN_PENDING,
-            format!("{} members pending", summary.pending),
-        )
+        (true, reasons::UNBAN_PENDING, format!("{} members pending", summary.pending))
     } else if work_left && retryable_failures {
-        let last = newest_failure
-            .map(|f| describe_answer(f.error_code, &f.error_info))
-            .unwrap_or_default();
-        (
-            true,
-            reasons::RETRY_PENDING,
-            format!("{} members to retry; last: {last}", summary.failed),
-        )
+        let last = newest_failure.map(|f| describe_answer(f.error_code, &f.error_info)).unwrap_or_default();
+        (true, reasons::RETRY_PENDING, format!("{} members to retry; last: {last}", summary.failed))
     } else {
         (false, reasons::IDLE, "no calls pending".to_string())
     };
 
     let stalled = match stalled {
         Some((reason, message)) => (true, reason, message),
-        None => (
-            false,
-            reasons::NOT_STALLED,
-            "progress is not blocked".to_string(),
-        ),
+        None => (false, reasons::NOT_STALLED, "progress is not blocked".to_string()),
     };
 
     let previous = std::mem::take(&mut status.conditions);
@@ -324,17 +254,7 @@ pub fn refresh(status: &mut GroupBanPolicyStatus, view: PassView<'_>, now: Times
         (condition_types::STALLED, stalled),
     ]
     .into_iter()
-    .map(|(kind, (value, reason, message))| {
-        condition(
-            &previous,
-            kind,
-            value,
-            reason,
-            message,
-            view.generation,
-            now,
-        )
-    })
+    .map(|(kind, (value, reason, message))| condition(&previous, kind, value, reason, message, view.generation, now))
     .collect();
 }
 
@@ -392,22 +312,10 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const OWNER: RecordOwner<'static> = RecordOwner {
-        sdkappid: 1400000000,
-        endpoint: "https://console.tim.qq.com",
-    };
+    const OWNER: RecordOwner<'static> = RecordOwner { sdkappid: 1400000000, endpoint: "https://console.tim.qq.com" };
 
-    fn view<'a>(
-        spec: &'a GroupBanPolicySpec,
-        halt: Option<&'a Halt>,
-        failed: &'a BTreeSet<String>,
-    ) -> PassView<'a> {
-        PassView {
-            spec,
-            generation: Some(3),
-            halt,
-            failed_in_pass: failed,
-        }
+    fn view<'a>(spec: &'a GroupBanPolicySpec, halt: Option<&'a Halt>, failed: &'a BTreeSet<String>) -> PassView<'a> {
+        PassView { spec, generation: Some(3), halt, failed_in_pass: failed }
     }
 
     fn spec(members: &[&str]) -> GroupBanPolicySpec {
@@ -423,11 +331,7 @@ mod tests {
         CallReport {
             members: members.iter().map(|m| m.to_string()).collect(),
             error_code,
-            error_info: if error_code == 0 {
-                String::new()
-            } else {
-                format!("info {error_code}")
-            },
+            error_info: if error_code == 0 { String::new() } else { format!("info {error_code}") },
             attempts: 1,
             at: Timestamp::UNIX_EPOCH,
         }
@@ -438,20 +342,12 @@ mod tests {
         (c.status.as_str(), c.reason.as_str())
     }
 
-    fn run(
-        spec: &GroupBanPolicySpec,
-        reports: &[CallReport],
-        halt: Option<&Halt>,
-    ) -> GroupBanPolicyStatus {
+    fn run(spec: &GroupBanPolicySpec, reports: &[CallReport], halt: Option<&Halt>) -> GroupBanPolicyStatus {
         let mut status = prepare(GroupBanPolicyStatus::default(), spec, Some(OWNER));
         for r in reports {
             record_call(&mut status, spec, r);
         }
-        conclude(
-            status,
-            view(spec, halt, &BTreeSet::new()),
-            Timestamp::UNIX_EPOCH,
-        )
+        conclude(status, view(spec, halt, &BTreeSet::new()), Timestamp::UNIX_EPOCH)
     }
 
     #[test]
@@ -462,37 +358,20 @@ mod tests {
         assert_eq!(cond(&status, "Ready"), ("True", "AllMembersUnbanned"));
         assert_eq!(cond(&status, "Reconciling"), ("False", "Idle"));
         assert_eq!(cond(&status, "Stalled"), ("False", "NotStalled"));
-        assert_eq!(
-            (status.last_error_code, status.observed_generation),
-            (Some(0), Some(3))
-        );
-        assert_eq!(
-            status.summary,
-            Some(Summary {
-                desired: 2,
-                unbanned: 2,
-                pending: 0,
-                failed: 0
-            })
-        );
+        assert_eq!((status.last_error_code, status.observed_generation), (Some(0), Some(3)));
+        assert_eq!(status.summary, Some(Summary { desired: 2, unbanned: 2, pending: 0, failed: 0 }));
     }
 
     #[test]
     fn group_not_found_stalls_with_its_reason_and_code() {
         let spec = spec(&["a"]);
-        let halt = Halt::Terminal {
-            error_code: 10010,
-            error_info: "group room does not exist".into(),
-        };
+        let halt = Halt::Terminal { error_code: 10010, error_info: "group room does not exist".into() };
         let status = run(&spec, &[report(&["a"], 10010)], Some(&halt));
         assert_eq!(cond(&status, "Stalled"), ("True", "GroupNotFound"));
         assert_eq!(cond(&status, "Ready"), ("False", "GroupNotFound"));
         assert_eq!(cond(&status, "Reconciling"), ("False", "GroupNotFound"));
         let message = &find_condition(&status, "Stalled").unwrap().message;
-        assert!(
-            message.contains("ErrorCode 10010") && message.contains("does not exist"),
-            "{message}"
-        );
+        assert!(message.contains("ErrorCode 10010") && message.contains("does not exist"), "{message}");
     }
 
     #[test]
@@ -502,15 +381,7 @@ mod tests {
         assert_eq!(cond(&status, "Reconciling"), ("True", "RetryPending"));
         assert_eq!(cond(&status, "Stalled"), ("False", "NotStalled"));
         assert_eq!(cond(&status, "Ready"), ("False", "InternalError"));
-        assert_eq!(
-            status.summary,
-            Some(Summary {
-                desired: 2,
-                unbanned: 1,
-                pending: 0,
-                failed: 1
-            })
-        );
+        assert_eq!(status.summary, Some(Summary { desired: 2, unbanned: 1, pending: 0, failed: 1 }));
     }
 
     #[test]
@@ -524,10 +395,7 @@ mod tests {
     #[test]
     fn missing_credentials_stall_without_calls() {
         let spec = spec(&["a"]);
-        let halt = Halt::Config {
-            reason: reasons::CREDENTIALS_INVALID,
-            message: "Secret default/x not found".into(),
-        };
+        let halt = Halt::Config { reason: reasons::CREDENTIALS_INVALID, message: "Secret default/x not found".into() };
         let status = run(&spec, &[], Some(&halt));
         assert_eq!(cond(&status, "Stalled"), ("True", "CredentialsInvalid"));
         assert_eq!(status.last_error_code, None);
@@ -548,28 +416,11 @@ mod tests {
     fn a_changed_app_or_endpoint_starts_the_record_over() {
         let spec = spec(&["a"]);
         let recorded = run(&spec, &[report(&["a"], 0)], None);
-        let other_app = RecordOwner {
-            sdkappid: 1400000001,
-            ..OWNER
-        };
-        assert!(
-            prepare(recorded.clone(), &spec, Some(other_app))
-                .unbanned_members
-                .is_empty()
-        );
-        let other_endpoint = RecordOwner {
-            endpoint: "http://127.0.0.1:8080",
-            ..OWNER
-        };
-        assert!(
-            prepare(recorded.clone(), &spec, Some(other_endpoint))
-                .unbanned_members
-                .is_empty()
-        );
-        assert_eq!(
-            prepare(recorded.clone(), &spec, Some(OWNER)).unbanned_members,
-            ["a"]
-        );
+        let other_app = RecordOwner { sdkappid: 1400000001, ..OWNER };
+        assert!(prepare(recorded.clone(), &spec, Some(other_app)).unbanned_members.is_empty());
+        let other_endpoint = RecordOwner { endpoint: "http://127.0.0.1:8080", ..OWNER };
+        assert!(prepare(recorded.clone(), &spec, Some(other_endpoint)).unbanned_members.is_empty());
+        assert_eq!(prepare(recorded.clone(), &spec, Some(OWNER)).unbanned_members, ["a"]);
         // Unusable credentials: no call is made, the record stays.
         assert_eq!(prepare(recorded, &spec, None).unbanned_members, ["a"]);
     }
@@ -577,15 +428,8 @@ mod tests {
     #[test]
     fn a_record_of_unknown_origin_starts_over() {
         let spec = spec(&["a"]);
-        let orphan = GroupBanPolicyStatus {
-            unbanned_members: vec!["a".into()],
-            ..Default::default()
-        };
-        assert!(
-            prepare(orphan, &spec, Some(OWNER))
-                .unbanned_members
-                .is_empty()
-        );
+        let orphan = GroupBanPolicyStatus { unbanned_members: vec!["a".into()], ..Default::default() };
+        assert!(prepare(orphan, &spec, Some(OWNER)).unbanned_members.is_empty());
     }
 
     /// Broken credentials do not matter when every member is unbanned
@@ -594,15 +438,8 @@ mod tests {
     fn unusable_credentials_with_nothing_left_to_do_is_ready_not_stalled() {
         let spec = spec(&["a"]);
         let done = run(&spec, &[report(&["a"], 0)], None);
-        let halt = Halt::Config {
-            reason: reasons::CREDENTIALS_INVALID,
-            message: "Secret gone".into(),
-        };
-        let status = conclude(
-            done,
-            view(&spec, Some(&halt), &BTreeSet::new()),
-            Timestamp::UNIX_EPOCH,
-        );
+        let halt = Halt::Config { reason: reasons::CREDENTIALS_INVALID, message: "Secret gone".into() };
+        let status = conclude(done, view(&spec, Some(&halt), &BTreeSet::new()), Timestamp::UNIX_EPOCH);
         assert_eq!(cond(&status, "Ready"), ("True", "AllMembersUnbanned"));
         assert_eq!(cond(&status, "Stalled"), ("False", "NotStalled"));
     }
@@ -629,15 +466,7 @@ mod tests {
         let status = conclude(status, view(&spec, None, &failed), Timestamp::UNIX_EPOCH);
         assert_eq!(status.failures.len(), 20);
         assert_eq!(status.failures_truncated, Some(10));
-        assert_eq!(
-            status.summary,
-            Some(Summary {
-                desired: 600,
-                unbanned: 0,
-                pending: 0,
-                failed: 600
-            })
-        );
+        assert_eq!(status.summary, Some(Summary { desired: 600, unbanned: 0, pending: 0, failed: 600 }));
         assert_eq!(cond(&status, "Reconciling"), ("True", "RetryPending"));
     }
 
@@ -655,15 +484,8 @@ mod tests {
         let spec = spec(&["a"]);
         let first = run(&spec, &[report(&["a"], 0)], None);
         let no_failures = BTreeSet::new();
-        let later = conclude(
-            first.clone(),
-            view(&spec, None, &no_failures),
-            Timestamp::from_second(1000).unwrap(),
-        );
-        assert_eq!(
-            find_condition(&later, "Ready"),
-            find_condition(&first, "Ready")
-        );
+        let later = conclude(first.clone(), view(&spec, None, &no_failures), Timestamp::from_second(1000).unwrap());
+        assert_eq!(find_condition(&later, "Ready"), find_condition(&first, "Ready"));
         assert!(!differs_beyond_timestamps(&first, &later));
     }
 

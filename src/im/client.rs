@@ -108,10 +108,7 @@ pub struct Outcome<T> {
 impl<T> Outcome<T> {
     /// The ErrorCode of the final answer, if there was one.
     pub fn error_code(&self) -> Option<i64> {
-        self.result
-            .as_ref()
-            .ok()
-            .map(|(answer, _)| answer.error_code)
+        self.result.as_ref().ok().map(|(answer, _)| answer.error_code)
     }
 }
 
@@ -151,9 +148,7 @@ impl RetryPolicy {
             .saturating_mul(slowdown.max(1))
             .min(self.max_delay.saturating_mul(slowdown.max(1)));
         let half = full / 2;
-        half + full
-            .saturating_sub(half)
-            .mul_f64(rand::rng().random::<f64>())
+        half + full.saturating_sub(half).mul_f64(rand::rng().random::<f64>())
     }
 }
 
@@ -172,12 +167,7 @@ async fn stopped(stop: &mut Option<watch::Receiver<bool>>) {
 pub type UnixClock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 pub fn system_clock() -> UnixClock {
-    Arc::new(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-    })
+    Arc::new(|| SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0))
 }
 
 /// Tunables of a client.
@@ -216,10 +206,7 @@ pub fn http_client(request_timeout: Duration) -> Result<reqwest::Client, Transpo
         .pool_idle_timeout(Duration::from_secs(60))
         .build()
         .map_err(|e| {
-            TransportError::Request(format!(
-                "cannot set up the HTTP client: {}",
-                error_chain(&e.without_url())
-            ))
+            TransportError::Request(format!("cannot set up the HTTP client: {}", error_chain(&e.without_url())))
         })
 }
 
@@ -251,16 +238,7 @@ impl ImClient {
         limiter: Arc<RateLimiter>,
         settings: ClientSettings,
     ) -> Self {
-        Self {
-            http,
-            endpoint,
-            credentials,
-            limiter,
-            settings,
-            sig_cache: SigCache {
-                current: Mutex::new(None),
-            },
-        }
+        Self { http, endpoint, credentials, limiter, settings, sig_cache: SigCache { current: Mutex::new(None) } }
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -274,14 +252,8 @@ impl ImClient {
     /// Unbans up to 20 members. The caller batches; the gateway answers
     /// 10005 for more.
     pub async fn unban_group_member(&self, group_id: &str, members: &[String]) -> Outcome<()> {
-        let body = MembersBody {
-            group_id,
-            members,
-            duration: None,
-        };
-        self.call::<_, Empty>(Command::UnbanGroupMember, &body)
-            .await
-            .map(|_| ())
+        let body = MembersBody { group_id, members, duration: None };
+        self.call::<_, Empty>(Command::UnbanGroupMember, &body).await.map(|_| ())
     }
 
     /// [`ImClient::unban_group_member`] that gives up waiting when `stop`
@@ -292,33 +264,16 @@ impl ImClient {
         members: &[String],
         stop: watch::Receiver<bool>,
     ) -> Option<Outcome<()>> {
-        let body = MembersBody {
-            group_id,
-            members,
-            duration: None,
-        };
-        let outcome = self
-            .call_until::<_, Empty>(Command::UnbanGroupMember, &body, Some(stop))
-            .await;
+        let body = MembersBody { group_id, members, duration: None };
+        let outcome = self.call_until::<_, Empty>(Command::UnbanGroupMember, &body, Some(stop)).await;
         outcome.map(|o| o.map(|_| ()))
     }
 
     /// Bans members for `duration_secs`; tests use it to set a group up
     /// the way an app would.
-    pub async fn ban_group_member(
-        &self,
-        group_id: &str,
-        members: &[String],
-        duration_secs: u32,
-    ) -> Outcome<()> {
-        let body = MembersBody {
-            group_id,
-            members,
-            duration: Some(duration_secs),
-        };
-        self.call::<_, Empty>(Command::BanGroupMember, &body)
-            .await
-            .map(|_| ())
+    pub async fn ban_group_member(&self, group_id: &str, members: &[String], duration_secs: u32) -> Outcome<()> {
+        let body = MembersBody { group_id, members, duration: Some(duration_secs) };
+        self.call::<_, Empty>(Command::BanGroupMember, &body).await.map(|_| ())
     }
 
     /// Reads the whole ban list, page by page (Limit 100, Offset from the
@@ -338,40 +293,23 @@ impl ImClient {
         let mut offset = 0;
         let mut attempts = 0;
         loop {
-            let page = self
-                .call::<_, BanPage>(
-                    Command::GetGroupBanMember,
-                    &Body {
-                        group_id,
-                        limit: 100,
-                        offset,
-                    },
-                )
-                .await;
+            let page =
+                self.call::<_, BanPage>(Command::GetGroupBanMember, &Body { group_id, limit: 100, offset }).await;
             attempts += page.attempts;
             match page.result {
                 Ok((answer, page)) if answer.is_success() => {
                     banned.extend(page.banned_accounts);
                     // A NextOffset that does not advance would loop forever.
                     if page.next_offset == 0 || page.next_offset <= offset {
-                        return Outcome {
-                            result: Ok((answer, banned)),
-                            attempts,
-                        };
+                        return Outcome { result: Ok((answer, banned)), attempts };
                     }
                     offset = page.next_offset;
                 }
                 Ok((answer, _)) => {
-                    return Outcome {
-                        result: Ok((answer, Vec::new())),
-                        attempts,
-                    };
+                    return Outcome { result: Ok((answer, Vec::new())), attempts };
                 }
                 Err(error) => {
-                    return Outcome {
-                        result: Err(error),
-                        attempts,
-                    };
+                    return Outcome { result: Err(error), attempts };
                 }
             }
         }
@@ -380,18 +318,11 @@ impl ImClient {
     /// Sends `body` to `command` until it succeeds, fails for good, or runs
     /// out of attempts; see [`RetryPolicy`] and the code table for which
     /// answers are retried and how.
-    pub async fn call<B: Serialize, T: DeserializeOwned + Default>(
-        &self,
-        command: Command,
-        body: &B,
-    ) -> Outcome<T> {
+    pub async fn call<B: Serialize, T: DeserializeOwned + Default>(&self, command: Command, body: &B) -> Outcome<T> {
         match self.call_until(command, body, None).await {
             Some(outcome) => outcome,
             // Without a stop signal every call makes at least one attempt.
-            None => Outcome {
-                result: Err(TransportError::Request("stopped before any attempt".into())),
-                attempts: 0,
-            },
+            None => Outcome { result: Err(TransportError::Request("stopped before any attempt".into())), attempts: 0 },
         }
     }
 
@@ -432,16 +363,11 @@ impl ImClient {
                         CodeClass::SignatureExpired => (None, why),
                         CodeClass::RateLimited => {
                             // The limiter holds every caller of the app back.
-                            self.limiter.cool_down(
-                                tokio::time::Instant::now() + policy.rate_limit_cooldown,
-                            );
+                            self.limiter.cool_down(tokio::time::Instant::now() + policy.rate_limit_cooldown);
                             (Some(Duration::ZERO), why)
                         }
                         CodeClass::Retryable => (Some(policy.backoff(attempts, 1)), why),
-                        CodeClass::Unknown => (
-                            Some(policy.backoff(attempts, policy.unknown_code_slowdown)),
-                            why,
-                        ),
+                        CodeClass::Unknown => (Some(policy.backoff(attempts, policy.unknown_code_slowdown)), why),
                     }
                 }
             };
@@ -480,8 +406,7 @@ impl ImClient {
             .append_pair("usersig", usersig.expose())
             .append_pair("random", &rand::rng().random::<u32>().to_string())
             .append_pair("contenttype", "json");
-        let payload =
-            serde_json::to_vec(body).map_err(|e| TransportError::Request(e.to_string()))?;
+        let payload = serde_json::to_vec(body).map_err(|e| TransportError::Request(e.to_string()))?;
 
         let response = self
             .http
@@ -493,29 +418,18 @@ impl ImClient {
             .map_err(|e| self.transport_error(e))?;
         let status = response.status();
         if status != reqwest::StatusCode::OK {
-            return Err(TransportError::HttpStatus {
-                status: status.as_u16(),
-            });
+            return Err(TransportError::HttpStatus { status: status.as_u16() });
         }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| self.transport_error(e))?;
-        let envelope: Envelope<T> = serde_json::from_slice(&bytes)
-            .map_err(|e| TransportError::InvalidBody(e.to_string()))?;
+        let bytes = response.bytes().await.map_err(|e| self.transport_error(e))?;
+        let envelope: Envelope<T> =
+            serde_json::from_slice(&bytes).map_err(|e| TransportError::InvalidBody(e.to_string()))?;
         let mut answer = envelope.answer;
         // Defence in depth: never let a gateway echo of our UserSig reach a
         // status or log through ErrorInfo.
         if answer.error_info.contains(usersig.expose().as_str()) {
-            answer.error_info = answer
-                .error_info
-                .replace(usersig.expose().as_str(), "<redacted>");
+            answer.error_info = answer.error_info.replace(usersig.expose().as_str(), "<redacted>");
         }
-        debug!(
-            command = command.name(),
-            error_code = answer.error_code,
-            "IM answered"
-        );
+        debug!(command = command.name(), error_code = answer.error_code, "IM answered");
         Ok((answer, envelope.data))
     }
 
@@ -533,11 +447,7 @@ impl ImClient {
 
     fn usersig(&self) -> Redacted<String> {
         let now = (self.settings.clock)();
-        let mut cache = self
-            .sig_cache
-            .current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.sig_cache.current.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(cached) = cache.as_ref().filter(|c| now < c.renew_at) {
             return cached.usersig.clone();
         }
@@ -549,32 +459,19 @@ impl ImClient {
             expire: ttl,
             userbuf: None,
         };
-        let usersig = Redacted::new(usersig::generate(
-            self.credentials.secret_key.expose(),
-            &request,
-        ));
-        *cache = Some(CachedSig {
-            usersig: usersig.clone(),
-            renew_at: now + ttl / 2,
-        });
+        let usersig = Redacted::new(usersig::generate(self.credentials.secret_key.expose(), &request));
+        *cache = Some(CachedSig { usersig: usersig.clone(), renew_at: now + ttl / 2 });
         usersig
     }
 
     fn invalidate_usersig(&self) {
-        *self
-            .sig_cache
-            .current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = None;
+        *self.sig_cache.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
 
 impl<T> Outcome<T> {
     fn map<U>(self, f: impl FnOnce(T) -> U) -> Outcome<U> {
-        Outcome {
-            result: self.result.map(|(answer, data)| (answer, f(data))),
-            attempts: self.attempts,
-        }
+        Outcome { result: self.result.map(|(answer, data)| (answer, f(data))), attempts: self.attempts }
     }
 }
 
@@ -636,10 +533,7 @@ mod tests {
         let body = r#"{"ActionStatus":"OK","BannedAccountList":[{"BannedUntil":1660875916,"Member_Account":"brennanli1"}],"ErrorCode":0,"ErrorInfo":"","NextOffset":2}"#;
         let envelope: Envelope<BanPage> = serde_json::from_str(body).unwrap();
         assert_eq!(envelope.data.next_offset, 2);
-        assert_eq!(
-            envelope.data.banned_accounts[0].member_account,
-            "brennanli1"
-        );
+        assert_eq!(envelope.data.banned_accounts[0].member_account, "brennanli1");
         assert_eq!(envelope.data.banned_accounts[0].banned_until, 1660875916);
     }
 
@@ -649,30 +543,21 @@ mod tests {
         for attempt in 1..=10 {
             let full = (policy.base_delay * (1 << (attempt - 1))).min(policy.max_delay);
             let delay = policy.backoff(attempt, 1);
-            assert!(
-                delay >= full / 2 && delay <= full,
-                "attempt {attempt}: {delay:?} vs {full:?}"
-            );
+            assert!(delay >= full / 2 && delay <= full, "attempt {attempt}: {delay:?} vs {full:?}");
         }
         assert!(policy.backoff(1, 5) >= policy.base_delay * 5 / 2);
     }
 
     #[test]
     fn credentials_debug_hides_the_key() {
-        let credentials = AppCredentials {
-            sdkappid: 1,
-            identifier: "admin".into(),
-            secret_key: Redacted::new("k3y".into()),
-        };
+        let credentials =
+            AppCredentials { sdkappid: 1, identifier: "admin".into(), secret_key: Redacted::new("k3y".into()) };
         assert!(!format!("{credentials:?}").contains("k3y"));
     }
 
     #[test]
     fn command_names_are_the_last_path_segment() {
         assert_eq!(Command::UnbanGroupMember.name(), "unban_group_member");
-        assert_eq!(
-            Command::GetGroupBanMember.path(),
-            "group_open_http_svc/get_group_ban_member"
-        );
+        assert_eq!(Command::GetGroupBanMember.path(), "group_open_http_svc/get_group_ban_member");
     }
 }

@@ -74,20 +74,8 @@ impl fmt::Display for CodeInfo {
     }
 }
 
-const fn row(
-    code: i64,
-    class: CodeClass,
-    reach: Reach,
-    reason: &'static str,
-    meaning: &'static str,
-) -> CodeInfo {
-    CodeInfo {
-        code,
-        class,
-        reach,
-        reason,
-        meaning,
-    }
+const fn row(code: i64, class: CodeClass, reach: Reach, reason: &'static str, meaning: &'static str) -> CodeInfo {
+    CodeInfo { code, class, reach, reason, meaning }
 }
 
 use CodeClass::*;
@@ -97,359 +85,59 @@ use Reach::*;
 pub const TABLE: &[CodeInfo] = &[
     row(0, Success, Batch, "Succeeded", "the call succeeded"),
     // Group service (10xxx).
-    row(
-        10002,
-        Retryable,
-        Batch,
-        "InternalError",
-        "internal server error; retry",
-    ),
-    row(
-        10003,
-        Terminal,
-        Policy,
-        "InvalidCommand",
-        "invalid command word or API name",
-    ),
-    row(
-        10004,
-        Terminal,
-        Batch,
-        "InvalidParameter",
-        "invalid parameter",
-    ),
-    row(
-        10005,
-        Terminal,
-        Batch,
-        "TooManyMembers",
-        "too many accounts in one request",
-    ),
-    row(
-        10006,
-        RateLimited,
-        Policy,
-        "RateLimited",
-        "operation frequency limit hit",
-    ),
-    row(
-        10007,
-        Terminal,
-        Policy,
-        "PermissionDenied",
-        "no permission for this operation",
-    ),
-    row(
-        10008,
-        Terminal,
-        Policy,
-        "InvalidRequest",
-        "invalid request (signature check)",
-    ),
-    row(
-        10010,
-        Terminal,
-        Policy,
-        "GroupNotFound",
-        "group does not exist or was dissolved",
-    ),
-    row(
-        10011,
-        Terminal,
-        Batch,
-        "InvalidJsonBody",
-        "failed to parse the JSON body",
-    ),
-    row(
-        10012,
-        Terminal,
-        Policy,
-        "InvalidOperator",
-        "invalid operator identifier",
-    ),
-    row(
-        10015,
-        Terminal,
-        Policy,
-        "InvalidGroupId",
-        "invalid group ID",
-    ),
-    row(
-        10019,
-        Terminal,
-        Batch,
-        "AccountNotFound",
-        "requested account does not exist",
-    ),
-    row(
-        10026,
-        Terminal,
-        Policy,
-        "CommandDisabled",
-        "command word disabled for this SDKAppID",
-    ),
+    row(10002, Retryable, Batch, "InternalError", "internal server error; retry"),
+    row(10003, Terminal, Policy, "InvalidCommand", "invalid command word or API name"),
+    row(10004, Terminal, Batch, "InvalidParameter", "invalid parameter"),
+    row(10005, Terminal, Batch, "TooManyMembers", "too many accounts in one request"),
+    row(10006, RateLimited, Policy, "RateLimited", "operation frequency limit hit"),
+    row(10007, Terminal, Policy, "PermissionDenied", "no permission for this operation"),
+    row(10008, Terminal, Policy, "InvalidRequest", "invalid request (signature check)"),
+    row(10010, Terminal, Policy, "GroupNotFound", "group does not exist or was dissolved"),
+    row(10011, Terminal, Batch, "InvalidJsonBody", "failed to parse the JSON body"),
+    row(10012, Terminal, Policy, "InvalidOperator", "invalid operator identifier"),
+    row(10015, Terminal, Policy, "InvalidGroupId", "invalid group ID"),
+    row(10019, Terminal, Batch, "AccountNotFound", "requested account does not exist"),
+    row(10026, Terminal, Policy, "CommandDisabled", "command word disabled for this SDKAppID"),
     // REST gateway (60xxx).
-    row(
-        60002,
-        Terminal,
-        Policy,
-        "HttpParseError",
-        "HTTP parsing error; check the URL format",
-    ),
-    row(
-        60003,
-        Terminal,
-        Batch,
-        "MalformedJson",
-        "JSON parsing error in the request body",
-    ),
-    row(
-        60004,
-        Terminal,
-        Policy,
-        "AccountOrSignatureError",
-        "identifier or UserSig is incorrect",
-    ),
-    row(
-        60005,
-        Terminal,
-        Policy,
-        "AccountOrSignatureError",
-        "identifier or UserSig is incorrect",
-    ),
-    row(
-        60006,
-        Terminal,
-        Policy,
-        "InvalidSdkAppId",
-        "invalid SDKAppID",
-    ),
-    row(
-        60007,
-        RateLimited,
-        Policy,
-        "RateLimited",
-        "REST API call frequency limit exceeded",
-    ),
-    row(
-        60008,
-        Retryable,
-        Batch,
-        "ServiceTimeout",
-        "service request timed out; retry",
-    ),
-    row(
-        60009,
-        Terminal,
-        Policy,
-        "InvalidRequestUrl",
-        "request resource error; check the URL",
-    ),
-    row(
-        60010,
-        Terminal,
-        Policy,
-        "IdentifierNotAdmin",
-        "identifier must be an App admin account",
-    ),
-    row(
-        60011,
-        RateLimited,
-        Policy,
-        "RateLimited",
-        "SDKAppID request frequency exceeded",
-    ),
-    row(
-        60012,
-        Terminal,
-        Policy,
-        "MissingSdkAppId",
-        "sdkappid is required in the URL",
-    ),
-    row(
-        60013,
-        Retryable,
-        Batch,
-        "ResponseJsonError",
-        "JSON parsing error in the HTTP response",
-    ),
-    row(
-        60014,
-        Retryable,
-        Batch,
-        "AccountSwitchTimeout",
-        "account switching timed out",
-    ),
-    row(
-        60015,
-        Terminal,
-        Batch,
-        "InvalidAccountType",
-        "account type in the body must be a string",
-    ),
-    row(
-        60016,
-        Terminal,
-        Policy,
-        "SdkAppIdDisabled",
-        "SDKAppID is disabled",
-    ),
-    row(
-        60017,
-        Terminal,
-        Policy,
-        "RequestDisabled",
-        "request is disabled",
-    ),
-    row(
-        60018,
-        Retryable,
-        Batch,
-        "TooManyRequests",
-        "too many requests; retry later",
-    ),
-    row(
-        60019,
-        Retryable,
-        Batch,
-        "TooManyRequests",
-        "too many requests; retry later",
-    ),
-    row(
-        60020,
-        Terminal,
-        Policy,
-        "PlanNotActive",
-        "Pro plan expired or not yet effective",
-    ),
-    row(
-        60021,
-        Terminal,
-        Policy,
-        "CallerIpNotAllowed",
-        "caller IP is not allowed",
-    ),
+    row(60002, Terminal, Policy, "HttpParseError", "HTTP parsing error; check the URL format"),
+    row(60003, Terminal, Batch, "MalformedJson", "JSON parsing error in the request body"),
+    row(60004, Terminal, Policy, "AccountOrSignatureError", "identifier or UserSig is incorrect"),
+    row(60005, Terminal, Policy, "AccountOrSignatureError", "identifier or UserSig is incorrect"),
+    row(60006, Terminal, Policy, "InvalidSdkAppId", "invalid SDKAppID"),
+    row(60007, RateLimited, Policy, "RateLimited", "REST API call frequency limit exceeded"),
+    row(60008, Retryable, Batch, "ServiceTimeout", "service request timed out; retry"),
+    row(60009, Terminal, Policy, "InvalidRequestUrl", "request resource error; check the URL"),
+    row(60010, Terminal, Policy, "IdentifierNotAdmin", "identifier must be an App admin account"),
+    row(60011, RateLimited, Policy, "RateLimited", "SDKAppID request frequency exceeded"),
+    row(60012, Terminal, Policy, "MissingSdkAppId", "sdkappid is required in the URL"),
+    row(60013, Retryable, Batch, "ResponseJsonError", "JSON parsing error in the HTTP response"),
+    row(60014, Retryable, Batch, "AccountSwitchTimeout", "account switching timed out"),
+    row(60015, Terminal, Batch, "InvalidAccountType", "account type in the body must be a string"),
+    row(60016, Terminal, Policy, "SdkAppIdDisabled", "SDKAppID is disabled"),
+    row(60017, Terminal, Policy, "RequestDisabled", "request is disabled"),
+    row(60018, Retryable, Batch, "TooManyRequests", "too many requests; retry later"),
+    row(60019, Retryable, Batch, "TooManyRequests", "too many requests; retry later"),
+    row(60020, Terminal, Policy, "PlanNotActive", "Pro plan expired or not yet effective"),
+    row(60021, Terminal, Policy, "CallerIpNotAllowed", "caller IP is not allowed"),
     // Account and signature service (70xxx).
-    row(
-        70001,
-        SignatureExpired,
-        Policy,
-        "UserSigExpired",
-        "UserSig expired; regenerate it",
-    ),
+    row(70001, SignatureExpired, Policy, "UserSigExpired", "UserSig expired; regenerate it"),
     row(70002, Terminal, Policy, "UserSigEmpty", "UserSig is empty"),
-    row(
-        70003,
-        Terminal,
-        Policy,
-        "UserSigMalformed",
-        "UserSig could not be parsed",
-    ),
-    row(
-        70005,
-        Terminal,
-        Policy,
-        "UserSigInvalid",
-        "UserSig verification failed",
-    ),
-    row(
-        70009,
-        Terminal,
-        Policy,
-        "UserSigKeyMismatch",
-        "UserSig does not match the secret key or SDKAppID",
-    ),
-    row(
-        70013,
-        Terminal,
-        Policy,
-        "UserSigIdentifierMismatch",
-        "identifier differs from the one in the UserSig",
-    ),
-    row(
-        70014,
-        Terminal,
-        Policy,
-        "UserSigSdkAppIdMismatch",
-        "sdkappid differs from the one in the UserSig",
-    ),
-    row(
-        70016,
-        Terminal,
-        Policy,
-        "SecretKeyNotFound",
-        "no key exists for this SDKAppID",
-    ),
-    row(
-        70020,
-        Terminal,
-        Policy,
-        "SdkAppIdNotFound",
-        "SDKAppID not found",
-    ),
-    row(
-        70050,
-        Terminal,
-        Policy,
-        "UserSigLocked",
-        "too many UserSig failures; locked for a minute",
-    ),
-    row(
-        70051,
-        Terminal,
-        Policy,
-        "AccountBlocked",
-        "account is blocklisted",
-    ),
-    row(
-        70052,
-        SignatureExpired,
-        Policy,
-        "UserSigInvalidated",
-        "UserSig was invalidated; regenerate it",
-    ),
-    row(
-        70107,
-        Terminal,
-        Batch,
-        "AccountNotFound",
-        "requested user account does not exist",
-    ),
-    row(
-        70402,
-        Terminal,
-        Batch,
-        "InvalidParameter",
-        "invalid parameter (account service)",
-    ),
-    row(
-        70403,
-        Terminal,
-        Policy,
-        "AdminRequired",
-        "operation requires an App admin",
-    ),
-    row(
-        70500,
-        Retryable,
-        Batch,
-        "AccountServiceError",
-        "internal error in the account service; retry",
-    ),
-    row(
-        80001,
-        Terminal,
-        Batch,
-        "ContentFiltered",
-        "text hit the security filter",
-    ),
-    row(
-        80002,
-        Terminal,
-        Batch,
-        "BodyTooLong",
-        "message body too long",
-    ),
+    row(70003, Terminal, Policy, "UserSigMalformed", "UserSig could not be parsed"),
+    row(70005, Terminal, Policy, "UserSigInvalid", "UserSig verification failed"),
+    row(70009, Terminal, Policy, "UserSigKeyMismatch", "UserSig does not match the secret key or SDKAppID"),
+    row(70013, Terminal, Policy, "UserSigIdentifierMismatch", "identifier differs from the one in the UserSig"),
+    row(70014, Terminal, Policy, "UserSigSdkAppIdMismatch", "sdkappid differs from the one in the UserSig"),
+    row(70016, Terminal, Policy, "SecretKeyNotFound", "no key exists for this SDKAppID"),
+    row(70020, Terminal, Policy, "SdkAppIdNotFound", "SDKAppID not found"),
+    row(70050, Terminal, Policy, "UserSigLocked", "too many UserSig failures; locked for a minute"),
+    row(70051, Terminal, Policy, "AccountBlocked", "account is blocklisted"),
+    row(70052, SignatureExpired, Policy, "UserSigInvalidated", "UserSig was invalidated; regenerate it"),
+    row(70107, Terminal, Batch, "AccountNotFound", "requested user account does not exist"),
+    row(70402, Terminal, Batch, "InvalidParameter", "invalid parameter (account service)"),
+    row(70403, Terminal, Policy, "AdminRequired", "operation requires an App admin"),
+    row(70500, Retryable, Batch, "AccountServiceError", "internal error in the account service; retry"),
+    row(80001, Terminal, Batch, "ContentFiltered", "text hit the security filter"),
+    row(80002, Terminal, Batch, "BodyTooLong", "message body too long"),
 ];
 
 /// Reason for an ErrorCode that no documentation lists.
@@ -461,13 +149,7 @@ pub const TRANSPORT_REASON: &str = "TransportError";
 pub fn lookup(code: i64) -> CodeInfo {
     match TABLE.binary_search_by_key(&code, |info| info.code) {
         Ok(index) => TABLE[index],
-        Err(_) => row(
-            code,
-            Unknown,
-            Batch,
-            UNKNOWN_REASON,
-            "undocumented ErrorCode",
-        ),
+        Err(_) => row(code, Unknown, Batch, UNKNOWN_REASON, "undocumented ErrorCode"),
     }
 }
 
@@ -500,9 +182,7 @@ mod tests {
             assert_eq!(lookup(code).class, RateLimited, "{code}");
         }
         assert_eq!(lookup(70001).class, SignatureExpired);
-        for code in [
-            10003, 10004, 10005, 10007, 10010, 10015, 60006, 60010, 70003, 70009, 70013,
-        ] {
+        for code in [10003, 10004, 10005, 10007, 10010, 10015, 60006, 60010, 70003, 70009, 70013] {
             assert_eq!(lookup(code).class, Terminal, "{code}");
         }
     }
@@ -511,9 +191,7 @@ mod tests {
     /// faults only fail their batch.
     #[test]
     fn terminal_reach_stops_the_policy_only_for_group_or_credential_faults() {
-        for code in [
-            10007, 10010, 10015, 60006, 60010, 70001, 70003, 70009, 70013, 70014,
-        ] {
+        for code in [10007, 10010, 10015, 60006, 60010, 70001, 70003, 70009, 70013, 70014] {
             assert_eq!(lookup(code).reach, Policy, "{code}");
         }
         for code in [10004, 10005, 70107] {
@@ -533,27 +211,10 @@ mod tests {
 
     #[test]
     fn reasons_are_camel_case_identifiers() {
-        let classes = [
-            Success,
-            Retryable,
-            RateLimited,
-            SignatureExpired,
-            Terminal,
-            Unknown,
-        ]
-        .map(CodeClass::reason);
+        let classes = [Success, Retryable, RateLimited, SignatureExpired, Terminal, Unknown].map(CodeClass::reason);
         for reason in all_reasons().into_iter().chain(classes) {
-            assert!(
-                reason
-                    .chars()
-                    .next()
-                    .is_some_and(|c| c.is_ascii_uppercase()),
-                "{reason}"
-            );
-            assert!(
-                reason.chars().all(|c| c.is_ascii_alphanumeric()),
-                "{reason}"
-            );
+            assert!(reason.chars().next().is_some_and(|c| c.is_ascii_uppercase()), "{reason}");
+            assert!(reason.chars().all(|c| c.is_ascii_alphanumeric()), "{reason}");
         }
     }
 

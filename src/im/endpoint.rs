@@ -19,12 +19,7 @@ pub struct Region {
 /// Every region the IM documentation lists. Mumbai appears on some page
 /// versions only; it is kept because a user with an app there has no other.
 pub const REGIONS: &[Region] = &[
-    Region {
-        name: "china",
-        code: "cn",
-        domain: "console.tim.qq.com",
-        backup_domain: "adminapi.my-imcloud.com",
-    },
+    Region { name: "china", code: "cn", domain: "console.tim.qq.com", backup_domain: "adminapi.my-imcloud.com" },
     Region {
         name: "singapore",
         code: "sgp",
@@ -74,9 +69,7 @@ pub const DEFAULT_REGION: &str = "china";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EndpointError {
-    #[error(
-        "unknown region {given:?}; expected one of {known} (append \"-backup\" for the backup domain)"
-    )]
+    #[error("unknown region {given:?}; expected one of {known} (append \"-backup\" for the backup domain)")]
     UnknownRegion { given: String, known: String },
     // The endpoint as given is never echoed: a mistaken one may carry a
     // UserSig in its query or a password in its user info. Errors name the
@@ -112,21 +105,11 @@ impl Endpoint {
             .find(|r| r.name == wanted || r.code == wanted || r.name.replace('-', "") == wanted)
             .ok_or_else(|| EndpointError::UnknownRegion {
                 given: name.to_string(),
-                known: REGIONS
-                    .iter()
-                    .map(|r| r.name)
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                known: REGIONS.iter().map(|r| r.name).collect::<Vec<_>>().join(", "),
             })?;
-        let domain = if backup {
-            region.backup_domain
-        } else {
-            region.domain
-        };
-        let base =
-            Url::parse(&format!("https://{domain}/")).map_err(|e| EndpointError::InvalidUrl {
-                reason: e.to_string(),
-            })?;
+        let domain = if backup { region.backup_domain } else { region.domain };
+        let base = Url::parse(&format!("https://{domain}/"))
+            .map_err(|e| EndpointError::InvalidUrl { reason: e.to_string() })?;
         Ok(Self { base })
     }
 
@@ -135,9 +118,7 @@ impl Endpoint {
     /// clients configure it that way). Plain http is refused for anything
     /// but loopback unless `allow_insecure_http`.
     pub fn parse(given: &str, allow_insecure_http: bool) -> Result<Self, EndpointError> {
-        let mut base = Url::parse(given.trim()).map_err(|e| EndpointError::InvalidUrl {
-            reason: e.to_string(),
-        })?;
+        let mut base = Url::parse(given.trim()).map_err(|e| EndpointError::InvalidUrl { reason: e.to_string() })?;
         let host = base.host_str().unwrap_or_default().to_string();
         if base.query().is_some()
             || base.fragment().is_some()
@@ -153,9 +134,7 @@ impl Endpoint {
                 return Err(EndpointError::InsecureHttp { host });
             }
             _ => {
-                return Err(EndpointError::UnsupportedScheme {
-                    scheme: base.scheme().to_string(),
-                });
+                return Err(EndpointError::UnsupportedScheme { scheme: base.scheme().to_string() });
             }
         }
         let path = base.path().trim_end_matches('/');
@@ -210,10 +189,7 @@ mod tests {
         for region in REGIONS {
             let by_name = Endpoint::region(region.name).unwrap();
             assert_eq!(by_name, Endpoint::region(region.code).unwrap());
-            assert_eq!(
-                by_name.command_url(UNBAN).as_str(),
-                format!("https://{}/v4/{UNBAN}", region.domain)
-            );
+            assert_eq!(by_name.command_url(UNBAN).as_str(), format!("https://{}/v4/{UNBAN}", region.domain));
             let backup = Endpoint::region(&format!("{}-backup", region.name)).unwrap();
             assert!(backup.to_string().contains(region.backup_domain));
         }
@@ -222,31 +198,19 @@ mod tests {
     #[test]
     fn unknown_region_names_the_choices() {
         let error = Endpoint::region("mars").unwrap_err().to_string();
-        assert!(
-            error.contains("mars") && error.contains("singapore"),
-            "{error}"
-        );
+        assert!(error.contains("mars") && error.contains("singapore"), "{error}");
     }
 
     #[test]
     fn base_urls_with_or_without_v4_give_the_same_command_url() {
-        for given in [
-            "http://127.0.0.1:8080",
-            "http://127.0.0.1:8080/",
-            "http://127.0.0.1:8080/v4",
-            "http://127.0.0.1:8080/v4/",
-        ] {
+        for given in
+            ["http://127.0.0.1:8080", "http://127.0.0.1:8080/", "http://127.0.0.1:8080/v4", "http://127.0.0.1:8080/v4/"]
+        {
             let endpoint = Endpoint::parse(given, false).unwrap();
-            assert_eq!(
-                endpoint.command_url(UNBAN).as_str(),
-                format!("http://127.0.0.1:8080/v4/{UNBAN}")
-            );
+            assert_eq!(endpoint.command_url(UNBAN).as_str(), format!("http://127.0.0.1:8080/v4/{UNBAN}"));
         }
         let prefixed = Endpoint::parse("https://gw.example/im/v4", false).unwrap();
-        assert_eq!(
-            prefixed.command_url(UNBAN).as_str(),
-            format!("https://gw.example/im/v4/{UNBAN}")
-        );
+        assert_eq!(prefixed.command_url(UNBAN).as_str(), format!("https://gw.example/im/v4/{UNBAN}"));
     }
 
     /// A mistaken endpoint may carry a UserSig or a password: no error
@@ -269,22 +233,10 @@ mod tests {
     fn plain_http_is_only_accepted_for_loopback_unless_allowed() {
         assert!(Endpoint::parse("http://localhost:1", false).is_ok());
         assert!(Endpoint::parse("http://[::1]:1", false).is_ok());
-        assert!(matches!(
-            Endpoint::parse("http://10.0.0.1:1", false),
-            Err(EndpointError::InsecureHttp { .. })
-        ));
+        assert!(matches!(Endpoint::parse("http://10.0.0.1:1", false), Err(EndpointError::InsecureHttp { .. })));
         assert!(Endpoint::parse("http://10.0.0.1:1", true).is_ok());
-        assert!(matches!(
-            Endpoint::parse("ftp://x", false),
-            Err(EndpointError::UnsupportedScheme { .. })
-        ));
-        assert!(matches!(
-            Endpoint::parse("https://x/?usersig=1", false),
-            Err(EndpointError::UnexpectedParts { .. })
-        ));
-        assert!(matches!(
-            Endpoint::parse("not a url", false),
-            Err(EndpointError::InvalidUrl { .. })
-        ));
+        assert!(matches!(Endpoint::parse("ftp://x", false), Err(EndpointError::UnsupportedScheme { .. })));
+        assert!(matches!(Endpoint::parse("https://x/?usersig=1", false), Err(EndpointError::UnexpectedParts { .. })));
+        assert!(matches!(Endpoint::parse("not a url", false), Err(EndpointError::InvalidUrl { .. })));
     }
 }

@@ -42,10 +42,7 @@ pub const DEFAULT_WINDOW_GUARD: Duration = Duration::from_millis(15);
 impl RateLimit {
     /// `max_calls` per second, with [`DEFAULT_WINDOW_GUARD`].
     pub fn per_second(max_calls: u32) -> Self {
-        Self {
-            max_calls: max_calls.max(1),
-            window: Duration::from_secs(1) + DEFAULT_WINDOW_GUARD,
-        }
+        Self { max_calls: max_calls.max(1), window: Duration::from_secs(1) + DEFAULT_WINDOW_GUARD }
     }
 
     fn min_spacing(&self) -> Duration {
@@ -106,10 +103,7 @@ pub struct WindowCounter {
 
 impl WindowCounter {
     pub fn new(window: Duration) -> Self {
-        Self {
-            window,
-            arrivals: VecDeque::new(),
-        }
+        Self { window, arrivals: VecDeque::new() }
     }
 
     /// Counts an event at `now` and returns how many fall in `(now - window, now]`.
@@ -130,11 +124,7 @@ impl WindowCounter {
     }
 
     fn forget_before(&mut self, now: Instant) {
-        while self
-            .arrivals
-            .front()
-            .is_some_and(|&t| t + self.window <= now)
-        {
+        while self.arrivals.front().is_some_and(|&t| t + self.window <= now) {
             self.arrivals.pop_front();
         }
     }
@@ -151,11 +141,7 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(limit: RateLimit) -> Self {
-        Self {
-            limit,
-            window: tokio::sync::Mutex::new(SlidingWindow::new(limit)),
-            cooldown_until: Mutex::new(None),
-        }
+        Self { limit, window: tokio::sync::Mutex::new(SlidingWindow::new(limit)), cooldown_until: Mutex::new(None) }
     }
 
     pub fn limit(&self) -> RateLimit {
@@ -179,20 +165,14 @@ impl RateLimiter {
 
     /// Holds every caller back until `until` (extends, never shortens).
     pub fn cool_down(&self, until: Instant) {
-        let mut cooldown = self
-            .cooldown_until
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut cooldown = self.cooldown_until.lock().unwrap_or_else(|e| e.into_inner());
         if cooldown.is_none_or(|current| current < until) {
             *cooldown = Some(until);
         }
     }
 
     fn cooldown(&self) -> Option<Instant> {
-        *self
-            .cooldown_until
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        *self.cooldown_until.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -207,10 +187,7 @@ impl LimiterRegistry {
     /// The limiter for `sdkappid`, created with `limit` on first use.
     pub fn for_app(&self, sdkappid: u64, limit: RateLimit) -> Arc<RateLimiter> {
         let mut limiters = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
-        limiters
-            .entry(sdkappid)
-            .or_insert_with(|| Arc::new(RateLimiter::new(limit)))
-            .clone()
+        limiters.entry(sdkappid).or_insert_with(|| Arc::new(RateLimiter::new(limit))).clone()
     }
 }
 

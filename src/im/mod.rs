@@ -7,8 +7,6 @@ pub mod endpoint;
 pub mod limiter;
 pub mod usersig;
 
-pub use client::{
-    Answer, AppCredentials, ClientSettings, Command, ImClient, Outcome, RetryPolicy, TransportError,
-};
+pub use client::{Answer, AppCredentials, ClientSettings, Command, ImClient, Outcome, RetryPolicy, TransportError};
 pub use endpoint::Endpoint;
 pub use limiter::{LimiterRegistry, RateLimit, RateLimiter};

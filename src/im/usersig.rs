@@ -139,26 +139,18 @@ pub fn decode(usersig: &str) -> Result<DecodedUserSig, UserSigError> {
     if usersig.is_empty() {
         return Err(UserSigError::Empty);
     }
-    let compressed = STANDARD
-        .decode(from_url_alphabet(usersig.trim()))
-        .map_err(|_| UserSigError::Malformed("not url-base64"))?;
+    let compressed =
+        STANDARD.decode(from_url_alphabet(usersig.trim())).map_err(|_| UserSigError::Malformed("not url-base64"))?;
     let mut json = Vec::new();
     ZlibDecoder::new(compressed.as_slice())
         .take(MAX_INFLATED_BYTES)
         .read_to_end(&mut json)
         .map_err(|_| UserSigError::Malformed("not zlib data"))?;
-    let value: serde_json::Value =
-        serde_json::from_slice(&json).map_err(|_| UserSigError::Malformed("not JSON"))?;
-    let object = value
-        .as_object()
-        .ok_or(UserSigError::Malformed("not a JSON object"))?;
+    let value: serde_json::Value = serde_json::from_slice(&json).map_err(|_| UserSigError::Malformed("not JSON"))?;
+    let object = value.as_object().ok_or(UserSigError::Malformed("not a JSON object"))?;
 
     let text = |key: &'static str| -> Result<String, UserSigError> {
-        object
-            .get(key)
-            .and_then(|v| v.as_str())
-            .map(str::to_owned)
-            .ok_or(UserSigError::Malformed(key))
+        object.get(key).and_then(|v| v.as_str()).map(str::to_owned).ok_or(UserSigError::Malformed(key))
     };
     // Ports write the numbers as JSON numbers; accept numeric strings too.
     let number = |key: &'static str| -> Result<u64, UserSigError> {
@@ -171,11 +163,9 @@ pub fn decode(usersig: &str) -> Result<DecodedUserSig, UserSigError> {
     };
     let userbuf = match object.get("TLS.userbuf") {
         None => None,
-        Some(serde_json::Value::String(s)) => Some(
-            STANDARD
-                .decode(s)
-                .map_err(|_| UserSigError::Malformed("TLS.userbuf"))?,
-        ),
+        Some(serde_json::Value::String(s)) => {
+            Some(STANDARD.decode(s).map_err(|_| UserSigError::Malformed("TLS.userbuf"))?)
+        }
         Some(_) => return Err(UserSigError::Malformed("TLS.userbuf")),
     };
     Ok(DecodedUserSig {
@@ -202,11 +192,7 @@ pub struct Expectation<'a> {
 
 /// Verifies a UserSig against the secret key, in the reference order:
 /// decode, sdkappid, identifier, expiry, userbuf, then the MAC.
-pub fn verify(
-    secret_key: &str,
-    usersig: &str,
-    expected: &Expectation<'_>,
-) -> Result<DecodedUserSig, UserSigError> {
+pub fn verify(secret_key: &str, usersig: &str, expected: &Expectation<'_>) -> Result<DecodedUserSig, UserSigError> {
     let decoded = decode(usersig)?;
     if decoded.sdkappid != expected.sdkappid {
         return Err(UserSigError::SdkAppIdMismatch);
@@ -223,9 +209,7 @@ pub fn verify(
     {
         return Err(UserSigError::UserbufMismatch);
     }
-    let carried_mac = STANDARD
-        .decode(&decoded.sig)
-        .map_err(|_| UserSigError::Malformed("TLS.sig"))?;
+    let carried_mac = STANDARD.decode(&decoded.sig).map_err(|_| UserSigError::Malformed("TLS.sig"))?;
     let userbuf = decoded.userbuf.as_ref().map(|buf| STANDARD.encode(buf));
     let request = SigRequest {
         sdkappid: decoded.sdkappid,
@@ -255,11 +239,7 @@ pub fn signed_text(request: &SigRequest<'_>, userbuf_base64: Option<&str>) -> St
     text
 }
 
-fn signing_mac(
-    secret_key: &str,
-    request: &SigRequest<'_>,
-    userbuf_base64: Option<&str>,
-) -> HmacSha256 {
+fn signing_mac(secret_key: &str, request: &SigRequest<'_>, userbuf_base64: Option<&str>) -> HmacSha256 {
     // HMAC accepts keys of any length, so this cannot fail.
     let mut mac = HmacSha256::new_from_slice(secret_key.as_bytes())
         .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
@@ -268,11 +248,7 @@ fn signing_mac(
 }
 
 fn mac_base64(secret_key: &str, request: &SigRequest<'_>, userbuf_base64: Option<&str>) -> String {
-    STANDARD.encode(
-        signing_mac(secret_key, request, userbuf_base64)
-            .finalize()
-            .into_bytes(),
-    )
+    STANDARD.encode(signing_mac(secret_key, request, userbuf_base64).finalize().into_bytes())
 }
 
 fn to_url_alphabet(base64: &str) -> String {
@@ -314,22 +290,11 @@ mod tests {
     const VECTOR_C: &str = "eJyrVgrxCdYrSy1SslJQMtIzUNJRAItkpqTmlWSmZUIkElNyM-NgUsUp2YkFBZkpQAlDEwMogMqlVhRkFqWCZExNTY0Q4iWZuWBRczT1pcWpRUmlaSA7tPX1tR0dbW3h1mSmg4T9DPPKzU1DHDN9zctzPBLdQoL8XXxKPMpcnMvMTCvKzD0NtLPNnctNDXIdbZVqAdK1OKU_";
 
     fn expect(now: u64, userbuf: Option<&[u8]>) -> Expectation<'_> {
-        Expectation {
-            sdkappid: SDKAPPID,
-            identifier: "admin",
-            userbuf,
-            now,
-        }
+        Expectation { sdkappid: SDKAPPID, identifier: "admin", userbuf, now }
     }
 
     fn request(userbuf: Option<&[u8]>) -> SigRequest<'_> {
-        SigRequest {
-            sdkappid: SDKAPPID,
-            identifier: "admin",
-            time: TIME,
-            expire: EXPIRE,
-            userbuf,
-        }
+        SigRequest { sdkappid: SDKAPPID, identifier: "admin", time: TIME, expire: EXPIRE, userbuf }
     }
 
     /// Vector A decodes to the documented JSON and verifies with the key.
@@ -347,8 +312,7 @@ mod tests {
 
     #[test]
     fn official_vector_b_carries_userbuf_abc() {
-        let decoded =
-            verify(KEY, VECTOR_B, &expect(TIME, Some(b"abc"))).expect("vector B verifies");
+        let decoded = verify(KEY, VECTOR_B, &expect(TIME, Some(b"abc"))).expect("vector B verifies");
         assert_eq!(decoded.userbuf.as_deref(), Some(&b"abc"[..]));
         assert_eq!(decoded.sig, "5F/XZmuRRtj9HB00sSt1ookpB0r9YhUPnojI9z/np3E=");
     }
@@ -358,8 +322,7 @@ mod tests {
     #[test]
     fn official_vector_c_keeps_inner_base64_alphabet() {
         let userbuf = [0xfb, 0xff, 0xfe, 0x00];
-        let decoded =
-            verify(KEY, VECTOR_C, &expect(TIME, Some(&userbuf))).expect("vector C verifies");
+        let decoded = verify(KEY, VECTOR_C, &expect(TIME, Some(&userbuf))).expect("vector C verifies");
         assert_eq!(decoded.userbuf.as_deref(), Some(&userbuf[..]));
         assert_eq!(decoded.sig, "N1nw75TAiM7wlHaFTRODLtHvDCv65xv7I0+k7Cw50mA=");
     }
@@ -368,11 +331,9 @@ mod tests {
     /// port; the compressed bytes may differ (zlib implementations differ).
     #[test]
     fn generated_signatures_match_the_official_vectors_field_for_field() {
-        for (vector, userbuf) in [
-            (VECTOR_A, None),
-            (VECTOR_B, Some(&b"abc"[..])),
-            (VECTOR_C, Some(&[0xfb, 0xff, 0xfe, 0x00][..])),
-        ] {
+        for (vector, userbuf) in
+            [(VECTOR_A, None), (VECTOR_B, Some(&b"abc"[..])), (VECTOR_C, Some(&[0xfb, 0xff, 0xfe, 0x00][..]))]
+        {
             let ours = decode(&generate(KEY, &request(userbuf))).expect("ours decodes");
             let official = decode(vector).expect("vector decodes");
             assert_eq!(ours, official);
@@ -382,45 +343,20 @@ mod tests {
     #[test]
     fn vectors_are_valid_through_time_plus_expire_and_not_a_second_longer() {
         assert!(verify(KEY, VECTOR_A, &expect(TIME + EXPIRE, None)).is_ok());
-        assert_eq!(
-            verify(KEY, VECTOR_A, &expect(TIME + EXPIRE + 1, None)),
-            Err(UserSigError::Expired)
-        );
+        assert_eq!(verify(KEY, VECTOR_A, &expect(TIME + EXPIRE + 1, None)), Err(UserSigError::Expired));
     }
 
     #[test]
     fn each_mismatch_maps_to_the_gateway_error_code() {
         let wrong_key = verify("not-the-key", VECTOR_A, &expect(TIME, None)).unwrap_err();
         assert_eq!(wrong_key.error_code(), 70009);
-        let other_app = Expectation {
-            sdkappid: 1_400_000_001,
-            ..expect(TIME, None)
-        };
-        assert_eq!(
-            verify(KEY, VECTOR_A, &other_app).unwrap_err().error_code(),
-            70014
-        );
-        let other_id = Expectation {
-            identifier: "bob",
-            ..expect(TIME, None)
-        };
-        assert_eq!(
-            verify(KEY, VECTOR_A, &other_id).unwrap_err().error_code(),
-            70013
-        );
-        assert_eq!(
-            verify(KEY, "", &expect(TIME, None))
-                .unwrap_err()
-                .error_code(),
-            70002
-        );
+        let other_app = Expectation { sdkappid: 1_400_000_001, ..expect(TIME, None) };
+        assert_eq!(verify(KEY, VECTOR_A, &other_app).unwrap_err().error_code(), 70014);
+        let other_id = Expectation { identifier: "bob", ..expect(TIME, None) };
+        assert_eq!(verify(KEY, VECTOR_A, &other_id).unwrap_err().error_code(), 70013);
+        assert_eq!(verify(KEY, "", &expect(TIME, None)).unwrap_err().error_code(), 70002);
         let truncated = &VECTOR_A[..VECTOR_A.len() / 2];
-        assert_eq!(
-            verify(KEY, truncated, &expect(TIME, None))
-                .unwrap_err()
-                .error_code(),
-            70003
-        );
+        assert_eq!(verify(KEY, truncated, &expect(TIME, None)).unwrap_err().error_code(), 70003);
         let wrong_buf = verify(KEY, VECTOR_B, &expect(TIME, Some(b"abd"))).unwrap_err();
         assert_eq!(wrong_buf.error_code(), 70009);
     }

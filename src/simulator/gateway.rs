@@ -22,9 +22,7 @@ pub struct AppIdentity {
 pub fn parse_query(raw: Option<&str>) -> HashMap<String, String> {
     let mut params = HashMap::new();
     for (name, value) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
-        params
-            .entry(name.into_owned())
-            .or_insert_with(|| value.into_owned());
+        params.entry(name.into_owned()).or_insert_with(|| value.into_owned());
     }
     params
 }
@@ -32,71 +30,37 @@ pub fn parse_query(raw: Option<&str>) -> HashMap<String, String> {
 /// `sdkappid`, `contenttype` and `random`: 60012, 60006 and 60002.
 pub fn check_app(params: &HashMap<String, String>, app: &AppIdentity) -> Result<(), ServiceAnswer> {
     let Some(sdkappid) = params.get("sdkappid") else {
-        return Err(ServiceAnswer::error(
-            60012,
-            "sdkappid is required in the URL",
-        ));
+        return Err(ServiceAnswer::error(60012, "sdkappid is required in the URL"));
     };
     if sdkappid.parse::<u64>().ok() != Some(app.sdkappid) {
-        return Err(ServiceAnswer::error(
-            60006,
-            format!("invalid sdkappid {sdkappid:?}"),
-        ));
+        return Err(ServiceAnswer::error(60006, format!("invalid sdkappid {sdkappid:?}")));
     }
     match params.get("contenttype").map(String::as_str) {
         Some("json") => {}
         _ => {
-            return Err(ServiceAnswer::error(
-                60002,
-                "contenttype=json is required in the URL",
-            ));
+            return Err(ServiceAnswer::error(60002, "contenttype=json is required in the URL"));
         }
     }
     // `random` must be a u32; repeating one is fine (one real client does).
-    if params
-        .get("random")
-        .and_then(|r| r.parse::<u32>().ok())
-        .is_none()
-    {
-        return Err(ServiceAnswer::error(
-            60002,
-            "random must be an unsigned 32-bit integer",
-        ));
+    if params.get("random").and_then(|r| r.parse::<u32>().ok()).is_none() {
+        return Err(ServiceAnswer::error(60002, "random must be an unsigned 32-bit integer"));
     }
     Ok(())
 }
 
 /// `identifier` and `usersig`: 60004, the 700xx signature codes, then 60010
 /// when a validly signed identifier is not the App admin.
-pub fn check_auth(
-    params: &HashMap<String, String>,
-    app: &AppIdentity,
-    now: u64,
-) -> Result<(), ServiceAnswer> {
+pub fn check_auth(params: &HashMap<String, String>, app: &AppIdentity, now: u64) -> Result<(), ServiceAnswer> {
     let Some(identifier) = params.get("identifier").filter(|i| !i.is_empty()) else {
-        return Err(ServiceAnswer::error(
-            60004,
-            "identifier is required in the URL",
-        ));
+        return Err(ServiceAnswer::error(60004, "identifier is required in the URL"));
     };
-    let usersig = params
-        .get("usersig")
-        .map(String::as_str)
-        .unwrap_or_default();
-    let expected = Expectation {
-        sdkappid: app.sdkappid,
-        identifier,
-        userbuf: None,
-        now,
-    };
+    let usersig = params.get("usersig").map(String::as_str).unwrap_or_default();
+    let expected = Expectation { sdkappid: app.sdkappid, identifier, userbuf: None, now };
     if let Err(error) = usersig::verify(app.secret_key.expose(), usersig, &expected) {
         return Err(ServiceAnswer::error(error.error_code(), error.to_string()));
     }
     if *identifier != app.identifier {
-        return Err(ServiceAnswer::error(
-            60010,
-            format!("identifier {identifier:?} is not an App admin"),
-        ));
+        return Err(ServiceAnswer::error(60010, format!("identifier {identifier:?} is not an App admin")));
     }
     Ok(())
 }
@@ -109,34 +73,17 @@ mod tests {
     const NOW: u64 = 1_700_000_000;
 
     fn app() -> AppIdentity {
-        AppIdentity {
-            sdkappid: 1400000000,
-            identifier: "admin".into(),
-            secret_key: Redacted::new("key".into()),
-        }
+        AppIdentity { sdkappid: 1400000000, identifier: "admin".into(), secret_key: Redacted::new("key".into()) }
     }
 
     fn query_for(identifier: &str, key: &str, time: u64) -> String {
-        let sig = generate(
-            key,
-            &SigRequest {
-                sdkappid: 1400000000,
-                identifier,
-                time,
-                expire: 60,
-                userbuf: None,
-            },
-        );
-        format!(
-            "sdkappid=1400000000&identifier={identifier}&usersig={sig}&random=7&contenttype=json"
-        )
+        let sig = generate(key, &SigRequest { sdkappid: 1400000000, identifier, time, expire: 60, userbuf: None });
+        format!("sdkappid=1400000000&identifier={identifier}&usersig={sig}&random=7&contenttype=json")
     }
 
     fn check(query: &str) -> Result<(), i64> {
         let params = parse_query(Some(query));
-        check_app(&params, &app())
-            .and_then(|_| check_auth(&params, &app(), NOW))
-            .map_err(|a| a.code)
+        check_app(&params, &app()).and_then(|_| check_auth(&params, &app(), NOW)).map_err(|a| a.code)
     }
 
     #[test]
@@ -153,33 +100,15 @@ mod tests {
 
     #[test]
     fn each_query_fault_gets_its_code() {
-        assert_eq!(
-            check("identifier=admin&random=1&contenttype=json"),
-            Err(60012)
-        );
-        assert_eq!(
-            check(&query_for("admin", "key", NOW).replace("1400000000&", "1400000001&")),
-            Err(60006)
-        );
-        assert_eq!(
-            check(&query_for("admin", "key", NOW).replace("contenttype=json", "contenttype=xml")),
-            Err(60002)
-        );
-        assert_eq!(
-            check(&query_for("admin", "key", NOW).replace("random=7", "random=-1")),
-            Err(60002)
-        );
+        assert_eq!(check("identifier=admin&random=1&contenttype=json"), Err(60012));
+        assert_eq!(check(&query_for("admin", "key", NOW).replace("1400000000&", "1400000001&")), Err(60006));
+        assert_eq!(check(&query_for("admin", "key", NOW).replace("contenttype=json", "contenttype=xml")), Err(60002));
+        assert_eq!(check(&query_for("admin", "key", NOW).replace("random=7", "random=-1")), Err(60002));
         assert_eq!(check(&query_for("admin", "wrong", NOW)), Err(70009));
         assert_eq!(check(&query_for("admin", "key", NOW - 61)), Err(70001));
         assert_eq!(check(&query_for("bob", "key", NOW)), Err(60010));
-        assert_eq!(
-            check("sdkappid=1400000000&identifier=admin&usersig=&random=1&contenttype=json"),
-            Err(70002)
-        );
-        assert_eq!(
-            check("sdkappid=1400000000&identifier=admin&usersig=garbage&random=1&contenttype=json"),
-            Err(70003)
-        );
+        assert_eq!(check("sdkappid=1400000000&identifier=admin&usersig=&random=1&contenttype=json"), Err(70002));
+        assert_eq!(check("sdkappid=1400000000&identifier=admin&usersig=garbage&random=1&contenttype=json"), Err(70003));
         let mismatch = query_for("bob", "key", NOW).replace("identifier=bob", "identifier=admin");
         assert_eq!(check(&mismatch), Err(70013));
     }

@@ -28,19 +28,11 @@ pub struct ServiceAnswer {
 
 impl ServiceAnswer {
     pub fn ok() -> Self {
-        Self {
-            code: 0,
-            info: String::new(),
-            extra: Default::default(),
-        }
+        Self { code: 0, info: String::new(), extra: Default::default() }
     }
 
     pub fn error(code: i64, info: impl Into<String>) -> Self {
-        Self {
-            code,
-            info: info.into(),
-            extra: Default::default(),
-        }
+        Self { code, info: info.into(), extra: Default::default() }
     }
 }
 
@@ -69,25 +61,11 @@ impl Groups {
             .groups
             .iter()
             .map(|g| {
-                let banned = g
-                    .banned
-                    .iter()
-                    .map(|m| (m.clone(), now + SEEDED_BAN_SECS))
-                    .collect();
-                (
-                    g.group_id.clone(),
-                    Group {
-                        group_type: g.group_type.clone(),
-                        banned,
-                        fail_with: g.fail_with.clone(),
-                    },
-                )
+                let banned = g.banned.iter().map(|m| (m.clone(), now + SEEDED_BAN_SECS)).collect();
+                (g.group_id.clone(), Group { group_type: g.group_type.clone(), banned, fail_with: g.fail_with.clone() })
             })
             .collect();
-        Self {
-            groups,
-            allow_any_group_type: false,
-        }
+        Self { groups, allow_any_group_type: false }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Group)> {
@@ -98,13 +76,7 @@ impl Groups {
     pub fn active_bans(&self, group_id: &str, now: u64) -> Vec<(String, u64)> {
         self.groups
             .get(group_id)
-            .map(|g| {
-                g.banned
-                    .iter()
-                    .filter(|(_, until)| **until > now)
-                    .map(|(m, u)| (m.clone(), *u))
-                    .collect()
-            })
+            .map(|g| g.banned.iter().filter(|(_, until)| **until > now).map(|(m, u)| (m.clone(), *u)).collect())
             .unwrap_or_default()
     }
 
@@ -134,20 +106,14 @@ impl Groups {
         let duration = match body.get("Duration").and_then(Value::as_u64) {
             Some(d) if (1..=u64::from(u32::MAX)).contains(&d) => d,
             _ => {
-                return ServiceAnswer::error(
-                    10004,
-                    "Duration must be an integer from 1 to 4294967295",
-                );
+                return ServiceAnswer::error(10004, "Duration must be an integer from 1 to 4294967295");
             }
         };
         match body.get("Description") {
             None => {}
             Some(Value::String(text)) if text.len() <= 1000 => {}
             Some(_) => {
-                return ServiceAnswer::error(
-                    10004,
-                    "Description must be a string of at most 1000 bytes",
-                );
+                return ServiceAnswer::error(10004, "Description must be a string of at most 1000 bytes");
             }
         }
         if let Some(group) = self.groups.get_mut(&group_id) {
@@ -167,10 +133,7 @@ impl Groups {
             Err(answer) => return answer,
         };
         let Some(offset) = body.get("Offset").and_then(Value::as_u64) else {
-            return ServiceAnswer::error(
-                10004,
-                "Offset is required and must be a non-negative integer",
-            );
+            return ServiceAnswer::error(10004, "Offset is required and must be a non-negative integer");
         };
         let limit = match body.get("Limit") {
             None => MAX_BAN_LIST_PAGE,
@@ -189,9 +152,7 @@ impl Groups {
         let end = offset.saturating_add(page.len() as u64);
         let next_offset = if end < active.len() as u64 { end } else { 0 };
         let mut answer = ServiceAnswer::ok();
-        answer
-            .extra
-            .insert("BannedAccountList".into(), Value::Array(page));
+        answer.extra.insert("BannedAccountList".into(), Value::Array(page));
         answer.extra.insert("NextOffset".into(), json!(next_offset));
         answer
     }
@@ -200,24 +161,15 @@ impl Groups {
     fn group_and_members(&self, body: &Value) -> Result<(String, Vec<String>), ServiceAnswer> {
         let group_id = self.existing_group(body)?;
         let Some(list) = body.get("Members_Account").and_then(Value::as_array) else {
-            return Err(ServiceAnswer::error(
-                10004,
-                "Members_Account is required and must be an array",
-            ));
+            return Err(ServiceAnswer::error(10004, "Members_Account is required and must be an array"));
         };
         if list.is_empty() {
-            return Err(ServiceAnswer::error(
-                10004,
-                "Members_Account must not be empty",
-            ));
+            return Err(ServiceAnswer::error(10004, "Members_Account must not be empty"));
         }
         if list.len() > MAX_MEMBERS_PER_CALL {
             return Err(ServiceAnswer::error(
                 10005,
-                format!(
-                    "Members_Account has {} accounts; at most {MAX_MEMBERS_PER_CALL} per request",
-                    list.len()
-                ),
+                format!("Members_Account has {} accounts; at most {MAX_MEMBERS_PER_CALL} per request", list.len()),
             ));
         }
         let mut members = Vec::with_capacity(list.len());
@@ -225,16 +177,10 @@ impl Groups {
             match item.as_str() {
                 Some(m) if !m.is_empty() && m.len() <= 32 => members.push(m.to_string()),
                 Some(m) => {
-                    return Err(ServiceAnswer::error(
-                        10004,
-                        format!("account {m:?} must be 1 to 32 bytes"),
-                    ));
+                    return Err(ServiceAnswer::error(10004, format!("account {m:?} must be 1 to 32 bytes")));
                 }
                 None => {
-                    return Err(ServiceAnswer::error(
-                        60015,
-                        "every Members_Account entry must be a string",
-                    ));
+                    return Err(ServiceAnswer::error(60015, "every Members_Account entry must be a string"));
                 }
             }
         }
@@ -245,24 +191,15 @@ impl Groups {
     /// the group's type, and any forced answer seeded for it.
     fn existing_group(&self, body: &Value) -> Result<String, ServiceAnswer> {
         let Some(group_id) = body.get("GroupId").and_then(Value::as_str) else {
-            return Err(ServiceAnswer::error(
-                10004,
-                "GroupId is required and must be a string",
-            ));
+            return Err(ServiceAnswer::error(10004, "GroupId is required and must be a string"));
         };
         // What makes an ID malformed is UNCONFIRMED; IDs are at most 48 bytes
         // of printable text.
         if group_id.is_empty() || group_id.len() > 48 || group_id.chars().any(char::is_control) {
-            return Err(ServiceAnswer::error(
-                10015,
-                format!("invalid GroupId {group_id:?}"),
-            ));
+            return Err(ServiceAnswer::error(10015, format!("invalid GroupId {group_id:?}")));
         }
         let Some(group) = self.groups.get(group_id) else {
-            return Err(ServiceAnswer::error(
-                10010,
-                format!("group {group_id} does not exist or was dissolved"),
-            ));
+            return Err(ServiceAnswer::error(10010, format!("group {group_id} does not exist or was dissolved")));
         };
         if group.group_type != "AVChatRoom" && !self.allow_any_group_type {
             // UNCONFIRMED: the code for a non-AVChatRoom group is undocumented.
@@ -275,10 +212,7 @@ impl Groups {
             ));
         }
         if let Some(forced) = &group.fail_with {
-            return Err(ServiceAnswer::error(
-                forced.error_code,
-                forced.error_info.clone(),
-            ));
+            return Err(ServiceAnswer::error(forced.error_code, forced.error_info.clone()));
         }
         Ok(group_id.to_string())
     }
@@ -305,111 +239,49 @@ mod tests {
     #[test]
     fn unban_removes_the_ban_and_is_idempotent() {
         let mut g = groups();
-        assert_eq!(
-            g.unban(&json!({"GroupId": "room", "Members_Account": ["alice"]}))
-                .code,
-            0
-        );
-        assert_eq!(
-            g.active_bans("room", NOW),
-            vec![("bob".to_string(), NOW + SEEDED_BAN_SECS)]
-        );
-        assert_eq!(
-            g.unban(&json!({"GroupId": "room", "Members_Account": ["alice"]}))
-                .code,
-            0
-        );
+        assert_eq!(g.unban(&json!({"GroupId": "room", "Members_Account": ["alice"]})).code, 0);
+        assert_eq!(g.active_bans("room", NOW), vec![("bob".to_string(), NOW + SEEDED_BAN_SECS)]);
+        assert_eq!(g.unban(&json!({"GroupId": "room", "Members_Account": ["alice"]})).code, 0);
     }
 
     #[test]
     fn twenty_members_pass_and_twenty_one_get_10005() {
         let mut g = groups();
-        assert_eq!(
-            g.unban(&json!({"GroupId": "room", "Members_Account": members(20)}))
-                .code,
-            0
-        );
-        assert_eq!(
-            g.unban(&json!({"GroupId": "room", "Members_Account": members(21)}))
-                .code,
-            10005
-        );
+        assert_eq!(g.unban(&json!({"GroupId": "room", "Members_Account": members(20)})).code, 0);
+        assert_eq!(g.unban(&json!({"GroupId": "room", "Members_Account": members(21)})).code, 10005);
     }
 
     #[test]
     fn group_faults_get_their_documented_codes() {
         let mut g = groups();
         let call = |g: &mut Groups, body: Value| g.unban(&body).code;
-        assert_eq!(
-            call(&mut g, json!({"GroupId": "nope", "Members_Account": ["a"]})),
-            10010
-        );
-        assert_eq!(
-            call(&mut g, json!({"GroupId": "", "Members_Account": ["a"]})),
-            10015
-        );
-        assert_eq!(
-            call(
-                &mut g,
-                json!({"GroupId": "x".repeat(49), "Members_Account": ["a"]})
-            ),
-            10015
-        );
+        assert_eq!(call(&mut g, json!({"GroupId": "nope", "Members_Account": ["a"]})), 10010);
+        assert_eq!(call(&mut g, json!({"GroupId": "", "Members_Account": ["a"]})), 10015);
+        assert_eq!(call(&mut g, json!({"GroupId": "x".repeat(49), "Members_Account": ["a"]})), 10015);
         assert_eq!(call(&mut g, json!({"Members_Account": ["a"]})), 10004);
         assert_eq!(call(&mut g, json!({"GroupId": "room"})), 10004);
-        assert_eq!(
-            call(&mut g, json!({"GroupId": "room", "Members_Account": []})),
-            10004
-        );
-        assert_eq!(
-            call(&mut g, json!({"GroupId": "room", "Members_Account": [7]})),
-            60015
-        );
-        assert_eq!(
-            call(&mut g, json!({"GroupId": "pub", "Members_Account": ["x"]})),
-            10004
-        );
-        assert_eq!(
-            call(
-                &mut g,
-                json!({"GroupId": "locked", "Members_Account": ["a"]})
-            ),
-            10007
-        );
+        assert_eq!(call(&mut g, json!({"GroupId": "room", "Members_Account": []})), 10004);
+        assert_eq!(call(&mut g, json!({"GroupId": "room", "Members_Account": [7]})), 60015);
+        assert_eq!(call(&mut g, json!({"GroupId": "pub", "Members_Account": ["x"]})), 10004);
+        assert_eq!(call(&mut g, json!({"GroupId": "locked", "Members_Account": ["a"]})), 10007);
         g.allow_any_group_type = true;
-        assert_eq!(
-            call(&mut g, json!({"GroupId": "pub", "Members_Account": ["x"]})),
-            0
-        );
+        assert_eq!(call(&mut g, json!({"GroupId": "pub", "Members_Account": ["x"]})), 0);
     }
 
     #[test]
     fn ban_then_list_pages_through_every_active_ban() {
         let mut g = groups();
         for chunk in members(250).chunks(20) {
-            assert_eq!(
-                g.ban(
-                    &json!({"GroupId": "room", "Members_Account": chunk, "Duration": 60}),
-                    NOW
-                )
-                .code,
-                0
-            );
+            assert_eq!(g.ban(&json!({"GroupId": "room", "Members_Account": chunk, "Duration": 60}), NOW).code, 0);
         }
         let mut seen = Vec::new();
         let mut offset = 0;
         loop {
-            let page = g.ban_list(
-                &json!({"GroupId": "room", "Offset": offset, "Limit": 100}),
-                NOW + 1,
-            );
+            let page = g.ban_list(&json!({"GroupId": "room", "Offset": offset, "Limit": 100}), NOW + 1);
             assert_eq!(page.code, 0);
             let list = page.extra["BannedAccountList"].as_array().unwrap();
             assert!(list.len() <= 100);
-            seen.extend(
-                list.iter()
-                    .map(|e| e["Member_Account"].as_str().unwrap().to_string()),
-            );
+            seen.extend(list.iter().map(|e| e["Member_Account"].as_str().unwrap().to_string()));
             offset = page.extra["NextOffset"].as_u64().unwrap();
             if offset == 0 {
                 break;
@@ -424,23 +296,8 @@ mod tests {
     fn ban_list_and_ban_refuse_bad_parameters() {
         let mut g = groups();
         assert_eq!(g.ban_list(&json!({"GroupId": "room"}), NOW).code, 10004);
-        assert_eq!(
-            g.ban_list(&json!({"GroupId": "room", "Offset": 0, "Limit": 0}), NOW)
-                .code,
-            10004
-        );
-        assert_eq!(
-            g.ban(
-                &json!({"GroupId": "room", "Members_Account": ["a"], "Duration": 0}),
-                NOW
-            )
-            .code,
-            10004
-        );
-        assert_eq!(
-            g.ban(&json!({"GroupId": "room", "Members_Account": ["a"]}), NOW)
-                .code,
-            10004
-        );
+        assert_eq!(g.ban_list(&json!({"GroupId": "room", "Offset": 0, "Limit": 0}), NOW).code, 10004);
+        assert_eq!(g.ban(&json!({"GroupId": "room", "Members_Account": ["a"], "Duration": 0}), NOW).code, 10004);
+        assert_eq!(g.ban(&json!({"GroupId": "room", "Members_Account": ["a"]}), NOW).code, 10004);
     }
 }

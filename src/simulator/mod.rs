@@ -45,12 +45,7 @@ pub struct Faults {
 
 impl Default for Faults {
     fn default() -> Self {
-        Self {
-            fail_10002: 0.0,
-            fail_http502: 0.0,
-            latency: Duration::ZERO,
-            seed: 1,
-        }
+        Self { fail_10002: 0.0, fail_http502: 0.0, latency: Duration::ZERO, seed: 1 }
     }
 }
 
@@ -125,10 +120,7 @@ impl Drop for RunningSimulator {
 }
 
 /// Binds `listen` and serves until stopped.
-pub async fn start(
-    config: SimulatorConfig,
-    listen: SocketAddr,
-) -> std::io::Result<RunningSimulator> {
+pub async fn start(config: SimulatorConfig, listen: SocketAddr) -> std::io::Result<RunningSimulator> {
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let app = server::router(Arc::new(server::Shared::new(config)));
@@ -140,9 +132,5 @@ pub async fn start(
             })
             .await
     });
-    Ok(RunningSimulator {
-        addr,
-        shutdown: Some(shutdown),
-        task: Some(task),
-    })
+    Ok(RunningSimulator { addr, shutdown: Some(shutdown), task: Some(task) })
 }

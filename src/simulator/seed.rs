@@ -15,15 +15,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 /// Group types the IM service knows (`Work` is the newer name of `Private`).
-pub const GROUP_TYPES: &[&str] = &[
-    "AVChatRoom",
-    "Public",
-    "Private",
-    "Work",
-    "ChatRoom",
-    "Meeting",
-    "Community",
-];
+pub const GROUP_TYPES: &[&str] = &["AVChatRoom", "Public", "Private", "Work", "ChatRoom", "Meeting", "Community"];
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,24 +49,16 @@ pub struct ForcedAnswer {
 #[derive(Debug, thiserror::Error)]
 pub enum SeedError {
     #[error("failed to read seed file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("seed file {path} is not valid: {message}")]
     Invalid { path: String, message: String },
 }
 
 impl SeedFile {
     pub fn load(path: &Path) -> Result<Self, SeedError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SeedError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::parse(&text).map_err(|message| SeedError::Invalid {
-            path: path.display().to_string(),
-            message,
-        })
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| SeedError::Read { path: path.display().to_string(), source })?;
+        Self::parse(&text).map_err(|message| SeedError::Invalid { path: path.display().to_string(), message })
     }
 
     /// Parses and checks a seed document; the message names the offending group.
@@ -94,16 +78,10 @@ impl SeedFile {
                 return Err(format!("{at}: groupId appears twice"));
             }
             if !GROUP_TYPES.contains(&group.group_type.as_str()) {
-                return Err(format!(
-                    "{at}: type {:?} is not one of {}",
-                    group.group_type,
-                    GROUP_TYPES.join(", ")
-                ));
+                return Err(format!("{at}: type {:?} is not one of {}", group.group_type, GROUP_TYPES.join(", ")));
             }
             if let Some(member) = group.banned.iter().find(|m| m.is_empty() || m.len() > 32) {
-                return Err(format!(
-                    "{at}: banned member {member:?} must be 1 to 32 bytes"
-                ));
+                return Err(format!("{at}: banned member {member:?} must be 1 to 32 bytes"));
             }
         }
         Ok(seed)
@@ -116,10 +94,8 @@ mod tests {
 
     #[test]
     fn the_documented_form_parses() {
-        let seed = SeedFile::parse(
-            "groups: [{groupId: \"@TGS#demo\", type: AVChatRoom, banned: [alice, bob]}]",
-        )
-        .unwrap();
+        let seed =
+            SeedFile::parse("groups: [{groupId: \"@TGS#demo\", type: AVChatRoom, banned: [alice, bob]}]").unwrap();
         assert_eq!(seed.groups[0].group_id, "@TGS#demo");
         assert_eq!(seed.groups[0].banned, ["alice", "bob"]);
     }
@@ -127,17 +103,11 @@ mod tests {
     #[test]
     fn mistakes_are_named() {
         let unknown_type = SeedFile::parse("groups: [{groupId: g, type: Chat}]").unwrap_err();
-        assert!(
-            unknown_type.contains("groups[0]") && unknown_type.contains("Chat"),
-            "{unknown_type}"
-        );
-        let twice = SeedFile::parse(
-            "groups: [{groupId: g, type: AVChatRoom}, {groupId: g, type: AVChatRoom}]",
-        )
-        .unwrap_err();
+        assert!(unknown_type.contains("groups[0]") && unknown_type.contains("Chat"), "{unknown_type}");
+        let twice =
+            SeedFile::parse("groups: [{groupId: g, type: AVChatRoom}, {groupId: g, type: AVChatRoom}]").unwrap_err();
         assert!(twice.contains("twice"), "{twice}");
-        let typo =
-            SeedFile::parse("groups: [{groupId: g, type: AVChatRoom, baned: [a]}]").unwrap_err();
+        let typo = SeedFile::parse("groups: [{groupId: g, type: AVChatRoom, baned: [a]}]").unwrap_err();
         assert!(typo.contains("baned"), "{typo}");
     }
 

@@ -100,12 +100,7 @@ impl Shared {
             identifier: config.identifier.clone(),
             secret_key: config.secret_key.clone(),
         };
-        Self {
-            config,
-            app,
-            started: Instant::now(),
-            state: Mutex::new(state),
-        }
+        Self { config, app, started: Instant::now(), state: Mutex::new(state) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SimState> {
@@ -131,10 +126,7 @@ async fn unknown_path(State(sim): State<Arc<Shared>>, RawQuery(query): RawQuery)
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// What the gateway decided before answering.
@@ -162,24 +154,12 @@ async fn rest_call(
         tokio::time::sleep(latency).await;
     }
     let parsed: Option<Value> = serde_json::from_slice(&body).ok();
-    let decision = decide(
-        &sim,
-        &method,
-        &service,
-        &command,
-        query.as_deref(),
-        parsed.as_ref(),
-    );
+    let decision = decide(&sim, &method, &service, &command, query.as_deref(), parsed.as_ref());
 
     let (status, error_code, response) = match decision {
         Decision::BadGateway => {
             let page = "<html><head><title>502 Bad Gateway</title></head><body>502 Bad Gateway</body></html>";
-            let response = (
-                StatusCode::BAD_GATEWAY,
-                [(header::CONTENT_TYPE, "text/html")],
-                page,
-            )
-                .into_response();
+            let response = (StatusCode::BAD_GATEWAY, [(header::CONTENT_TYPE, "text/html")], page).into_response();
             (502, None, response)
         }
         Decision::Answer(answer) => {
@@ -187,14 +167,7 @@ async fn rest_call(
             (200, Some(code), answer_body(&sim, answer).into_response())
         }
     };
-    record(
-        &sim,
-        &command,
-        query.as_deref(),
-        parsed.as_ref(),
-        status,
-        error_code,
-    );
+    record(&sim, &command, query.as_deref(), parsed.as_ref(), status, error_code);
     debug!(command = %command, status, error_code, "Simulator answered");
     response
 }
@@ -221,47 +194,29 @@ fn decide(
     }
     if *method != Method::POST {
         // UNCONFIRMED: the documentation only says "POST only".
-        return Decision::Answer(ServiceAnswer::error(
-            60002,
-            format!("method {method} is not allowed; use POST"),
-        ));
+        return Decision::Answer(ServiceAnswer::error(60002, format!("method {method} is not allowed; use POST")));
     }
     let params = gateway::parse_query(query);
     if let Err(answer) = gateway::check_app(&params, &sim.app) {
         return Decision::Answer(answer);
     }
-    if !state
-        .admitted
-        .try_admit(now, sim.config.rate_limit as usize)
-    {
+    if !state.admitted.try_admit(now, sim.config.rate_limit as usize) {
         return Decision::Answer(ServiceAnswer::error(
             60007,
-            format!(
-                "REST API call frequency limit exceeded ({} calls per second)",
-                sim.config.rate_limit
-            ),
+            format!("REST API call frequency limit exceeded ({} calls per second)", sim.config.rate_limit),
         ));
     }
     if let Err(answer) = gateway::check_auth(&params, &sim.app, unix_now()) {
         return Decision::Answer(answer);
     }
     if service != "group_open_http_svc" {
-        return Decision::Answer(ServiceAnswer::error(
-            60009,
-            format!("service {service} is not served here"),
-        ));
+        return Decision::Answer(ServiceAnswer::error(60009, format!("service {service} is not served here")));
     }
     let Some(body) = body else {
-        return Decision::Answer(ServiceAnswer::error(
-            60003,
-            "request body is not valid JSON",
-        ));
+        return Decision::Answer(ServiceAnswer::error(60003, "request body is not valid JSON"));
     };
     if faults.fail_10002 > 0.0 && state.rng.random::<f64>() < faults.fail_10002 {
-        return Decision::Answer(ServiceAnswer::error(
-            10002,
-            "internal server error (injected); retry",
-        ));
+        return Decision::Answer(ServiceAnswer::error(10002, "internal server error (injected); retry"));
     }
     let unix = unix_now();
     Decision::Answer(match command {
@@ -274,10 +229,7 @@ fn decide(
 
 fn answer_body(sim: &Shared, answer: ServiceAnswer) -> impl IntoResponse {
     let mut body = serde_json::Map::new();
-    body.insert(
-        "ActionStatus".into(),
-        json!(if answer.code == 0 { "OK" } else { "FAIL" }),
-    );
+    body.insert("ActionStatus".into(), json!(if answer.code == 0 { "OK" } else { "FAIL" }));
     body.insert("ErrorInfo".into(), json!(answer.info));
     body.insert("ErrorCode".into(), json!(answer.code));
     // Newer gateway answers carry a RequestId; clients must ignore it.
@@ -295,27 +247,20 @@ fn record(
     http_status: u16,
     error_code: Option<i64>,
 ) {
-    let pairs: Vec<(String, String)> =
-        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-            .map(|(name, value)| (name.into_owned(), value.into_owned()))
-            .collect();
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .collect();
     let mut state = sim.lock();
     if let Some(code) = error_code {
         *state.stats.by_error_code.entry(code).or_default() += 1;
     }
     let seq = state.next_seq;
     state.next_seq += 1;
-    let listed = body
-        .and_then(|b| b.get("Members_Account"))
-        .and_then(Value::as_array);
+    let listed = body.and_then(|b| b.get("Members_Account")).and_then(Value::as_array);
     // A request may list any number of members; the log keeps at most a
     // call's worth (and the count), so a flood cannot exhaust memory.
-    let members: Vec<String> = listed
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m.as_str().map(str::to_owned))
-        .take(MAX_MEMBERS_PER_CALL)
-        .collect();
+    let members: Vec<String> =
+        listed.into_iter().flatten().filter_map(|m| m.as_str().map(str::to_owned)).take(MAX_MEMBERS_PER_CALL).collect();
     let members_count = listed.map_or(0, Vec::len);
     let entry = LoggedRequest {
         seq,
@@ -325,23 +270,11 @@ fn record(
         // itself a parameter name.
         query_parameters: pairs
             .iter()
-            .map(|(name, _)| {
-                if KNOWN_PARAMETERS.contains(&name.as_str()) {
-                    name.clone()
-                } else {
-                    "<other>".into()
-                }
-            })
+            .map(|(name, _)| if KNOWN_PARAMETERS.contains(&name.as_str()) { name.clone() } else { "<other>".into() })
             .collect(),
         members_count,
-        random: pairs
-            .iter()
-            .find(|(name, _)| name == "random")
-            .map(|(_, value)| value.clone()),
-        group_id: body
-            .and_then(|b| b.get("GroupId"))
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+        random: pairs.iter().find(|(name, _)| name == "random").map(|(_, value)| value.clone()),
+        group_id: body.and_then(|b| b.get("GroupId")).and_then(Value::as_str).map(str::to_owned),
         members,
         error_code,
         http_status,
@@ -395,10 +328,8 @@ mod tests {
 
     fn shared() -> Shared {
         let mut config = SimulatorConfig::new(1400000000, "admin", "key");
-        config.seed = crate::simulator::SeedFile::parse(
-            "groups: [{groupId: room, type: AVChatRoom, banned: [a]}]",
-        )
-        .unwrap();
+        config.seed =
+            crate::simulator::SeedFile::parse("groups: [{groupId: room, type: AVChatRoom, banned: [a]}]").unwrap();
         Shared::new(config)
     }
 

@@ -6,9 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use groupban_operator::im::{
-    AppCredentials, ClientSettings, Endpoint, ImClient, RateLimit, RateLimiter, RetryPolicy,
-};
+use groupban_operator::im::{AppCredentials, ClientSettings, Endpoint, ImClient, RateLimit, RateLimiter, RetryPolicy};
 use groupban_operator::secret::Redacted;
 use groupban_operator::simulator::{self, RunningSimulator, SeedFile, SimulatorConfig};
 use serde_json::Value;
@@ -30,9 +28,7 @@ pub fn config(seed_yaml: &str) -> SimulatorConfig {
 
 pub async fn start(config: SimulatorConfig) -> RunningSimulator {
     groupban_operator::install_crypto_provider();
-    simulator::start(config, loopback())
-        .await
-        .expect("simulator starts")
+    simulator::start(config, loopback()).await.expect("simulator starts")
 }
 
 /// Fast retries so tests that exhaust them finish quickly.
@@ -51,11 +47,7 @@ pub fn quick_settings() -> ClientSettings {
 }
 
 pub fn credentials(identifier: &str, key: &str) -> AppCredentials {
-    AppCredentials {
-        sdkappid: SDKAPPID,
-        identifier: identifier.into(),
-        secret_key: Redacted::new(key.into()),
-    }
+    AppCredentials { sdkappid: SDKAPPID, identifier: identifier.into(), secret_key: Redacted::new(key.into()) }
 }
 
 pub fn client_for(
@@ -64,29 +56,18 @@ pub fn client_for(
     settings: ClientSettings,
     calls_per_second: u32,
 ) -> ImClient {
-    let http =
-        groupban_operator::im::client::http_client(settings.request_timeout).expect("HTTP client");
+    let http = groupban_operator::im::client::http_client(settings.request_timeout).expect("HTTP client");
     let endpoint = Endpoint::parse(base_url, false).expect("loopback endpoint");
     let limiter = Arc::new(RateLimiter::new(RateLimit::per_second(calls_per_second)));
     ImClient::new(http, endpoint, credentials, limiter, settings)
 }
 
 pub fn admin_client(sim: &RunningSimulator) -> ImClient {
-    client_for(
-        &sim.base_url(),
-        credentials(ADMIN, KEY),
-        quick_settings(),
-        200,
-    )
+    client_for(&sim.base_url(), credentials(ADMIN, KEY), quick_settings(), 200)
 }
 
 pub async fn get_json(sim_url: &str, path: &str) -> Value {
-    reqwest::get(format!("{sim_url}{path}"))
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("JSON")
+    reqwest::get(format!("{sim_url}{path}")).await.expect("GET").json().await.expect("JSON")
 }
 
 /// The ErrorCodes of every request the simulator logged, in order.
@@ -107,9 +88,7 @@ pub fn members(prefix: &str, n: usize) -> Vec<String> {
 /// cannot, the test is skipped with a notice, except under
 /// GROUPBAN_REQUIRE_PYTHON_TESTS (set by CI), where that is a failure.
 pub fn python_modules_available(test: &str, modules: &str) -> bool {
-    let probe = std::process::Command::new("python3")
-        .args(["-c", &format!("import {modules}")])
-        .output();
+    let probe = std::process::Command::new("python3").args(["-c", &format!("import {modules}")]).output();
     if probe.is_ok_and(|o| o.status.success()) {
         return true;
     }
