@@ -6,16 +6,18 @@ use std::path::Path;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// `crds/groupbanpolicies.yaml` is exactly what `groupban-operator crd`
-/// prints; users and Helm install that file, so drift would ship a schema
-/// the operator does not implement.
+/// Both copies of the CRD, `crds/` (for kubectl) and the chart's `crds/`
+/// (which Helm installs), are exactly what `groupban-operator crd` prints:
+/// drift would ship a schema the operator does not implement.
 #[test]
-fn crds_file_is_exactly_the_crd_command_output() {
-    let committed = std::fs::read_to_string(Path::new(ROOT).join("crds/groupbanpolicies.yaml")).unwrap();
-    assert!(
-        committed == groupban_operator::crd_yaml(),
-        "crds/groupbanpolicies.yaml is stale: run `cargo run -- crd > crds/groupbanpolicies.yaml`"
-    );
+fn crd_files_are_exactly_the_crd_command_output() {
+    for copy in ["crds/groupbanpolicies.yaml", "charts/groupban-operator/crds/groupbanpolicies.yaml"] {
+        let committed = std::fs::read_to_string(Path::new(ROOT).join(copy)).unwrap();
+        assert!(
+            committed == groupban_operator::crd_yaml(),
+            "{copy} is stale: run `cargo run -q -- crd | tee crds/groupbanpolicies.yaml > charts/groupban-operator/crds/groupbanpolicies.yaml`"
+        );
+    }
 }
 
 /// The examples users copy must load as the operator reads them.
