@@ -135,6 +135,10 @@ fn odd_requests_get_documented_codes_not_plain_http_errors() {
     assert_eq!(last["membersCount"], 25);
     assert_eq!(last["members"].as_array().unwrap().len(), 20, "the log keeps a call's worth");
     assert_eq!(last["queryParameters"].as_array().unwrap().last().unwrap(), "<other>");
+    let stats: Value = serde_json::from_str(&ureq_get(&format!("{}/simulator/stats", sim.url))).unwrap();
+    assert_eq!(stats["requests"], 3, "every request counts, the unknown path included: {stats}");
+    let answered: u64 = stats["byErrorCode"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(answered, 3);
 }
 
 fn ureq_get(url: &str) -> String {

@@ -249,3 +249,33 @@ async fn ban_list_is_read_page_by_page_to_the_end() {
     assert_eq!(banned.len(), 233);
     assert_eq!(outcome.attempts, 3, "233 entries take three pages of 100");
 }
+
+/// A policy-level stop reaches calls only while they wait. One that lands
+/// while a retry waits for the limiter reports the previous answer (it may
+/// have taken effect); one that lands before the first request reports none.
+#[tokio::test]
+async fn a_stop_while_waiting_reports_the_last_answer_and_never_drops_one() {
+    let mut config = config(ROOM);
+    config.faults.fail_10002 = 1.0;
+    let sim = start(config).await;
+    // One call per second: the retry waits about a second at the limiter.
+    let client = Arc::new(client_for(&sim.base_url(), credentials(ADMIN, KEY), quick_settings(), 1));
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let retrying = {
+        let client = client.clone();
+        tokio::spawn(async move { client.unban_group_member_until("room", &["alice".into()], stop_rx).await })
+    };
+    // A second caller queues behind the first at the limiter.
+    let (stop_queued, queued_rx) = tokio::sync::watch::channel(false);
+    let queued = {
+        let client = client.clone();
+        tokio::spawn(async move { client.unban_group_member_until("room", &["bob".into()], queued_rx).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.send_replace(true);
+    stop_queued.send_replace(true);
+    let outcome = retrying.await.unwrap().expect("the first attempt's answer is reported");
+    assert_eq!((outcome.error_code(), outcome.attempts), (Some(10002), 1));
+    assert!(queued.await.unwrap().is_none(), "stopped before its first request");
+    assert_eq!(logged_codes(&sim.base_url()).await, [Some(10002)]);
+}

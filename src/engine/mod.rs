@@ -94,6 +94,12 @@ pub async fn run_pass(
     }
 
     let mut failed_in_pass: Vec<BTreeSet<String>> = vec![BTreeSet::new(); inputs.len()];
+    // prepare() may have emptied or trimmed a record: bring every summary
+    // and condition up to date before anything can be saved.
+    let now = Timestamp::now();
+    for (index, status) in statuses.iter_mut().enumerate() {
+        status::refresh(status, pass_view(&inputs[index], &halts[index], &failed_in_pass[index]), now);
+    }
     let mut progress = PassProgress { calls_planned: jobs.iter().map(|j| j.batches.len()).sum(), calls_done: 0 };
     let (reports_tx, mut reports) = mpsc::unbounded_channel();
     let calls = tokio::spawn(execute::execute(jobs, reports_tx));

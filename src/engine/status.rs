@@ -94,9 +94,9 @@ pub fn prepare(
         failure.members.retain(|m| desired.contains(m));
     }
     status.failures.retain(|f| !f.members.is_empty());
-    if status.failures.is_empty() {
-        status.failures_truncated = None;
-    }
+    // Counts the entries left out during one pass; retries of the same
+    // batches in later passes must not add up forever.
+    status.failures_truncated = None;
     status
 }
 
@@ -130,7 +130,7 @@ pub fn record_call(status: &mut GroupBanPolicyStatus, spec: &GroupBanPolicySpec,
         if status.failures.len() > MAX_FAILURE_ENTRIES {
             let dropped = (status.failures.len() - MAX_FAILURE_ENTRIES) as u32;
             status.failures.truncate(MAX_FAILURE_ENTRIES);
-            status.failures_truncated = Some(status.failures_truncated.unwrap_or(0) + dropped);
+            status.failures_truncated = Some(status.failures_truncated.unwrap_or(0).saturating_add(dropped));
         }
     }
     if status.failures.is_empty() {
@@ -468,6 +468,8 @@ mod tests {
         assert_eq!(status.failures_truncated, Some(10));
         assert_eq!(status.summary, Some(Summary { desired: 600, unbanned: 0, pending: 0, failed: 600 }));
         assert_eq!(cond(&status, "Reconciling"), ("True", "RetryPending"));
+        // The next pass counts its own left-out entries, not on top of these.
+        assert_eq!(prepare(status, &spec, Some(OWNER)).failures_truncated, None);
     }
 
     #[test]

@@ -339,10 +339,12 @@ impl ImClient {
         let policy = self.settings.retry;
         let mut attempts = 0;
         let mut resigned = false;
+        // The previous attempt's answer: what a stop while waiting reports.
+        let mut last: Option<Result<(Answer, T), TransportError>> = None;
         loop {
             tokio::select! {
                 biased;
-                _ = stopped(&mut stop) => return None,
+                _ = stopped(&mut stop) => return last.map(|result| Outcome { result, attempts }),
                 _ = self.limiter.acquire() => {}
             }
             attempts += 1;
@@ -381,11 +383,7 @@ impl ImClient {
                         _ = stopped(&mut stop) => return Some(Outcome { result, attempts }),
                         _ = tokio::time::sleep(delay) => {}
                     }
-                    // Waiting for the limiter next; a stop there must still
-                    // report this attempt's answer.
-                    if stop.as_ref().is_some_and(|s| *s.borrow()) {
-                        return Some(Outcome { result, attempts });
-                    }
+                    last = Some(result);
                 }
                 _ => return Some(Outcome { result, attempts }),
             }

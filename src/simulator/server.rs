@@ -120,9 +120,30 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
 
 /// Any other path: the gateway's "request resource error", as JSON.
 async fn unknown_path(State(sim): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Response {
+    count_arrival(&sim, Instant::now());
     let answer = ServiceAnswer::error(60009, "request resource error: check the request URL");
     record(&sim, "", query.as_deref(), None, 200, Some(answer.code));
     answer_body(&sim, answer).into_response()
+}
+
+/// Counts a request in the stats and the busiest-window figure.
+fn count_arrival(sim: &Shared, now: Instant) {
+    let mut state = sim.lock();
+    state.stats.requests += 1;
+    let in_window = state.arrivals.observe(now);
+    state.stats.peak_requests_in_window = state.stats.peak_requests_in_window.max(in_window);
+}
+
+/// Logged strings are cut to this many bytes: a request may carry
+/// megabytes in one field, and the log must stay bounded.
+const LOGGED_TEXT_MAX: usize = 64;
+
+fn clip(text: &str) -> String {
+    let mut end = text.len().min(LOGGED_TEXT_MAX);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
 }
 
 fn unix_now() -> u64 {
@@ -182,10 +203,8 @@ fn decide(
     body: Option<&Value>,
 ) -> Decision {
     let now = Instant::now();
+    count_arrival(sim, now);
     let mut state = sim.lock();
-    state.stats.requests += 1;
-    let in_window = state.arrivals.observe(now);
-    state.stats.peak_requests_in_window = state.stats.peak_requests_in_window.max(in_window);
 
     let faults = sim.config.faults;
     if faults.fail_http502 > 0.0 && state.rng.random::<f64>() < faults.fail_http502 {
@@ -273,8 +292,8 @@ fn record(
             .map(|(name, _)| if KNOWN_PARAMETERS.contains(&name.as_str()) { name.clone() } else { "<other>".into() })
             .collect(),
         members_count,
-        random: pairs.iter().find(|(name, _)| name == "random").map(|(_, value)| value.clone()),
-        group_id: body.and_then(|b| b.get("GroupId")).and_then(Value::as_str).map(str::to_owned),
+        random: pairs.iter().find(|(name, _)| name == "random").map(|(_, value)| clip(value)),
+        group_id: body.and_then(|b| b.get("GroupId")).and_then(Value::as_str).map(clip),
         members,
         error_code,
         http_status,
