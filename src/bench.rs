@@ -7,13 +7,14 @@
 //! record: arrival times, answers, and the busiest 1-second window.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::im::{AppCredentials, ClientSettings, Endpoint, ImClient, RateLimit, RateLimiter};
+use crate::engine::clients::ClientPool;
+use crate::engine::credentials::AppTarget;
+use crate::im::{AppCredentials, ClientSettings, Endpoint, RateLimit};
 use crate::secret::Redacted;
 use crate::simulator::{self, SeedFile, SimulatorConfig};
 
@@ -53,14 +54,16 @@ pub async fn client_throughput(params: ClientBenchParams) -> anyhow::Result<Clie
     let sim = simulator::start(config, listen).await?;
     let base_url = sim.base_url();
 
-    let settings = ClientSettings::default();
-    let client = Arc::new(ImClient::new(
-        crate::im::client::http_client(settings.request_timeout)?,
-        Endpoint::parse(&base_url, false)?,
-        AppCredentials { sdkappid: SDKAPPID, identifier: ADMIN.into(), secret_key: Redacted::new(KEY.into()) },
-        Arc::new(RateLimiter::new(RateLimit::per_second(params.rate_limit))),
-        settings,
-    ));
+    // The product's own wiring: one pool, one limiter per app.
+    let pool = ClientPool::new(RateLimit::per_second(params.rate_limit), ClientSettings::default())?;
+    let client = pool.client_for(&AppTarget {
+        endpoint: Endpoint::parse(&base_url, false)?,
+        credentials: AppCredentials {
+            sdkappid: SDKAPPID,
+            identifier: ADMIN.into(),
+            secret_key: Redacted::new(KEY.into()),
+        },
+    });
 
     let deadline = Instant::now() + Duration::from_secs(params.seconds);
     let workers: Vec<_> = (0..params.concurrency)
