@@ -110,6 +110,10 @@ impl<T> Outcome<T> {
     pub fn error_code(&self) -> Option<i64> {
         self.result.as_ref().ok().map(|(answer, _)| answer.error_code)
     }
+
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> Outcome<U> {
+        Outcome { result: self.result.map(|(answer, data)| (answer, f(data))), attempts: self.attempts }
+    }
 }
 
 /// How persistent a call is.
@@ -464,12 +468,6 @@ impl ImClient {
 
     fn invalidate_usersig(&self) {
         *self.sig_cache.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    }
-}
-
-impl<T> Outcome<T> {
-    fn map<U>(self, f: impl FnOnce(T) -> U) -> Outcome<U> {
-        Outcome { result: self.result.map(|(answer, data)| (answer, f(data))), attempts: self.attempts }
     }
 }
 
