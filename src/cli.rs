@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::{Args, Parser, Subcommand};
 
 use crate::im::usersig::{self, SigRequest};
+use crate::im::{DEFAULT_CALLS_PER_SECOND, RetryPolicy};
 use crate::secret::Redacted;
 use crate::simulator::{self, Faults, SeedFile, SimulatorConfig};
 
@@ -58,7 +59,7 @@ struct BenchApplyArgs {
     /// Members per policy (at most 5000, the schema's limit).
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=5000))]
     members: u64,
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=MAX_CALLS_PER_SECOND))]
+    #[arg(long, default_value_t = DEFAULT_CALLS_PER_SECOND, value_parser = clap::value_parser!(u32).range(1..=MAX_CALLS_PER_SECOND))]
     rate_limit: u32,
     #[command(flatten)]
     faults: FaultArgs,
@@ -73,7 +74,7 @@ struct BenchClientArgs {
     #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u64).range(2..=3600))]
     seconds: u64,
     /// The simulator's limit and the client's, in calls per second.
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=MAX_CALLS_PER_SECOND))]
+    #[arg(long, default_value_t = DEFAULT_CALLS_PER_SECOND, value_parser = clap::value_parser!(u32).range(1..=MAX_CALLS_PER_SECOND))]
     rate_limit: u32,
     /// Calls in flight at once.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=10_000))]
@@ -90,12 +91,12 @@ struct ApplyArgs {
     state: Option<PathBuf>,
     /// Output format of the resulting List.
     #[arg(short = 'o', long, value_enum, default_value = "yaml")]
-    output: crate::apply::OutputFormat,
+    output: crate::oneshot::apply::OutputFormat,
     /// Calls per second per app (SDKAppID); the IM API allows 200.
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=MAX_CALLS_PER_SECOND))]
+    #[arg(long, default_value_t = DEFAULT_CALLS_PER_SECOND, value_parser = clap::value_parser!(u32).range(1..=MAX_CALLS_PER_SECOND))]
     max_calls_per_second: u32,
     /// Attempts per call before it is reported failed (retryable answers only).
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100))]
+    #[arg(long, default_value_t = RetryPolicy::DEFAULT_MAX_ATTEMPTS, value_parser = clap::value_parser!(u32).range(1..=100))]
     max_attempts: u32,
     /// Seconds before a call is abandoned as a timeout (the gateway's own is 3).
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(4..=300))]
@@ -119,7 +120,7 @@ struct SimulateArgs {
     #[arg(long)]
     seed_file: Option<PathBuf>,
     /// Calls per second the app may make; more get ErrorCode 60007.
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=MAX_CALLS_PER_SECOND))]
+    #[arg(long, default_value_t = DEFAULT_CALLS_PER_SECOND, value_parser = clap::value_parser!(u32).range(1..=MAX_CALLS_PER_SECOND))]
     rate_limit: u32,
     #[command(flatten)]
     faults: FaultArgs,
@@ -181,20 +182,8 @@ fn parse_rate(text: &str) -> Result<f64, String> {
     }
 }
 
-/// A failure with the exit code it deserves.
-#[derive(Debug)]
-pub enum Failure {
-    /// Exit 2: what the user gave us is wrong.
-    InvalidInput(String),
-    /// Exit 1: the work itself failed.
-    Failed(anyhow::Error),
-}
-
-impl From<anyhow::Error> for Failure {
-    fn from(error: anyhow::Error) -> Self {
-        Failure::Failed(error)
-    }
-}
+/// Exit 2 for what the user must fix, exit 1 for work that failed.
+type Failure = crate::RunError;
 
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -212,7 +201,7 @@ pub fn main() -> ExitCode {
         Command::Apply(args) => block_on(apply(args)),
         Command::Demo => block_on(async {
             crate::telemetry::init("error");
-            crate::demo::run().await
+            crate::tools::demo::run().await.map(|()| ExitCode::SUCCESS)
         }),
         Command::Simulate(args) => block_on(simulate(args)),
         Command::Bench(BenchCommand::Client(args)) => block_on(bench_client(args)),
@@ -260,13 +249,13 @@ async fn apply(args: ApplyArgs) -> Result<ExitCode, Failure> {
     let mut client =
         crate::im::ClientSettings { request_timeout: Duration::from_secs(args.request_timeout), ..Default::default() };
     client.retry.max_attempts = args.max_attempts;
-    let options = crate::apply::ApplyOptions {
+    let options = crate::oneshot::apply::ApplyOptions {
         state: args.state,
         output: args.output,
         max_calls_per_second: args.max_calls_per_second,
         client,
     };
-    let result = crate::apply::apply(&args.paths, &options).await?;
+    let result = crate::oneshot::apply::apply(&args.paths, &options).await?;
     crate::write_stdout(&result.render(args.output));
     let summary = result.summary;
     // One line for people and scripts (the benchmark reads it).
@@ -277,7 +266,7 @@ async fn apply(args: ApplyArgs) -> Result<ExitCode, Failure> {
         summary.policies - summary.ready,
         summary.calls_planned,
         summary.seconds,
-        crate::apply::peak_rss_kib().unwrap_or(0),
+        crate::oneshot::apply::peak_rss_kib().unwrap_or(0),
     );
     if let Some(error) = &result.state_error {
         eprintln!("error: {error}");
@@ -320,12 +309,12 @@ async fn simulate(args: SimulateArgs) -> Result<ExitCode, Failure> {
 
 async fn bench_client(args: BenchClientArgs) -> Result<ExitCode, Failure> {
     crate::telemetry::init("error");
-    let params = crate::bench::ClientBenchParams {
+    let params = crate::tools::bench::ClientBenchParams {
         seconds: args.seconds,
         rate_limit: args.rate_limit,
         concurrency: args.concurrency as usize,
     };
-    let report = crate::bench::client_throughput(params).await?;
+    let report = crate::tools::bench::client_throughput(params).await?;
     crate::outln!(
         "{} calls in {:.2} s: {:.1} calls/s = {:.1}% of the {} calls/s limit; busiest 1-second window: {} calls; 60007 answers: {}",
         report.calls,
@@ -342,7 +331,7 @@ async fn bench_client(args: BenchClientArgs) -> Result<ExitCode, Failure> {
 
 async fn bench_apply(args: BenchApplyArgs) -> Result<ExitCode, Failure> {
     crate::telemetry::init("error");
-    let params = crate::bench::ApplyBenchParams {
+    let params = crate::tools::bench::ApplyBenchParams {
         policies: args.policies as usize,
         members: args.members as usize,
         rate_limit: args.rate_limit,
@@ -350,7 +339,7 @@ async fn bench_apply(args: BenchApplyArgs) -> Result<ExitCode, Failure> {
         fail_http502: args.faults.fail_http502,
         with_state: args.with_state,
     };
-    let report = crate::bench::apply_run(params).await?;
+    let report = crate::tools::bench::apply_run(params).await?;
     crate::outln!(
         "{} x {} members, faults 10002={} 502={}, state file {}: apply exited {:?}; {} calls made for a minimum of {}; wall {:.2} s vs ideal {:.2} s ({:+.1}%); peak RSS {:.1} MiB; busiest 1-second window {} calls",
         report.policies,

@@ -1,23 +1,24 @@
 //! groupban-operator: makes the Tencent Cloud IM REST API unban the members of
 //! audio-video groups that `GroupBanPolicy` resources declare.
 //!
+//! - [`crd`]: the `GroupBanPolicy` API types, no I/O.
 //! - [`im`]: the IM REST layer (UserSig, client, ErrorCode table, limiter).
+//! - [`engine`]: one pass over policies: plan (pure), execute, fold (pure).
+//! - [`oneshot`]: the engine over manifest files (`apply`).
 //! - [`simulator`]: a faithful local IM gateway for trials, tests, benchmarks.
+//! - [`tools`]: `demo` and `bench`, driven against the simulator.
 //! - [`cli`]: the command line.
 #![forbid(unsafe_code)]
 
-pub mod apply;
-pub mod bench;
 pub mod cli;
 pub mod crd;
-pub mod demo;
 pub mod engine;
 pub mod im;
-pub mod manifests;
+pub mod oneshot;
 pub mod secret;
 pub mod simulator;
-pub mod state_file;
 pub mod telemetry;
+pub mod tools;
 
 /// The CustomResourceDefinition as YAML: what `groupban-operator crd`
 /// prints and `crds/groupbanpolicies.yaml` holds.
@@ -43,6 +44,17 @@ macro_rules! outln {
     ($($arg:tt)*) => {
         $crate::write_stdout(&format!("{}\n", format_args!($($arg)*)))
     };
+}
+
+/// Why a command's work did not complete: input the user must fix, or a
+/// failure of the work itself. The command line maps these to exit codes
+/// 2 and 1; library code never decides exit codes.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
 }
 
 /// Formats an error with its whole `source()` chain joined by ": ".

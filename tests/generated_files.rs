@@ -23,7 +23,7 @@ fn crd_files_are_exactly_the_crd_command_output() {
 /// The examples users copy must load as the operator reads them.
 #[test]
 fn shipped_examples_load_and_validate() {
-    let manifests = groupban_operator::manifests::load(&[Path::new(ROOT).join("examples")]).unwrap();
+    let manifests = groupban_operator::oneshot::manifests::load(&[Path::new(ROOT).join("examples")]).unwrap();
     assert_eq!(manifests.policies.len(), 3);
     assert_eq!(manifests.secrets.len(), 1);
 }
@@ -46,18 +46,19 @@ async fn crd_schema_accepts_what_apply_writes_and_rejects_broken_specs() {
     config.faults.fail_10002 = 0.3;
     let sim = support::start(config).await;
 
-    let mut manifests = groupban_operator::manifests::load(&[Path::new(ROOT).join("examples")]).unwrap();
+    let mut manifests = groupban_operator::oneshot::manifests::load(&[Path::new(ROOT).join("examples")]).unwrap();
     for secret in manifests.secrets.values_mut() {
         secret.string_data.get_or_insert_with(Default::default).insert("endpoint".into(), sim.base_url());
     }
-    let options = groupban_operator::apply::ApplyOptions {
+    let options = groupban_operator::oneshot::apply::ApplyOptions {
         state: None,
-        output: groupban_operator::apply::OutputFormat::Json,
+        output: groupban_operator::oneshot::apply::OutputFormat::Json,
         max_calls_per_second: 200,
         client: support::quick_settings(),
     };
-    let result =
-        groupban_operator::apply::apply_manifests(manifests, &options).await.unwrap_or_else(|_| panic!("apply ran"));
+    let result = groupban_operator::oneshot::apply::apply_manifests(manifests, &options)
+        .await
+        .unwrap_or_else(|_| panic!("apply ran"));
     let list = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(list.path(), serde_json::to_vec(&result.list).unwrap()).unwrap();
 

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::simulator::MAX_MEMBERS_PER_CALL;
+use crate::im::MAX_MEMBERS_PER_CALL;
 
 /// What one pass over a policy must do.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

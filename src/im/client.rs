@@ -130,10 +130,15 @@ pub struct RetryPolicy {
     pub unknown_code_slowdown: u32,
 }
 
+impl RetryPolicy {
+    /// Attempts per call unless configured otherwise (`--max-attempts`).
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
+}
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            max_attempts: 6,
+            max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
             base_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(10),
             rate_limit_cooldown: Duration::from_secs(1),

@@ -25,6 +25,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// The documented rate limit of the IM REST API: 200 calls per second per
+/// app (SDKAppID) and per API. The one place this number is written.
+pub const DEFAULT_CALLS_PER_SECOND: u32 = 200;
+
 /// The limiter's parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimit {

@@ -9,4 +9,8 @@ pub mod usersig;
 
 pub use client::{Answer, AppCredentials, ClientSettings, Command, ImClient, Outcome, RetryPolicy, TransportError};
 pub use endpoint::Endpoint;
-pub use limiter::{LimiterRegistry, RateLimit, RateLimiter};
+pub use limiter::{DEFAULT_CALLS_PER_SECOND, LimiterRegistry, RateLimit, RateLimiter};
+
+/// Members one `unban_group_member` / `ban_group_member` call may carry;
+/// the gateway answers 10005 for more.
+pub const MAX_MEMBERS_PER_CALL: usize = 20;

@@ -11,8 +11,7 @@ use serde_json::{Value, json};
 
 use super::seed::{ForcedAnswer, SeedFile};
 
-/// Members per ban/unban request (documented; more → 10005).
-pub const MAX_MEMBERS_PER_CALL: usize = 20;
+pub use crate::im::MAX_MEMBERS_PER_CALL;
 /// Entries per ban-list page (documented maximum of `Limit`).
 pub const MAX_BAN_LIST_PAGE: u64 = 100;
 /// Seeded bans last this long.

@@ -69,7 +69,7 @@ impl SimulatorConfig {
             sdkappid,
             identifier: identifier.to_string(),
             secret_key: Redacted::new(secret_key.to_string()),
-            rate_limit: 200,
+            rate_limit: crate::im::DEFAULT_CALLS_PER_SECOND,
             faults: Faults::default(),
             seed: SeedFile::default(),
             allow_any_group_type: false,

@@ -5,18 +5,17 @@
 //! and prints the resulting status and what the simulator received.
 
 use std::collections::BTreeMap;
-use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::apply::{ApplyOptions, OutputFormat, apply_manifests};
-use crate::cli::Failure;
+use crate::RunError;
 use crate::engine::credentials::keys;
 use crate::im::ClientSettings;
-use crate::manifests::{self, Manifests};
+use crate::oneshot::apply::{ApplyOptions, OutputFormat, apply_manifests};
+use crate::oneshot::manifests::{self, Manifests};
 use crate::simulator::{self, Faults, SeedFile, SimulatorConfig};
 
-const CREDENTIALS: &str = include_str!("../examples/credentials.yaml");
-const POLICIES: &str = include_str!("../examples/policies.yaml");
+const CREDENTIALS: &str = include_str!("../../examples/credentials.yaml");
+const POLICIES: &str = include_str!("../../examples/policies.yaml");
 
 const SEED: &str = r#"
 groups:
@@ -32,22 +31,22 @@ groups:
     banned: [alice, bob, mallory]
 "#;
 
-pub async fn run() -> Result<ExitCode, Failure> {
+pub async fn run() -> Result<(), RunError> {
     let mut manifests = Manifests::default();
     let mut origins = BTreeMap::new();
     for (text, file) in [(CREDENTIALS, "examples/credentials.yaml"), (POLICIES, "examples/policies.yaml")] {
-        manifests::load_text(text, file, &mut manifests, &mut origins).map_err(|e| Failure::Failed(e.into()))?;
+        manifests::load_text(text, file, &mut manifests, &mut origins).map_err(|e| RunError::Failed(e.into()))?;
     }
     let secret = manifests.secrets.values().next().cloned().unwrap_or_default();
     let value = |key: &str| secret.string_data.as_ref().and_then(|d| d.get(key)).cloned().unwrap_or_default();
     let sdkappid = value(keys::SDK_APP_ID).parse().unwrap_or(1_400_000_000);
 
     let mut config = SimulatorConfig::new(sdkappid, &value(keys::IDENTIFIER), &value(keys::SECRET_KEY));
-    config.seed = SeedFile::parse(SEED).map_err(|e| Failure::Failed(anyhow::anyhow!(e)))?;
+    config.seed = SeedFile::parse(SEED).map_err(|e| RunError::Failed(anyhow::anyhow!(e)))?;
     config.faults = Faults { fail_10002: 0.10, fail_http502: 0.05, latency: Duration::from_millis(5), seed: 42 };
-    let sim = simulator::start(config, "127.0.0.1:0".parse().map_err(|e| Failure::Failed(anyhow::anyhow!("{e}")))?)
+    let sim = simulator::start(config, "127.0.0.1:0".parse().map_err(|e| RunError::Failed(anyhow::anyhow!("{e}")))?)
         .await
-        .map_err(|e| Failure::Failed(e.into()))?;
+        .map_err(|e| RunError::Failed(e.into()))?;
     let base_url = sim.base_url();
     for secret in manifests.secrets.values_mut() {
         secret.string_data.get_or_insert_with(Default::default).insert(keys::ENDPOINT.into(), base_url.clone());
@@ -59,7 +58,7 @@ pub async fn run() -> Result<ExitCode, Failure> {
     let options = ApplyOptions {
         state: None,
         output: OutputFormat::Yaml,
-        max_calls_per_second: 200,
+        max_calls_per_second: crate::im::DEFAULT_CALLS_PER_SECOND,
         client: ClientSettings::default(),
     };
     let result = apply_manifests(manifests, &options).await?;
@@ -68,7 +67,7 @@ pub async fn run() -> Result<ExitCode, Failure> {
 
     let log = sim.fetch_json("/simulator/requests").await?;
     let state = sim.fetch_json("/simulator/state").await?;
-    sim.stop().await.map_err(|e| Failure::Failed(e.into()))?;
+    sim.stop().await.map_err(|e| RunError::Failed(e.into()))?;
 
     crate::outln!("\n# What the simulator received, in order:");
     crate::outln!("{:>4}  {:<20}  {:<18}  {:>7}  answer", "#", "command", "group", "members");
@@ -125,5 +124,5 @@ pub async fn run() -> Result<ExitCode, Failure> {
         result.summary.ready,
         result.summary.policies
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

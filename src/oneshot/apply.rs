@@ -7,15 +7,15 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use crate::cli::Failure;
+use crate::RunError;
 use crate::crd::{DEFAULT_CREDENTIALS_SECRET, GroupBanPolicyStatus, condition_types};
 use crate::engine::clients::ClientPool;
 use crate::engine::credentials::{self, CredentialsError};
 use crate::engine::status::find_condition;
 use crate::engine::{PolicyInput, run_pass};
 use crate::im::{ClientSettings, RateLimit};
-use crate::manifests::{self, Manifests};
-use crate::state_file::StateFile;
+use crate::oneshot::manifests::{self, Manifests};
+use crate::oneshot::state_file::StateFile;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -61,11 +61,11 @@ impl ApplyResult {
 }
 
 /// Loads the manifests under `paths`, then runs [`apply_manifests`].
-pub async fn apply(paths: &[PathBuf], options: &ApplyOptions) -> Result<ApplyResult, Failure> {
-    let manifests = manifests::load(paths).map_err(|e| Failure::InvalidInput(e.to_string()))?;
+pub async fn apply(paths: &[PathBuf], options: &ApplyOptions) -> Result<ApplyResult, RunError> {
+    let manifests = manifests::load(paths).map_err(|e| RunError::InvalidInput(e.to_string()))?;
     if manifests.policies.is_empty() {
         let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-        return Err(Failure::InvalidInput(format!(
+        return Err(RunError::InvalidInput(format!(
             "no GroupBanPolicy (groupban.dev/v1alpha1) found in {}",
             shown.join(", ")
         )));
@@ -75,10 +75,10 @@ pub async fn apply(paths: &[PathBuf], options: &ApplyOptions) -> Result<ApplyRes
 
 /// Reconciles every loaded policy once and saves the state after every
 /// batch of answers.
-pub async fn apply_manifests(manifests: Manifests, options: &ApplyOptions) -> Result<ApplyResult, Failure> {
+pub async fn apply_manifests(manifests: Manifests, options: &ApplyOptions) -> Result<ApplyResult, RunError> {
     let started = Instant::now();
     let mut state = match &options.state {
-        Some(path) => Some(StateFile::open(path).map_err(|e| Failure::InvalidInput(e.to_string()))?),
+        Some(path) => Some(StateFile::open(path).map_err(|e| RunError::InvalidInput(e.to_string()))?),
         None => None,
     };
     let inputs: Vec<PolicyInput> = manifests
@@ -105,7 +105,7 @@ pub async fn apply_manifests(manifests: Manifests, options: &ApplyOptions) -> Re
     let keys: Vec<String> = inputs.iter().map(|i| i.key.clone()).collect();
 
     let pool = ClientPool::new(RateLimit::per_second(options.max_calls_per_second), options.client.clone())
-        .map_err(|e| Failure::Failed(e.into()))?;
+        .map_err(|e| RunError::Failed(e.into()))?;
     let progress_bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
