@@ -20,6 +20,11 @@ pub const MAX_MEMBER_BYTES: usize = 32;
 pub const MAX_FAILURE_ENTRIES: usize = 20;
 /// The Secret a policy uses when it names none.
 pub const DEFAULT_CREDENTIALS_SECRET: &str = "groupban-credentials";
+/// Shortest spec.driftCheckInterval: the ban list is paged at 100 a call.
+pub const MIN_DRIFT_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Annotation that asks for a reconcile now; its value is echoed into
+/// status.lastHandledReconcileAt (the Flux convention).
+pub const RECONCILE_REQUESTED_AT: &str = "groupban.dev/reconcile-requested-at";
 
 /// Unbans members of a Tencent Cloud IM audio-video group (AVChatRoom).
 ///
@@ -77,6 +82,15 @@ pub struct GroupBanPolicySpec {
     /// When true, the operator makes no IM calls for this policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspend: Option<bool>,
+
+    /// How often to read the group's ban list and unban desired members
+    /// found banned again behind the operator's back, as a duration the way
+    /// Flux writes them ("30s", "10m", "1h", "1h30m"); at least 1s. Unset:
+    /// no drift check. The check uses get_group_ban_member, whose call
+    /// budget is separate from unban_group_member's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    pub drift_check_interval: Option<String>,
 }
 
 /// A reference to a Secret in the policy's namespace.
@@ -142,6 +156,15 @@ pub struct GroupBanPolicyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<Time>,
 
+    /// The value of the annotation groupban.dev/reconcile-requested-at that
+    /// the operator last acted on (the Flux convention).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
+
+    /// The last drift check, when spec.driftCheckInterval is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftStatus>,
+
     /// Ready (every desired member recorded as unbanned), Reconciling (calls
     /// pending or being retried) and Stalled (a terminal ErrorCode or a
     /// configuration error stops progress), in the kstatus convention.
@@ -161,6 +184,16 @@ pub struct Summary {
     pub pending: u32,
     /// Desired members whose last call failed.
     pub failed: u32,
+}
+
+/// The outcome of the last drift check.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftStatus {
+    /// When the ban list was last read.
+    pub last_check_time: Time,
+    /// Desired members found banned again in that check (and unbanned).
+    pub corrected: u32,
 }
 
 /// One call that did not succeed.
@@ -206,10 +239,67 @@ pub mod reasons {
     pub const SPEC_INVALID: &str = "SpecInvalid";
 }
 
+/// A spec that breaks a rule, with the field named in the message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SpecError(pub String);
+
 /// Checks the rules of the schema in code: `apply` reads files no API
 /// server has validated, and the controller double-checks. Returns the
 /// first problem, naming the field.
-pub fn validate_spec(spec: &GroupBanPolicySpec) -> Result<(), String> {
+pub fn validate_spec(spec: &GroupBanPolicySpec) -> Result<(), SpecError> {
+    check_spec(spec).map_err(SpecError)?;
+    if let Some(text) = &spec.drift_check_interval {
+        drift_check_interval(text).map_err(|problem| SpecError(format!("spec.driftCheckInterval {problem}")))?;
+    }
+    Ok(())
+}
+
+/// Parses a duration as Go and Flux write them: a sequence of decimal
+/// numbers with a unit each (ms, s, m, h), e.g. "1h30m", "1.5s".
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let invalid = || format!("{text:?} is not a duration like 30s, 10m, 1h or 1h30m");
+    if text.is_empty() || text.len() > 64 {
+        return Err(invalid());
+    }
+    let mut total = 0f64;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(invalid)?;
+        let number: f64 = rest[..number_len].parse().map_err(|_| invalid())?;
+        if !rest[..number_len].starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(invalid());
+        }
+        rest = &rest[number_len..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let seconds_per_unit = match &rest[..unit_len] {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(invalid()),
+        };
+        rest = &rest[unit_len..];
+        total += number * seconds_per_unit;
+    }
+    // A year is far beyond any sensible interval; it also keeps the value
+    // inside what Duration and timers can hold.
+    if !total.is_finite() || total > 365.0 * 86400.0 {
+        return Err(format!("{text:?} is longer than a year"));
+    }
+    Ok(std::time::Duration::from_secs_f64(total))
+}
+
+/// spec.driftCheckInterval as a Duration, at least [`MIN_DRIFT_CHECK_INTERVAL`].
+pub fn drift_check_interval(text: &str) -> Result<std::time::Duration, String> {
+    let interval = parse_duration(text)?;
+    if interval < MIN_DRIFT_CHECK_INTERVAL {
+        return Err(format!("{text:?} is shorter than the minimum of 1s"));
+    }
+    Ok(interval)
+}
+
+fn check_spec(spec: &GroupBanPolicySpec) -> Result<(), String> {
     let printable = |text: &str| text.bytes().all(|b| (0x20..=0x7e).contains(&b));
     if spec.group_id.is_empty() || spec.group_id.len() > MAX_GROUP_ID_BYTES || !printable(&spec.group_id) {
         return Err(format!(
@@ -252,6 +342,36 @@ mod tests {
             unbanned_members: members.iter().map(|m| m.to_string()).collect(),
             credentials_secret_ref: None,
             suspend: None,
+            drift_check_interval: None,
+        }
+    }
+
+    #[test]
+    fn durations_read_as_flux_writes_them() {
+        let secs = |text: &str| parse_duration(text).map(|d| d.as_secs_f64());
+        assert_eq!(secs("30s"), Ok(30.0));
+        assert_eq!(secs("10m"), Ok(600.0));
+        assert_eq!(secs("1h30m"), Ok(5400.0));
+        assert_eq!(secs("1.5s"), Ok(1.5));
+        assert_eq!(secs("250ms"), Ok(0.25));
+        for bad in ["", "10", "s", "1d", "-1s", ".5s", "1h30", "1 s", "9999999h"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} must be refused");
+        }
+        assert!(drift_check_interval("999ms").unwrap_err().contains("minimum"));
+        assert!(drift_check_interval("1s").is_ok());
+        let mut with_drift = spec("g", &["a"]);
+        with_drift.drift_check_interval = Some("5x".into());
+        assert!(validate_spec(&with_drift).unwrap_err().0.contains("spec.driftCheckInterval"));
+    }
+
+    proptest::proptest! {
+        /// Any text at all parses or is refused, never panics, and what
+        /// parses is within a year.
+        #[test]
+        fn parse_duration_never_panics(text in ".{0,40}") {
+            if let Ok(duration) = parse_duration(&text) {
+                proptest::prop_assert!(duration.as_secs() <= 365 * 86400);
+            }
         }
     }
 
@@ -262,16 +382,16 @@ mod tests {
 
     #[test]
     fn violations_name_the_field() {
-        let duplicate = validate_spec(&spec("g", &["a", "a"])).unwrap_err();
+        let duplicate = validate_spec(&spec("g", &["a", "a"])).unwrap_err().0;
         assert!(duplicate.contains("spec.unbannedMembers[1]"), "{duplicate}");
-        let long = validate_spec(&spec("g", &[&"x".repeat(33)])).unwrap_err();
+        let long = validate_spec(&spec("g", &[&"x".repeat(33)])).unwrap_err().0;
         assert!(long.contains("spec.unbannedMembers[0]"), "{long}");
-        assert!(validate_spec(&spec("", &[])).unwrap_err().contains("spec.groupId"));
+        assert!(validate_spec(&spec("", &[])).unwrap_err().0.contains("spec.groupId"));
         assert!(validate_spec(&spec(&"g".repeat(49), &[])).is_err());
         assert!(validate_spec(&spec("g\u{e9}", &[])).is_err(), "non-ASCII bytes");
         let many: Vec<String> = (0..5001).map(|i| format!("m{i}")).collect();
         let mut big = spec("g", &[]);
         big.unbanned_members = many;
-        assert!(validate_spec(&big).unwrap_err().contains("5001"));
+        assert!(validate_spec(&big).unwrap_err().0.contains("5001"));
     }
 }

@@ -263,13 +263,13 @@ async fn a_stop_while_waiting_reports_the_last_answer_and_never_drops_one() {
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let retrying = {
         let client = client.clone();
-        tokio::spawn(async move { client.unban_group_member_until("room", &["alice".into()], stop_rx).await })
+        tokio::spawn(async move { client.unban_group_member_until("room", &["alice".into()], stop_rx, None).await })
     };
     // A second caller queues behind the first at the limiter.
     let (stop_queued, queued_rx) = tokio::sync::watch::channel(false);
     let queued = {
         let client = client.clone();
-        tokio::spawn(async move { client.unban_group_member_until("room", &["bob".into()], queued_rx).await })
+        tokio::spawn(async move { client.unban_group_member_until("room", &["bob".into()], queued_rx, None).await })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.send_replace(true);

@@ -1,23 +1,32 @@
 //! Execute: every planned call of every policy, concurrently, bounded only
 //! by each app's shared rate limiter.
 //!
-//! Calls are started round-robin across policies, so a 5,000-member policy
-//! does not keep a 20-member one waiting. A terminal answer that concerns
-//! the whole group or the credentials stops the policy's remaining calls:
-//! those waiting for the limiter or a backoff give up (they have used no
-//! budget); a request already sent is always allowed to finish, so no
-//! answer that may have taken effect is dropped. Without the stop, the
-//! same answer would come back 250 times.
+//! Fairness: each policy keeps at most [`LANE_DEPTH`] calls queued at its
+//! app's limiter at a time, and the limiter serves its queue in arrival
+//! order. A 5,000-member policy therefore holds two places in the queue,
+//! not 250, and a 20-member policy that arrives a moment later (in this
+//! pass or another one running beside it) waits for a few calls, not all.
+//!
+//! A terminal answer that concerns the whole group or the credentials stops
+//! the policy's remaining calls: those waiting for the limiter or a backoff
+//! give up (they have used no budget); a request already sent is always
+//! allowed to finish, so no answer that may have taken effect is dropped.
+//! Without the stop, the same answer would come back 250 times. A shutdown
+//! stops every policy the same way.
 
 use std::sync::Arc;
 
 use k8s_openapi::jiff::Timestamp;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::status::{CallReport, NO_IM_ANSWER};
 use crate::im::ImClient;
 use crate::im::codes::{self, CodeClass, Reach};
+
+/// Calls of one policy that may wait at the limiter at once. Two keep the
+/// limiter busy (one is granted while the next waits) at any call rate.
+pub const LANE_DEPTH: usize = 2;
 
 /// The planned calls of one policy.
 pub struct PolicyJob {
@@ -38,19 +47,26 @@ pub fn halts_policy(error_code: i64) -> bool {
 }
 
 /// Runs the jobs; sends each call's final outcome to `reports` as it lands.
-pub async fn execute(jobs: Vec<PolicyJob>, reports: mpsc::UnboundedSender<(usize, CallReport)>) {
+/// Returns when every call has ended. Dropping it aborts the calls.
+pub async fn execute(
+    jobs: Vec<PolicyJob>,
+    reports: mpsc::UnboundedSender<(usize, CallReport)>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut calls = JoinSet::new();
     let stops: Vec<Arc<watch::Sender<bool>>> = jobs.iter().map(|_| Arc::new(watch::Sender::new(false))).collect();
+    let lanes: Vec<Arc<Semaphore>> = jobs.iter().map(|_| Arc::new(Semaphore::new(LANE_DEPTH))).collect();
     let rounds = jobs.iter().map(|job| job.batches.len()).max().unwrap_or(0);
     for round in 0..rounds {
-        for (job, stop) in jobs.iter().zip(&stops) {
+        for ((job, stop), lane) in jobs.iter().zip(&stops).zip(&lanes) {
             let Some(batch) = job.batches.get(round) else {
                 continue;
             };
             let (client, group_id, batch) = (job.client.clone(), job.group_id.clone(), batch.clone());
-            let (stop, reports, policy) = (stop.clone(), reports.clone(), job.policy);
+            let (stop, lane, reports, policy) = (stop.clone(), lane.clone(), reports.clone(), job.policy);
             calls.spawn(async move {
-                let Some(outcome) = client.unban_group_member_until(&group_id, &batch, stop.subscribe()).await else {
+                let outcome = client.unban_group_member_until(&group_id, &batch, stop.subscribe(), Some(&lane)).await;
+                let Some(outcome) = outcome else {
                     return; // stopped before its first request
                 };
                 let (error_code, error_info) = match outcome.result {
@@ -72,7 +88,25 @@ pub async fn execute(jobs: Vec<PolicyJob>, reports: mpsc::UnboundedSender<(usize
         }
     }
     drop(reports);
-    while calls.join_next().await.is_some() {}
+    let mut watching_shutdown = true;
+    loop {
+        tokio::select! {
+            joined = calls.join_next() => {
+                if joined.is_none() {
+                    return;
+                }
+            }
+            signal = shutdown.wait_for(|stop| *stop), if watching_shutdown => {
+                watching_shutdown = false;
+                // A dropped sender is no signal: keep going.
+                if signal.is_ok() {
+                    for stop in &stops {
+                        stop.send_replace(true);
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -19,14 +19,14 @@ pub mod status;
 use std::collections::BTreeSet;
 
 use k8s_openapi::jiff::Timestamp;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
-use crate::crd::{GroupBanPolicySpec, GroupBanPolicyStatus, reasons, validate_spec};
+use crate::crd::{GroupBanPolicySpec, GroupBanPolicyStatus, validate_spec};
 use clients::ClientPool;
-use credentials::AppTarget;
+use credentials::{AppTarget, CredentialsError};
 use execute::{PolicyJob, halts_policy};
-use status::{Halt, PassView, RecordOwner};
+use status::{Decision, Halt, PassView, RecordOwner};
 
 /// What a pass needs to know about one policy.
 #[derive(Debug, Clone)]
@@ -38,7 +38,7 @@ pub struct PolicyInput {
     /// The recorded status from the store (default when there is none).
     pub recorded: GroupBanPolicyStatus,
     /// The resolved credentials, or why they could not be resolved.
-    pub target: Result<AppTarget, String>,
+    pub target: Result<AppTarget, CredentialsError>,
 }
 
 /// How far a pass has got.
@@ -48,15 +48,35 @@ pub struct PassProgress {
     pub calls_done: usize,
 }
 
+/// What a pass concluded about one policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PassOutcome {
+    pub status: GroupBanPolicyStatus,
+    /// What the driver should do next; decided with the conditions.
+    pub decision: Decision,
+    /// Calls answered ErrorCode 0 in this pass.
+    pub calls_succeeded: usize,
+    /// Calls whose final outcome was a failure in this pass.
+    pub calls_failed: usize,
+}
+
 /// Runs one pass. `observe` sees the statuses after every batch of answers
 /// (answers that land together are folded together, so a slow store never
 /// holds up the calls), with summary and conditions already brought up to
-/// date; the concluded statuses are returned, not observed.
+/// date; the concluded outcomes are returned, not observed.
+///
+/// Stopping: once `shutdown` turns true, no new call starts (calls waiting
+/// for the limiter or a backoff give up); requests already on the wire
+/// finish and their answers are folded in, so the returned statuses hold
+/// everything that was confirmed. Dropping the future instead also stops
+/// every call from starting; answers of requests then in flight are lost,
+/// which is safe (nothing unconfirmed is ever recorded) but wasteful.
 pub async fn run_pass(
     inputs: &[PolicyInput],
     pool: &ClientPool,
+    shutdown: watch::Receiver<bool>,
     mut observe: impl FnMut(&[GroupBanPolicyStatus], PassProgress),
-) -> Vec<GroupBanPolicyStatus> {
+) -> Vec<PassOutcome> {
     let mut halts: Vec<Option<Halt>> = vec![None; inputs.len()];
     let mut statuses = Vec::with_capacity(inputs.len());
     let mut jobs = Vec::new();
@@ -67,7 +87,7 @@ pub async fn run_pass(
         statuses.push(status::prepare(input.recorded.clone(), &input.spec, owner));
 
         if let Err(problem) = validate_spec(&input.spec) {
-            halts[index] = Some(Halt::Config { reason: reasons::SPEC_INVALID, message: problem });
+            halts[index] = Some(Halt::Config(problem.into()));
             continue;
         }
         if input.spec.suspend == Some(true) {
@@ -77,7 +97,7 @@ pub async fn run_pass(
         let target = match &input.target {
             Ok(target) => target,
             Err(problem) => {
-                halts[index] = Some(Halt::Config { reason: reasons::CREDENTIALS_INVALID, message: problem.clone() });
+                halts[index] = Some(Halt::Config(problem.clone().into()));
                 continue;
             }
         };
@@ -94,6 +114,8 @@ pub async fn run_pass(
     }
 
     let mut failed_in_pass: Vec<BTreeSet<String>> = vec![BTreeSet::new(); inputs.len()];
+    let mut succeeded = vec![0usize; inputs.len()];
+    let mut failed = vec![0usize; inputs.len()];
     // prepare() may have emptied or trimmed a record: bring every summary
     // and condition up to date before anything can be saved.
     let now = Timestamp::now();
@@ -102,49 +124,56 @@ pub async fn run_pass(
     }
     let mut progress = PassProgress { calls_planned: jobs.iter().map(|j| j.batches.len()).sum(), calls_done: 0 };
     let (reports_tx, mut reports) = mpsc::unbounded_channel();
-    let calls = tokio::spawn(execute::execute(jobs, reports_tx));
-    while let Some(first) = reports.recv().await {
-        let mut landed = vec![first];
-        while let Ok(next) = reports.try_recv() {
-            landed.push(next);
-        }
-        let mut touched = BTreeSet::new();
-        for (index, report) in landed {
-            progress.calls_done += 1;
-            touched.insert(index);
-            let input = &inputs[index];
-            if report.error_code == 0 {
-                debug!(policy = %input.key, group = %input.spec.group_id, members = report.members.len(), attempts = report.attempts, "Unbanned batch");
-                for member in &report.members {
-                    failed_in_pass[index].remove(member);
+    // The executor runs inside this future, not detached: dropping the pass
+    // drops its calls.
+    let calls = execute::execute(jobs, reports_tx, shutdown);
+    let fold = async {
+        while let Some(first) = reports.recv().await {
+            let mut landed = vec![first];
+            while let Ok(next) = reports.try_recv() {
+                landed.push(next);
+            }
+            let mut touched = BTreeSet::new();
+            for (index, report) in landed {
+                progress.calls_done += 1;
+                touched.insert(index);
+                let input = &inputs[index];
+                if report.error_code == 0 {
+                    succeeded[index] += 1;
+                    debug!(policy = %input.key, group = %input.spec.group_id, members = report.members.len(), attempts = report.attempts, "Unbanned batch");
+                    for member in &report.members {
+                        failed_in_pass[index].remove(member);
+                    }
+                } else {
+                    failed[index] += 1;
+                    warn!(policy = %input.key, group = %input.spec.group_id, members = report.members.len(), error_code = report.error_code, attempts = report.attempts, "Batch failed");
+                    failed_in_pass[index].extend(report.members.iter().cloned());
                 }
-            } else {
-                warn!(policy = %input.key, group = %input.spec.group_id, members = report.members.len(), error_code = report.error_code, attempts = report.attempts, "Batch failed");
-                failed_in_pass[index].extend(report.members.iter().cloned());
+                if halts_policy(report.error_code) && halts[index].is_none() {
+                    halts[index] =
+                        Some(Halt::Terminal { error_code: report.error_code, error_info: report.error_info.clone() });
+                }
+                status::record_call(&mut statuses[index], &input.spec, &report);
             }
-            if halts_policy(report.error_code) && halts[index].is_none() {
-                halts[index] =
-                    Some(Halt::Terminal { error_code: report.error_code, error_info: report.error_info.clone() });
+            let now = Timestamp::now();
+            for index in touched {
+                let view = pass_view(&inputs[index], &halts[index], &failed_in_pass[index]);
+                status::refresh(&mut statuses[index], view, now);
             }
-            status::record_call(&mut statuses[index], &input.spec, &report);
+            observe(&statuses, progress);
         }
-        let now = Timestamp::now();
-        for index in touched {
-            let view = pass_view(&inputs[index], &halts[index], &failed_in_pass[index]);
-            status::refresh(&mut statuses[index], view, now);
-        }
-        observe(&statuses, progress);
-    }
-    // The executor only ends after its last report; a panic in it would
-    // surface here as a JoinError, which leaves those calls unrecorded.
-    let _ = calls.await;
+    };
+    // The fold ends when the last call's report has been sent.
+    tokio::join!(calls, fold);
 
     let now = Timestamp::now();
     statuses
         .into_iter()
         .enumerate()
         .map(|(index, status)| {
-            status::conclude(status, pass_view(&inputs[index], &halts[index], &failed_in_pass[index]), now)
+            let view = pass_view(&inputs[index], &halts[index], &failed_in_pass[index]);
+            let (status, decision) = status::conclude(status, view, now);
+            PassOutcome { status, decision, calls_succeeded: succeeded[index], calls_failed: failed[index] }
         })
         .collect()
 }

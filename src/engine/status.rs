@@ -9,8 +9,10 @@ use std::collections::BTreeSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
+use super::credentials::CredentialsError;
 use crate::crd::{
-    FailureRecord, GroupBanPolicySpec, GroupBanPolicyStatus, MAX_FAILURE_ENTRIES, Summary, condition_types, reasons,
+    FailureRecord, GroupBanPolicySpec, GroupBanPolicyStatus, MAX_FAILURE_ENTRIES, SpecError, Summary, condition_types,
+    reasons,
 };
 use crate::im::codes::{self, CodeClass, TRANSPORT_REASON};
 
@@ -34,9 +36,44 @@ pub enum Halt {
     /// `spec.suspend` is true.
     Suspended,
     /// The spec or the credentials are unusable; no call was made.
-    Config { reason: &'static str, message: String },
+    Config(ConfigProblem),
     /// An answer that concerns the whole group, app or credentials.
     Terminal { error_code: i64, error_info: String },
+}
+
+/// A configuration a person must fix before any call can be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigProblem {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+}
+
+impl ConfigProblem {
+    /// The condition and Event reason (stable API).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ConfigProblem::Spec(_) => reasons::SPEC_INVALID,
+            ConfigProblem::Credentials(_) => reasons::CREDENTIALS_INVALID,
+        }
+    }
+}
+
+/// What the driver should do after a pass, decided by the same rules that
+/// set the conditions (so the two can never disagree).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Decision {
+    /// Every desired member is recorded; wait for a change.
+    Idle,
+    /// Calls are pending or failed with answers a later attempt may fix:
+    /// run again after a backoff.
+    Retry,
+    /// A person must act (a terminal ErrorCode, bad spec or credentials):
+    /// wait for a change, with only a slow re-check.
+    Stalled,
+    /// spec.suspend is true: no calls until it is not.
+    Suspended,
 }
 
 /// "ErrorCode 10010 (GroupNotFound): group x does not exist".
@@ -173,16 +210,22 @@ pub struct PassView<'a> {
     pub failed_in_pass: &'a BTreeSet<String>,
 }
 
-/// Ends a pass: summary, conditions, observedGeneration and lastSyncTime.
-pub fn conclude(mut status: GroupBanPolicyStatus, view: PassView<'_>, now: Timestamp) -> GroupBanPolicyStatus {
-    refresh(&mut status, view, now);
+/// Ends a pass: summary, conditions, observedGeneration and lastSyncTime,
+/// and what the driver should do next.
+pub fn conclude(
+    mut status: GroupBanPolicyStatus,
+    view: PassView<'_>,
+    now: Timestamp,
+) -> (GroupBanPolicyStatus, Decision) {
+    let decision = refresh(&mut status, view, now);
     status.observed_generation = view.generation;
     status.last_sync_time = Some(Time(now));
-    status
+    (status, decision)
 }
 
-/// Recomputes summary and conditions, during a pass or at its end.
-pub fn refresh(status: &mut GroupBanPolicyStatus, view: PassView<'_>, now: Timestamp) {
+/// Recomputes summary and conditions, during a pass or at its end, and
+/// decides from the same facts what the driver should do next.
+pub fn refresh(status: &mut GroupBanPolicyStatus, view: PassView<'_>, now: Timestamp) -> Decision {
     let summary = summarize(status, view.spec, view.failed_in_pass);
     status.summary = Some(summary);
     let work_left = summary.unbanned < summary.desired;
@@ -197,7 +240,7 @@ pub fn refresh(status: &mut GroupBanPolicyStatus, view: PassView<'_>, now: Times
     // matter to a policy whose members are all unbanned already.
     let stalled: Option<(&str, String)> = match view.halt {
         _ if !work_left => None,
-        Some(Halt::Config { reason, message }) => Some((reason, message.clone())),
+        Some(Halt::Config(problem)) => Some((problem.reason(), problem.to_string())),
         Some(Halt::Terminal { error_code, error_info }) => {
             Some((reason_of(*error_code), describe_answer(*error_code, error_info)))
         }
@@ -224,11 +267,13 @@ pub fn refresh(status: &mut GroupBanPolicyStatus, view: PassView<'_>, now: Times
 
     // Failures a later attempt may fix (transport errors, retryable and
     // unknown codes), as opposed to terminal ones that wait for a person.
+    // Every failed member has an entry: `failures` drops only its oldest
+    // entries, and only when newer ones are there, so looking at the
+    // entries is enough.
     let retryable_failures = status
         .failures
         .iter()
-        .any(|f| f.error_code == NO_IM_ANSWER || codes::lookup(f.error_code).class != CodeClass::Terminal)
-        || summary.failed > 0 && terminal_failure.is_none();
+        .any(|f| f.error_code == NO_IM_ANSWER || codes::lookup(f.error_code).class != CodeClass::Terminal);
     let reconciling = if suspended && work_left {
         (false, reasons::SUSPENDED, "spec.suspend is true; no calls are made".to_string())
     } else if let (Some(_), Some((reason, message))) = (view.halt, &stalled) {
@@ -242,6 +287,19 @@ pub fn refresh(status: &mut GroupBanPolicyStatus, view: PassView<'_>, now: Times
         (false, reasons::IDLE, "no calls pending".to_string())
     };
 
+    let decision = if !work_left {
+        Decision::Idle
+    } else if reconciling.0 {
+        Decision::Retry
+    } else if suspended {
+        Decision::Suspended
+    } else if stalled.is_some() {
+        Decision::Stalled
+    } else {
+        // Work left, nothing pending, no failure: cannot happen (pending
+        // is what is neither unbanned nor failed); retrying is the safe answer.
+        Decision::Retry
+    };
     let stalled = match stalled {
         Some((reason, message)) => (true, reason, message),
         None => (false, reasons::NOT_STALLED, "progress is not blocked".to_string()),
@@ -256,6 +314,7 @@ pub fn refresh(status: &mut GroupBanPolicyStatus, view: PassView<'_>, now: Times
     .into_iter()
     .map(|(kind, (value, reason, message))| condition(&previous, kind, value, reason, message, view.generation, now))
     .collect();
+    decision
 }
 
 /// A condition that keeps its lastTransitionTime while its status holds.
@@ -302,6 +361,36 @@ pub fn differs_beyond_timestamps(a: &GroupBanPolicyStatus, b: &GroupBanPolicySta
     without_times(a) != without_times(b)
 }
 
+/// Something a person should hear about (an Event), found by comparing a
+/// policy's status before and after a pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Members newly recorded as unbanned, and the calls that did it.
+    Unbanned { members: usize, calls: usize },
+    /// The policy became Stalled, or is Stalled for a different cause.
+    Stalled { reason: String, message: String },
+}
+
+/// What changed between `before` and `after` that deserves an Event. A
+/// state that did not change yields nothing, so a slow re-check of a
+/// Stalled policy repeats no Warning.
+pub fn notices(before: &GroupBanPolicyStatus, after: &GroupBanPolicyStatus, successful_calls: usize) -> Vec<Notice> {
+    let mut notices = Vec::new();
+    let known: BTreeSet<&String> = before.unbanned_members.iter().collect();
+    let newly_unbanned = after.unbanned_members.iter().filter(|m| !known.contains(m)).count();
+    if newly_unbanned > 0 {
+        notices.push(Notice::Unbanned { members: newly_unbanned, calls: successful_calls });
+    }
+    let stalled = |status| find_condition(status, condition_types::STALLED).filter(|c| c.status == "True");
+    if let Some(now) = stalled(after) {
+        let same = stalled(before).is_some_and(|was| was.reason == now.reason && was.message == now.message);
+        if !same {
+            notices.push(Notice::Stalled { reason: now.reason.clone(), message: now.message.clone() });
+        }
+    }
+    notices
+}
+
 /// The condition of `kind`, if present.
 pub fn find_condition<'a>(status: &'a GroupBanPolicyStatus, kind: &str) -> Option<&'a Condition> {
     status.conditions.iter().find(|c| c.type_ == kind)
@@ -324,6 +413,7 @@ mod tests {
             unbanned_members: members.iter().map(|m| m.to_string()).collect(),
             credentials_secret_ref: None,
             suspend: None,
+            drift_check_interval: None,
         }
     }
 
@@ -347,7 +437,7 @@ mod tests {
         for r in reports {
             record_call(&mut status, spec, r);
         }
-        conclude(status, view(spec, halt, &BTreeSet::new()), Timestamp::UNIX_EPOCH)
+        conclude(status, view(spec, halt, &BTreeSet::new()), Timestamp::UNIX_EPOCH).0
     }
 
     #[test]
@@ -395,7 +485,7 @@ mod tests {
     #[test]
     fn missing_credentials_stall_without_calls() {
         let spec = spec(&["a"]);
-        let halt = Halt::Config { reason: reasons::CREDENTIALS_INVALID, message: "Secret default/x not found".into() };
+        let halt = Halt::Config(CredentialsError::SecretNotFound { secret: "default/x".into() }.into());
         let status = run(&spec, &[], Some(&halt));
         assert_eq!(cond(&status, "Stalled"), ("True", "CredentialsInvalid"));
         assert_eq!(status.last_error_code, None);
@@ -438,8 +528,9 @@ mod tests {
     fn unusable_credentials_with_nothing_left_to_do_is_ready_not_stalled() {
         let spec = spec(&["a"]);
         let done = run(&spec, &[report(&["a"], 0)], None);
-        let halt = Halt::Config { reason: reasons::CREDENTIALS_INVALID, message: "Secret gone".into() };
-        let status = conclude(done, view(&spec, Some(&halt), &BTreeSet::new()), Timestamp::UNIX_EPOCH);
+        let halt = Halt::Config(CredentialsError::SecretNotFound { secret: "default/gone".into() }.into());
+        let (status, decision) = conclude(done, view(&spec, Some(&halt), &BTreeSet::new()), Timestamp::UNIX_EPOCH);
+        assert_eq!(decision, Decision::Idle);
         assert_eq!(cond(&status, "Ready"), ("True", "AllMembersUnbanned"));
         assert_eq!(cond(&status, "Stalled"), ("False", "NotStalled"));
     }
@@ -463,7 +554,8 @@ mod tests {
             record_call(&mut status, &spec, &r);
             failed.extend(batch.iter().cloned());
         }
-        let status = conclude(status, view(&spec, None, &failed), Timestamp::UNIX_EPOCH);
+        let (status, decision) = conclude(status, view(&spec, None, &failed), Timestamp::UNIX_EPOCH);
+        assert_eq!(decision, Decision::Retry);
         assert_eq!(status.failures.len(), 20);
         assert_eq!(status.failures_truncated, Some(10));
         assert_eq!(status.summary, Some(Summary { desired: 600, unbanned: 0, pending: 0, failed: 600 }));
@@ -486,9 +578,152 @@ mod tests {
         let spec = spec(&["a"]);
         let first = run(&spec, &[report(&["a"], 0)], None);
         let no_failures = BTreeSet::new();
-        let later = conclude(first.clone(), view(&spec, None, &no_failures), Timestamp::from_second(1000).unwrap());
+        let later = conclude(first.clone(), view(&spec, None, &no_failures), Timestamp::from_second(1000).unwrap()).0;
         assert_eq!(find_condition(&later, "Ready"), find_condition(&first, "Ready"));
         assert!(!differs_beyond_timestamps(&first, &later));
+    }
+
+    /// One batch refused for good (10004 concerns only its members) while
+    /// another failed for a passing reason: the policy is Stalled for the
+    /// first and still Reconciling for the second, and the driver retries.
+    #[test]
+    fn a_terminal_batch_beside_a_retryable_one_stalls_and_keeps_retrying() {
+        let spec = spec(&["a", "b"]);
+        let status = run(&spec, &[report(&["a"], 10004), report(&["b"], 10002)], None);
+        assert_eq!(cond(&status, "Stalled"), ("True", codes::lookup(10004).reason));
+        assert_eq!(cond(&status, "Reconciling"), ("True", "RetryPending"));
+        let (_, decision) = conclude(status, view(&spec, None, &BTreeSet::new()), Timestamp::UNIX_EPOCH);
+        assert_eq!(decision, Decision::Retry);
+    }
+
+    /// Only terminal answers left: nothing to retry, a person must act.
+    #[test]
+    fn only_terminal_failures_left_is_stalled_and_not_retried() {
+        let spec = spec(&["a", "b"]);
+        let status = run(&spec, &[report(&["a"], 0), report(&["b"], 10004)], None);
+        assert_eq!(cond(&status, "Reconciling"), ("False", "Idle"));
+        assert_eq!(cond(&status, "Stalled").0, "True");
+        let (_, decision) = conclude(status, view(&spec, None, &BTreeSet::new()), Timestamp::UNIX_EPOCH);
+        assert_eq!(decision, Decision::Stalled);
+    }
+
+    #[test]
+    fn decisions_follow_the_conditions() {
+        let spec = spec(&["a"]);
+        let decide = |reports: &[CallReport], halt: Option<&Halt>| {
+            let mut status = prepare(GroupBanPolicyStatus::default(), &spec, Some(OWNER));
+            for r in reports {
+                record_call(&mut status, &spec, r);
+            }
+            conclude(status, view(&spec, halt, &BTreeSet::new()), Timestamp::UNIX_EPOCH).1
+        };
+        assert_eq!(decide(&[report(&["a"], 0)], None), Decision::Idle);
+        assert_eq!(decide(&[], Some(&Halt::Suspended)), Decision::Suspended);
+        assert_eq!(decide(&[], None), Decision::Retry, "members pending, no halt");
+        assert_eq!(decide(&[report(&["a"], -1)], None), Decision::Retry);
+        let gone = Halt::Terminal { error_code: 10010, error_info: String::new() };
+        assert_eq!(decide(&[report(&["a"], 10010)], Some(&gone)), Decision::Stalled);
+        let bad_spec = Halt::Config(SpecError("spec.groupId is bad".into()).into());
+        assert_eq!(decide(&[], Some(&bad_spec)), Decision::Stalled);
+    }
+
+    /// lastTransitionTime moves when, and only when, a condition's status
+    /// flips: kstatus and people read it as "since when".
+    #[test]
+    fn transition_time_moves_when_the_status_flips() {
+        let spec = spec(&["a"]);
+        let pending = run(&spec, &[], None);
+        let later = Timestamp::from_second(1000).unwrap();
+        let mut status = pending.clone();
+        record_call(&mut status, &spec, &report(&["a"], 0));
+        let (done, _) = conclude(status, view(&spec, None, &BTreeSet::new()), later);
+        let ready = find_condition(&done, "Ready").unwrap();
+        assert_eq!((ready.status.as_str(), ready.last_transition_time.0), ("True", later));
+        // Stalled stayed False: its time holds.
+        assert_eq!(
+            find_condition(&done, "Stalled").unwrap().last_transition_time,
+            find_condition(&pending, "Stalled").unwrap().last_transition_time
+        );
+    }
+
+    #[test]
+    fn statuses_that_differ_in_more_than_time_are_told_apart() {
+        let spec = spec(&["a", "b"]);
+        let base = run(&spec, &[report(&["a"], 0)], None);
+        let mut more = base.clone();
+        more.unbanned_members.push("b".into());
+        assert!(differs_beyond_timestamps(&base, &more));
+        let mut reason = base.clone();
+        reason.conditions[0].reason = "Other".into();
+        assert!(differs_beyond_timestamps(&base, &reason));
+        let mut code = base.clone();
+        code.last_error_code = Some(10002);
+        assert!(differs_beyond_timestamps(&base, &code));
+        let mut times = base.clone();
+        times.last_sync_time = Some(Time(Timestamp::from_second(99).unwrap()));
+        times.conditions[1].last_transition_time = Time(Timestamp::from_second(99).unwrap());
+        assert!(!differs_beyond_timestamps(&base, &times));
+    }
+
+    #[test]
+    fn newly_unbanned_members_make_one_notice_with_the_calls() {
+        let spec = spec(&["a", "b", "c"]);
+        let before = run(&spec, &[report(&["a"], 0)], None);
+        let after = run(&spec, &[report(&["a"], 0), report(&["b", "c"], 0)], None);
+        assert_eq!(notices(&before, &after, 1), [Notice::Unbanned { members: 2, calls: 1 }]);
+        assert_eq!(notices(&after, &after, 0), []);
+    }
+
+    /// A Warning for a new stall, none for the same stall seen again (the
+    /// slow re-check), another for a different cause.
+    #[test]
+    fn a_stall_is_noticed_once_per_cause() {
+        let spec = spec(&["a"]);
+        let pending = run(&spec, &[], None);
+        let gone = Halt::Terminal { error_code: 10010, error_info: "no such group".into() };
+        let stalled = run(&spec, &[report(&["a"], 10010)], Some(&gone));
+        let noticed = notices(&pending, &stalled, 0);
+        assert!(
+            matches!(&noticed[..], [Notice::Stalled { reason, message }] if reason == "GroupNotFound" && message.contains("10010") && message.contains("no such group")),
+            "{noticed:?}"
+        );
+        assert_eq!(notices(&stalled, &stalled, 0), []);
+        let bad_key = Halt::Terminal { error_code: 70009, error_info: String::new() };
+        let other = run(&spec, &[report(&["a"], 70009)], Some(&bad_key));
+        assert!(matches!(&notices(&stalled, &other, 0)[..], [Notice::Stalled { .. }]));
+    }
+
+    /// Failure entries follow the spec: a member removed from it leaves its
+    /// entry, and an entry left with no member goes.
+    #[test]
+    fn prepare_trims_failure_entries_to_desired_members() {
+        let spec_ab = spec(&["a", "b", "c"]);
+        let failed = run(&spec_ab, &[report(&["a", "b"], 10002), report(&["c"], 10002)], None);
+        let only_b = spec(&["b"]);
+        let trimmed = prepare(failed, &only_b, Some(OWNER));
+        assert_eq!(trimmed.failures.len(), 1);
+        assert_eq!(trimmed.failures[0].members, ["b"]);
+    }
+
+    /// failuresTruncated counts exactly the entries left out, and goes
+    /// when no failure is left.
+    #[test]
+    fn failures_truncated_counts_each_left_out_entry() {
+        let names: Vec<String> = (0..22).map(|i| format!("m{i:02}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let spec = spec(&refs);
+        let mut status = prepare(GroupBanPolicyStatus::default(), &spec, Some(OWNER));
+        for (i, name) in names.iter().enumerate() {
+            record_call(&mut status, &spec, &report(&[name], 10002));
+            let expected = i.checked_sub(MAX_FAILURE_ENTRIES - 1).filter(|n| *n > 0).map(|n| n as u32);
+            assert_eq!(status.failures_truncated, expected, "after {} failures", i + 1);
+        }
+        for chunk in names.chunks(20) {
+            let members: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            record_call(&mut status, &spec, &report(&members, 0));
+        }
+        assert!(status.failures.is_empty());
+        assert_eq!(status.failures_truncated, None);
     }
 
     proptest! {
@@ -508,6 +743,7 @@ mod tests {
                 unbanned_members: desired.iter().cloned().collect(),
                 credentials_secret_ref: None,
                 suspend: None,
+                drift_check_interval: None,
             };
             let mut status = prepare(GroupBanPolicyStatus::default(), &spec, Some(OWNER));
             let mut confirmed = BTreeSet::new();
@@ -520,8 +756,9 @@ mod tests {
                 }
                 prop_assert!(status.failures.len() <= MAX_FAILURE_ENTRIES);
             }
-            let status = conclude(status, view(&spec, None, &BTreeSet::new()), Timestamp::UNIX_EPOCH);
+            let (status, decision) = conclude(status, view(&spec, None, &BTreeSet::new()), Timestamp::UNIX_EPOCH);
             let s = status.summary.unwrap();
+            prop_assert_eq!(decision == Decision::Idle, s.unbanned == s.desired);
             prop_assert_eq!(s.unbanned + s.pending + s.failed, s.desired);
             prop_assert_eq!(s.unbanned as usize, desired.iter().filter(|m| confirmed.contains(*m)).count());
             prop_assert!(status.unbanned_members.windows(2).all(|w| w[0] < w[1]), "sorted, no duplicates");

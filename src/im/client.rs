@@ -14,12 +14,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rand::Rng;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tracing::debug;
 
 use super::codes::{self, CodeClass};
 use super::endpoint::Endpoint;
-use super::limiter::RateLimiter;
+use super::limiter::{ApiLimiters, RateLimiter};
 use super::usersig::{self, SigRequest};
 use crate::error_chain;
 use crate::secret::Redacted;
@@ -172,6 +172,16 @@ async fn stopped(stop: &mut Option<watch::Receiver<bool>>) {
     std::future::pending::<()>().await
 }
 
+/// Waits for the limiter, holding a place in `lane` (if any) while queued.
+async fn acquire_in_lane(limiter: &RateLimiter, lane: Option<&Semaphore>) {
+    // A closed semaphore is no lane: queue without one.
+    let _place = match lane {
+        Some(lane) => lane.acquire().await.ok(),
+        None => None,
+    };
+    limiter.acquire().await;
+}
+
 /// Unix seconds; injectable so tests can make the client's clock lag.
 pub type UnixClock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
@@ -234,7 +244,7 @@ pub struct ImClient {
     http: reqwest::Client,
     endpoint: Endpoint,
     credentials: AppCredentials,
-    limiter: Arc<RateLimiter>,
+    limiters: ApiLimiters,
     settings: ClientSettings,
     sig_cache: SigCache,
 }
@@ -244,10 +254,16 @@ impl ImClient {
         http: reqwest::Client,
         endpoint: Endpoint,
         credentials: AppCredentials,
-        limiter: Arc<RateLimiter>,
+        limiters: impl Into<ApiLimiters>,
         settings: ClientSettings,
     ) -> Self {
-        Self { http, endpoint, credentials, limiter, settings, sig_cache: SigCache { current: Mutex::new(None) } }
+        let limiters = limiters.into();
+        Self { http, endpoint, credentials, limiters, settings, sig_cache: SigCache { current: Mutex::new(None) } }
+    }
+
+    /// The limiter `command`'s calls wait for.
+    pub fn limiter(&self, command: Command) -> &Arc<RateLimiter> {
+        self.limiters.for_command(command)
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -266,15 +282,16 @@ impl ImClient {
     }
 
     /// [`ImClient::unban_group_member`] that gives up waiting when `stop`
-    /// turns true; see [`ImClient::call_until`].
+    /// turns true, queued in `lane`; see [`ImClient::call_until`].
     pub async fn unban_group_member_until(
         &self,
         group_id: &str,
         members: &[String],
         stop: watch::Receiver<bool>,
+        lane: Option<&Semaphore>,
     ) -> Option<Outcome<()>> {
         let body = MembersBody { group_id, members, duration: None };
-        let outcome = self.call_until::<_, Empty>(Command::UnbanGroupMember, &body, Some(stop)).await;
+        let outcome = self.call_until::<_, Empty>(Command::UnbanGroupMember, &body, Some(stop), lane).await;
         outcome.map(|o| o.map(|_| ()))
     }
 
@@ -328,7 +345,7 @@ impl ImClient {
     /// out of attempts; see [`RetryPolicy`] and the code table for which
     /// answers are retried and how.
     pub async fn call<B: Serialize, T: DeserializeOwned + Default>(&self, command: Command, body: &B) -> Outcome<T> {
-        match self.call_until(command, body, None).await {
+        match self.call_until(command, body, None, None).await {
             Some(outcome) => outcome,
             // Without a stop signal every call makes at least one attempt.
             None => Outcome { result: Err(TransportError::Request("stopped before any attempt".into())), attempts: 0 },
@@ -339,12 +356,18 @@ impl ImClient {
     /// while it waits (for the limiter or a backoff), never with a request
     /// on the wire: an answer that may have taken effect is never dropped.
     /// Returns the last answer, or `None` if it stopped before the first.
+    ///
+    /// `lane`, when given, is a caller's share of the limiter's queue: each
+    /// wait for the limiter first takes one of its permits, so one caller
+    /// with many calls cannot fill the queue ahead of others.
     pub async fn call_until<B: Serialize, T: DeserializeOwned + Default>(
         &self,
         command: Command,
         body: &B,
         mut stop: Option<watch::Receiver<bool>>,
+        lane: Option<&Semaphore>,
     ) -> Option<Outcome<T>> {
+        let limiter = self.limiters.for_command(command);
         let policy = self.settings.retry;
         let mut attempts = 0;
         let mut resigned = false;
@@ -354,7 +377,7 @@ impl ImClient {
             tokio::select! {
                 biased;
                 _ = stopped(&mut stop) => return last.map(|result| Outcome { result, attempts }),
-                _ = self.limiter.acquire() => {}
+                _ = acquire_in_lane(limiter, lane) => {}
             }
             attempts += 1;
             let result = self.send_once::<B, T>(command, body).await;
@@ -374,7 +397,7 @@ impl ImClient {
                         CodeClass::SignatureExpired => (None, why),
                         CodeClass::RateLimited => {
                             // The limiter holds every caller of the app back.
-                            self.limiter.cool_down(tokio::time::Instant::now() + policy.rate_limit_cooldown);
+                            limiter.cool_down(tokio::time::Instant::now() + policy.rate_limit_cooldown);
                             (Some(Duration::ZERO), why)
                         }
                         CodeClass::Retryable => (Some(policy.backoff(attempts, 1)), why),

@@ -25,6 +25,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::client::Command;
+
 /// The documented rate limit of the IM REST API: 200 calls per second per
 /// app (SDKAppID) and per API. The one place this number is written.
 pub const DEFAULT_CALLS_PER_SECOND: u32 = 200;
@@ -178,20 +180,77 @@ impl RateLimiter {
     fn cooldown(&self) -> Option<Instant> {
         *self.cooldown_until.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// True when forgetting this limiter now cannot break the guarantee: no
+    /// call started within the last window and no cool-down is pending, so a
+    /// fresh limiter would admit no more than this one. False while someone
+    /// holds its queue.
+    pub fn is_quiet(&self, now: Instant) -> bool {
+        let Ok(window) = self.window.try_lock() else {
+            return false;
+        };
+        let started_recently = window.last_start.is_some_and(|last| last + self.limit.window > now);
+        let cooling = self.cooldown().is_some_and(|until| until > now);
+        !started_recently && !cooling
+    }
 }
 
-/// One limiter per SDKAppID for the whole process: every policy, client and
-/// task that calls the same app shares its budget.
+/// The limiters of one app, one per API: the IM gateway gives every API its
+/// own budget, so a drift check's ban-list reads never eat the unban budget.
+#[derive(Debug, Clone)]
+pub struct ApiLimiters {
+    unban: Arc<RateLimiter>,
+    ban: Arc<RateLimiter>,
+    ban_list: Arc<RateLimiter>,
+}
+
+impl ApiLimiters {
+    pub fn for_command(&self, command: Command) -> &Arc<RateLimiter> {
+        match command {
+            Command::UnbanGroupMember => &self.unban,
+            Command::BanGroupMember => &self.ban,
+            Command::GetGroupBanMember => &self.ban_list,
+        }
+    }
+}
+
+/// One limiter for every API (a test or a tool that wants one budget).
+impl From<Arc<RateLimiter>> for ApiLimiters {
+    fn from(limiter: Arc<RateLimiter>) -> Self {
+        Self { unban: limiter.clone(), ban: limiter.clone(), ban_list: limiter }
+    }
+}
+
+/// One limiter per SDKAppID and API for the whole process: every policy,
+/// client and task that calls the same app shares its budget.
 #[derive(Debug, Default)]
 pub struct LimiterRegistry {
-    limiters: Mutex<HashMap<u64, Arc<RateLimiter>>>,
+    limiters: Mutex<HashMap<(u64, Command), Arc<RateLimiter>>>,
 }
 
 impl LimiterRegistry {
-    /// The limiter for `sdkappid`, created with `limit` on first use.
-    pub fn for_app(&self, sdkappid: u64, limit: RateLimit) -> Arc<RateLimiter> {
+    /// The limiter for `command` of `sdkappid`, created with `limit` on first use.
+    pub fn for_api(&self, sdkappid: u64, command: Command, limit: RateLimit) -> Arc<RateLimiter> {
         let mut limiters = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
-        limiters.entry(sdkappid).or_insert_with(|| Arc::new(RateLimiter::new(limit))).clone()
+        limiters.entry((sdkappid, command)).or_insert_with(|| Arc::new(RateLimiter::new(limit))).clone()
+    }
+
+    /// The limiters of every API of `sdkappid`.
+    pub fn for_app(&self, sdkappid: u64, limit: RateLimit) -> ApiLimiters {
+        ApiLimiters {
+            unban: self.for_api(sdkappid, Command::UnbanGroupMember, limit),
+            ban: self.for_api(sdkappid, Command::BanGroupMember, limit),
+            ban_list: self.for_api(sdkappid, Command::GetGroupBanMember, limit),
+        }
+    }
+
+    /// Forgets limiters no client holds any more and that are quiet (see
+    /// [`RateLimiter::is_quiet`]): a process that runs for months meets
+    /// many apps. Returns how many are left.
+    pub fn evict_unused(&self, now: Instant) -> usize {
+        let mut limiters = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
+        limiters.retain(|_, limiter| Arc::strong_count(limiter) > 1 || !limiter.is_quiet(now));
+        limiters.len()
     }
 }
 
@@ -335,10 +394,70 @@ mod tests {
     #[test]
     fn registry_shares_one_limiter_per_app() {
         let registry = LimiterRegistry::default();
-        let a = registry.for_app(1, RateLimit::per_second(200));
-        let b = registry.for_app(1, RateLimit::per_second(5));
-        let c = registry.for_app(2, RateLimit::per_second(200));
+        let unban = Command::UnbanGroupMember;
+        let a = registry.for_api(1, unban, RateLimit::per_second(200));
+        let b = registry.for_api(1, unban, RateLimit::per_second(5));
+        let c = registry.for_api(2, unban, RateLimit::per_second(200));
+        let list = registry.for_api(1, Command::GetGroupBanMember, RateLimit::per_second(200));
         assert!(Arc::ptr_eq(&a, &b));
         assert!(!Arc::ptr_eq(&a, &c));
+        assert!(!Arc::ptr_eq(&a, &list), "each API has its own budget");
+    }
+
+    /// A limiter is forgotten only when no one holds it and its last call
+    /// started a whole window ago: forgetting it earlier would let a fresh
+    /// one admit a second full window's worth of calls.
+    #[tokio::test(start_paused = true)]
+    async fn unused_limiters_are_evicted_only_once_quiet() {
+        let registry = LimiterRegistry::default();
+        let limit = RateLimit::per_second(200);
+        let held = registry.for_app(1, limit);
+        held.for_command(Command::UnbanGroupMember).acquire().await;
+        assert_eq!(registry.evict_unused(Instant::now()), 3, "held by a client");
+        drop(held);
+        assert_eq!(
+            registry.evict_unused(Instant::now()),
+            1,
+            "the two unused APIs go; the third started a call just now"
+        );
+        tokio::time::advance(limit.window).await;
+        assert_eq!(registry.evict_unused(Instant::now()), 0);
+        let cooling = registry.for_api(1, Command::UnbanGroupMember, limit);
+        cooling.cool_down(Instant::now() + Duration::from_secs(5));
+        drop(cooling);
+        assert_eq!(registry.evict_unused(Instant::now()), 1, "a pending cool-down keeps it");
+    }
+
+    /// The 15 ms guard widens the window, never narrows it: turned the
+    /// other way (985 ms), a gateway counting a plain second could see more
+    /// than N calls in one of its windows.
+    #[test]
+    fn the_guard_widens_the_window() {
+        let limit = RateLimit::per_second(200);
+        assert_eq!(limit.window, Duration::from_millis(1015));
+        let origin = Instant::now();
+        let mut window = SlidingWindow::new(limit);
+        let mut starts = Vec::new();
+        let mut at = origin;
+        for _ in 0..1000 {
+            at = window.next_start(at);
+            window.record(at);
+            starts.push(at);
+        }
+        assert!(busiest_window(&starts, Duration::from_millis(1015)) <= 200);
+        assert!(busiest_window(&starts, Duration::from_secs(1)) <= 200);
+    }
+
+    /// The simulator's counter reports what it saw: the busiest-window
+    /// figures in tests and benchmarks come from it.
+    #[test]
+    fn counter_observes_events_within_the_window() {
+        let origin = Instant::now();
+        let mut counter = WindowCounter::new(Duration::from_secs(1));
+        assert_eq!(counter.observe(origin), 1);
+        assert_eq!(counter.observe(origin + Duration::from_millis(500)), 2);
+        assert_eq!(counter.observe(origin + Duration::from_millis(999)), 3);
+        assert_eq!(counter.observe(origin + Duration::from_millis(1000)), 3, "the first has left the window");
+        assert_eq!(counter.observe(origin + Duration::from_secs(5)), 1);
     }
 }

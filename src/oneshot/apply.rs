@@ -98,7 +98,7 @@ pub async fn apply_manifests(manifests: Manifests, options: &ApplyOptions) -> Re
                 spec: spec.clone(),
                 generation: loaded.policy.metadata.generation,
                 recorded: state.as_ref().map(|s| s.recorded(&loaded.key())).unwrap_or_default(),
-                target: target.map_err(|e| e.to_string()),
+                target,
             }
         })
         .collect();
@@ -116,7 +116,9 @@ pub async fn apply_manifests(manifests: Manifests, options: &ApplyOptions) -> Re
     });
     let mut save_error = None;
     let mut calls_planned = 0;
-    let statuses = run_pass(&inputs, &pool, |statuses, progress| {
+    // No signal handling yet: the pass runs to its end.
+    let (_no_shutdown, shutdown) = tokio::sync::watch::channel(false);
+    let outcomes = run_pass(&inputs, &pool, shutdown, |statuses, progress| {
         calls_planned = progress.calls_planned;
         if let Some(bar) = &progress_bar {
             bar.set_length(progress.calls_planned as u64);
@@ -132,6 +134,7 @@ pub async fn apply_manifests(manifests: Manifests, options: &ApplyOptions) -> Re
     if let Some(bar) = progress_bar {
         bar.finish_and_clear();
     }
+    let statuses: Vec<GroupBanPolicyStatus> = outcomes.into_iter().map(|outcome| outcome.status).collect();
     if let Some(state) = state.as_mut() {
         save_error = state.save(keys.iter().cloned().zip(&statuses)).err();
     }

@@ -17,7 +17,7 @@ use crate::crd::{GroupBanPolicy, validate_spec};
 
 pub const DEFAULT_NAMESPACE: &str = "default";
 const POLICY_API_VERSION: &str = "groupban.dev/v1alpha1";
-const SPEC_FIELDS: &[&str] = &["groupId", "unbannedMembers", "credentialsSecretRef", "suspend"];
+const SPEC_FIELDS: &[&str] = &["groupId", "unbannedMembers", "credentialsSecretRef", "suspend", "driftCheckInterval"];
 
 /// A policy and where it came from.
 #[derive(Debug, Clone)]
