@@ -29,6 +29,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the operator: reconcile GroupBanPolicies in a Kubernetes cluster until stopped.
+    Run(RunArgs),
     /// Reconcile GroupBanPolicy manifests once against the IM REST API.
     Apply(ApplyArgs),
     /// Try it all: a local IM simulator, the examples applied, the results shown.
@@ -104,6 +106,44 @@ struct ApplyArgs {
 }
 
 #[derive(Debug, Args)]
+struct RunArgs {
+    /// Watch GroupBanPolicies (and Secrets) in this namespace only; all namespaces when unset.
+    #[arg(long, env = "GROUPBAN_NAMESPACE")]
+    namespace: Option<String>,
+    /// Reconcile only policies whose labels match (e.g. `shard=a`), so several instances can split a fleet.
+    #[arg(long, env = "GROUPBAN_SELECTOR")]
+    selector: Option<String>,
+    /// Calls per second per app (SDKAppID) and API, for the whole process; the IM API allows 200.
+    #[arg(long, default_value_t = DEFAULT_CALLS_PER_SECOND, value_parser = clap::value_parser!(u32).range(1..=MAX_CALLS_PER_SECOND))]
+    max_calls_per_second: u32,
+    /// NAMESPACE/NAME of the credentials Secret for policies that name none
+    /// (default: `groupban-credentials` in the policy's namespace).
+    #[arg(long, env = "GROUPBAN_DEFAULT_CREDENTIALS_SECRET")]
+    default_credentials_secret: Option<crate::controller::triggers::SecretKey>,
+    /// Policies reconciled at once (calls are bounded by the rate limit, not by this).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
+    /// Attempts per call before it is reported failed (retryable answers only).
+    #[arg(long, default_value_t = RetryPolicy::DEFAULT_MAX_ATTEMPTS, value_parser = clap::value_parser!(u32).range(1..=100))]
+    max_attempts: u32,
+    /// Seconds before a call is abandoned as a timeout (the gateway's own is 3).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(4..=300))]
+    request_timeout: u64,
+    /// How often a Stalled policy is tried again with no change to it or its Secret.
+    #[arg(long, default_value = "10m", value_parser = parse_duration_flag)]
+    stalled_recheck_interval: Duration,
+    /// How often a converged policy is looked at again (no IM call, no write).
+    #[arg(long, default_value = "1h", value_parser = parse_duration_flag)]
+    resync_interval: Duration,
+    /// A long pass writes its progress to status at most this often.
+    #[arg(long, default_value = "5s", value_parser = parse_duration_flag)]
+    progress_interval: Duration,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "text", env = "GROUPBAN_LOG_FORMAT")]
+    log_format: crate::telemetry::LogFormat,
+}
+
+#[derive(Debug, Args)]
 struct SimulateArgs {
     /// Address to listen on; port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -175,6 +215,14 @@ fn parse_secret(text: &str) -> Result<Redacted<String>, String> {
     Ok(Redacted::new(text.trim().to_string()))
 }
 
+fn parse_duration_flag(text: &str) -> Result<Duration, String> {
+    let duration = crate::crd::parse_duration(text)?;
+    if duration.is_zero() {
+        return Err("must be more than 0".into());
+    }
+    Ok(duration)
+}
+
 fn parse_rate(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(rate) if (0.0..=1.0).contains(&rate) => Ok(rate),
@@ -198,6 +246,7 @@ pub fn main() -> ExitCode {
             crate::write_stdout(&crate::crd_yaml());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Run(args) => block_on(run_controller(args)),
         Command::Apply(args) => block_on(apply(args)),
         Command::Demo => block_on(async {
             crate::telemetry::init("error");
@@ -242,6 +291,46 @@ fn print_usersig(args: UsersigArgs) -> Result<ExitCode, Failure> {
     };
     crate::outln!("{}", usersig::generate(args.secret_key.expose(), &request));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `run`: the operator until SIGTERM/SIGINT (exit 0 once calls in flight
+/// are recorded); a second signal exits at once with 130.
+async fn run_controller(args: RunArgs) -> Result<ExitCode, Failure> {
+    crate::telemetry::init_with_format("info", args.log_format);
+    let mut client =
+        crate::im::ClientSettings { request_timeout: Duration::from_secs(args.request_timeout), ..Default::default() };
+    client.retry.max_attempts = args.max_attempts;
+    let options = crate::controller::RunOptions {
+        namespace: args.namespace,
+        selector: args.selector,
+        max_calls_per_second: args.max_calls_per_second,
+        default_credentials_secret: args.default_credentials_secret,
+        concurrency: args.concurrency,
+        client,
+        stalled_recheck: args.stalled_recheck_interval,
+        idle_resync: args.resync_interval,
+        progress_interval: args.progress_interval,
+        instance: std::env::var("POD_NAME").ok().or_else(|| std::env::var("HOSTNAME").ok()),
+        ..Default::default()
+    };
+    let (first_signal_tx, first_signal) = tokio::sync::oneshot::channel::<()>();
+    let (second_signal_tx, second_signal) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = first_signal_tx.send(());
+        shutdown_signal().await;
+        let _ = second_signal_tx.send(());
+    });
+    let controller = crate::controller::run(options, async move {
+        let _ = first_signal.await;
+    });
+    tokio::select! {
+        result = controller => result.map(|()| ExitCode::SUCCESS).map_err(Failure::Failed),
+        Ok(()) = second_signal => {
+            tracing::warn!("Second signal: exiting now; answers of calls in flight are not recorded");
+            Ok(ExitCode::from(130))
+        }
+    }
 }
 
 async fn apply(args: ApplyArgs) -> Result<ExitCode, Failure> {

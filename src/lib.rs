@@ -4,6 +4,7 @@
 //! - [`crd`]: the `GroupBanPolicy` API types, no I/O.
 //! - [`im`]: the IM REST layer (UserSig, client, ErrorCode table, limiter).
 //! - [`engine`]: one pass over policies: plan (pure), execute, fold (pure).
+//! - [`controller`]: the Kubernetes driver around the engine (`run`).
 //! - [`oneshot`]: the engine over manifest files (`apply`).
 //! - [`simulator`]: a faithful local IM gateway for trials, tests, benchmarks.
 //! - [`tools`]: `demo` and `bench`, driven against the simulator.
@@ -11,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod controller;
 pub mod crd;
 pub mod engine;
 pub mod im;
@@ -73,8 +75,42 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// Cuts `text` to at most `max_bytes` bytes on a character boundary,
+/// marking the cut, for free text that lands in statuses, Events and logs.
+pub fn cut_text(text: &str, max_bytes: usize) -> String {
+    const MARK: &str = "... (cut)";
+    if text.len() <= max_bytes {
+        return text.to_string();
+    }
+    let mut end = max_bytes.saturating_sub(MARK.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{MARK}", &text[..end])
+}
+
 /// rustls needs one process-wide crypto provider; we use ring only (no
 /// second crypto stack). Safe to call many times.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Never longer than asked, never split inside a character, and
+        /// untouched when short enough.
+        #[test]
+        fn cut_text_respects_the_bound_and_characters(text in ".{0,300}", max in 10usize..200) {
+            let cut = super::cut_text(&text, max);
+            prop_assert!(cut.len() <= max.max(text.len().min(max)));
+            if text.len() <= max {
+                prop_assert_eq!(cut, text);
+            } else {
+                prop_assert!(cut.ends_with("... (cut)"));
+            }
+        }
+    }
 }

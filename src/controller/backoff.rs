@@ -1,0 +1,102 @@
+//! Per-policy backoff: kube-runtime keeps none, so retries of one policy
+//! grow on their own and reset when the policy settles.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rand::Rng;
+
+/// Doubling delays with jitter, from `base` up to `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackoffPolicy {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Default for BackoffPolicy {
+    fn default() -> Self {
+        // The IM client has already retried each call with its own backoff
+        // (up to 8 attempts): a pass-level retry can afford to start slower.
+        Self { base: Duration::from_secs(5), max: Duration::from_secs(300) }
+    }
+}
+
+impl BackoffPolicy {
+    /// The delay before retry number `failures` (1 for the first), with
+    /// jitter in [d/2, d] so many policies failing together spread out.
+    pub fn delay(&self, failures: u32) -> Duration {
+        let exponent = failures.saturating_sub(1).min(20);
+        let full = self.base.saturating_mul(1u32 << exponent).min(self.max);
+        let half = full / 2;
+        half + (full - half).mul_f64(rand::rng().random::<f64>())
+    }
+}
+
+/// Consecutive failed passes per policy key.
+#[derive(Debug, Default)]
+pub struct Backoffs {
+    policy: BackoffPolicy,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Backoffs {
+    pub fn new(policy: BackoffPolicy) -> Self {
+        Self { policy, failures: Mutex::new(HashMap::new()) }
+    }
+
+    /// Counts one more failed pass of `key` and returns how long to wait.
+    pub fn next_delay(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let count = failures.entry(key.to_string()).or_insert(0);
+        *count = count.saturating_add(1);
+        self.policy.delay(*count)
+    }
+
+    /// The policy settled (done, stalled, suspended) or was deleted.
+    pub fn reset(&self, key: &str) {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+
+    /// Policies with a backoff in progress.
+    pub fn len(&self) -> usize {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Every delay lies within [d/2, d] of the doubling schedule, capped.
+        #[test]
+        fn delays_double_within_jitter_and_cap(failures in 1u32..100) {
+            let policy = BackoffPolicy::default();
+            let full = policy.base.saturating_mul(1u32 << (failures - 1).min(20)).min(policy.max);
+            let delay = policy.delay(failures);
+            prop_assert!(delay >= full / 2 && delay <= full, "{:?} vs {:?}", delay, full);
+        }
+    }
+
+    /// Each policy backs off on its own; success starts it over.
+    #[test]
+    fn backoff_is_per_policy_and_resets() {
+        let backoffs = Backoffs::new(BackoffPolicy { base: Duration::from_secs(1), max: Duration::from_secs(60) });
+        for _ in 0..4 {
+            backoffs.next_delay("ns/a");
+        }
+        assert!(backoffs.next_delay("ns/a") >= Duration::from_secs(8), "fifth failure: 16 s with jitter");
+        assert!(backoffs.next_delay("ns/b") <= Duration::from_secs(1), "another policy starts at the base");
+        backoffs.reset("ns/a");
+        assert!(backoffs.next_delay("ns/a") <= Duration::from_secs(1));
+        backoffs.reset("ns/a");
+        backoffs.reset("ns/b");
+        assert!(backoffs.is_empty());
+    }
+}

@@ -1,0 +1,87 @@
+//! Drift: members the operator recorded as unbanned that someone banned
+//! again behind its back. On `spec.driftCheckInterval` the ban list is read
+//! (get_group_ban_member, paged, on its own call budget) and such members
+//! leave the record, so the pass that follows unbans them again.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::crd::{DriftStatus, GroupBanPolicySpec, GroupBanPolicyStatus, drift_check_interval};
+use crate::engine::status::describe_answer;
+use crate::im::ImClient;
+
+/// How long until the next drift check is due: `None` when the policy has
+/// no (valid) interval, zero when it is due now.
+pub fn next_check_in(spec: &GroupBanPolicySpec, status: &GroupBanPolicyStatus, now: Timestamp) -> Option<Duration> {
+    let interval = drift_check_interval(spec.drift_check_interval.as_deref()?).ok()?;
+    let Some(drift) = &status.drift else {
+        return Some(Duration::ZERO);
+    };
+    let since = now.duration_since(drift.last_check_time.0);
+    let since = Duration::try_from(since).unwrap_or(Duration::ZERO);
+    Some(interval.saturating_sub(since))
+}
+
+/// Recorded members that are on the ban list again (pure).
+pub fn banned_again<'a>(recorded: &'a [String], banned: &BTreeSet<&str>) -> Vec<&'a String> {
+    recorded.iter().filter(|member| banned.contains(member.as_str())).collect()
+}
+
+/// Reads the ban list and takes members found banned again out of
+/// `recorded`. Returns the drift status to report, or why the list could
+/// not be read (the check is then tried again at the next pass).
+pub async fn check(
+    client: &ImClient,
+    group_id: &str,
+    recorded: &mut GroupBanPolicyStatus,
+    now: Timestamp,
+) -> Result<DriftStatus, String> {
+    let outcome = client.get_group_ban_members(group_id).await;
+    let banned = match outcome.result {
+        Ok((answer, banned)) if answer.is_success() => banned,
+        Ok((answer, _)) => return Err(describe_answer(answer.error_code, &answer.error_info)),
+        Err(error) => return Err(error.to_string()),
+    };
+    let banned: BTreeSet<&str> = banned.iter().map(|b| b.member_account.as_str()).collect();
+    let again: BTreeSet<String> = banned_again(&recorded.unbanned_members, &banned).into_iter().cloned().collect();
+    recorded.unbanned_members.retain(|member| !again.contains(member));
+    Ok(DriftStatus { last_check_time: Time(now), corrected: u32::try_from(again.len()).unwrap_or(u32::MAX) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(interval: Option<&str>) -> GroupBanPolicySpec {
+        GroupBanPolicySpec {
+            group_id: "g".into(),
+            unbanned_members: vec![],
+            credentials_secret_ref: None,
+            suspend: None,
+            drift_check_interval: interval.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_check_is_due_after_the_interval_since_the_last() {
+        let now = Timestamp::from_second(1_000_000).unwrap();
+        let mut status = GroupBanPolicyStatus::default();
+        assert_eq!(next_check_in(&spec(None), &status, now), None);
+        assert_eq!(next_check_in(&spec(Some("bogus")), &status, now), None);
+        assert_eq!(next_check_in(&spec(Some("10m")), &status, now), Some(Duration::ZERO), "never checked");
+        let checked = Timestamp::from_second(1_000_000 - 240).unwrap();
+        status.drift = Some(DriftStatus { last_check_time: Time(checked), corrected: 0 });
+        assert_eq!(next_check_in(&spec(Some("10m")), &status, now), Some(Duration::from_secs(360)));
+        assert_eq!(next_check_in(&spec(Some("1m")), &status, now), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn only_recorded_members_that_are_banned_again_are_drift() {
+        let recorded = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+        let banned: BTreeSet<&str> = ["b", "z"].into();
+        assert_eq!(banned_again(&recorded, &banned), [&"b".to_string()]);
+    }
+}

@@ -1,0 +1,271 @@
+//! The Kubernetes driver (`groupban-operator run`): a kube-runtime
+//! `Controller` over GroupBanPolicy that runs the engine's pass for each
+//! policy, with the API server as the status store.
+//!
+//! ```text
+//! watch policies (generation, reconcile request) ─┐
+//! watch Secret metadata (who uses it?) ───────────┴─> reconcile: read Secret -> drift check
+//!     -> engine pass (plan -> execute -> fold) -> status by SSA -> Events -> next action
+//! ```
+//!
+//! - [`reconcile`]: one policy, one pass; the error policy.
+//! - [`triggers`]: what wakes a policy (pure), which policies a Secret serves.
+//! - [`status_writer`]: server-side apply on `/status`, progress of long passes.
+//! - [`events`]: Events from the engine's notices.
+//! - [`drift`]: the ban-list check behind `spec.driftCheckInterval`.
+//! - [`backoff`]: per-policy backoff (kube-runtime keeps none).
+//!
+//! Every pass shares one [`ClientPool`], so every policy of one app shares
+//! that app's limiter: the process never exceeds the configured calls per
+//! second per app, whatever the concurrency.
+
+pub mod backoff;
+pub mod drift;
+pub mod events;
+pub mod reconcile;
+pub mod status_writer;
+pub mod triggers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{ListParams, PartialObjectMeta};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::controller::Controller;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::watcher::{self, watcher};
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::crd::GroupBanPolicy;
+use crate::engine::clients::ClientPool;
+use crate::im::{ClientSettings, RateLimit};
+use backoff::{BackoffPolicy, Backoffs};
+use triggers::{SecretKey, policies_using};
+
+/// The controller's name in Events and logs.
+pub const CONTROLLER_NAME: &str = "groupban-operator";
+
+/// How `run` behaves; the command line fills it.
+#[derive(Clone)]
+pub struct RunOptions {
+    /// Watch one namespace only (and its Secrets); all when `None`.
+    pub namespace: Option<String>,
+    /// A label selector: only matching policies are reconciled.
+    pub selector: Option<String>,
+    pub max_calls_per_second: u32,
+    /// The Secret of policies that name none.
+    pub default_credentials_secret: Option<SecretKey>,
+    /// Policies reconciled at once.
+    pub concurrency: u16,
+    pub client: ClientSettings,
+    /// How often a Stalled policy is tried again without any change.
+    pub stalled_recheck: Duration,
+    /// How often a converged policy is looked at again (no call, no write
+    /// unless something changed).
+    pub idle_resync: Duration,
+    /// A long pass publishes its progress at most this often.
+    pub progress_interval: Duration,
+    pub backoff: BackoffPolicy,
+    /// The pod name (or host name), for Events.
+    pub instance: Option<String>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            namespace: None,
+            selector: None,
+            max_calls_per_second: crate::im::DEFAULT_CALLS_PER_SECOND,
+            default_credentials_secret: None,
+            concurrency: 32,
+            client: ClientSettings::default(),
+            stalled_recheck: Duration::from_secs(600),
+            idle_resync: Duration::from_secs(3600),
+            progress_interval: Duration::from_secs(5),
+            backoff: BackoffPolicy::default(),
+            instance: None,
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub pool: ClientPool,
+    pub recorder: Recorder,
+    pub options: RunOptions,
+    pub backoffs: Backoffs,
+    /// True once shutdown began: passes start no new call.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// How long a graceful shutdown may take before `run` returns anyway:
+/// well within Kubernetes' default 30 s grace period.
+pub const SHUTDOWN_BUDGET: Duration = Duration::from_secs(20);
+
+/// Connects with the usual Kubernetes configuration (in-cluster, else
+/// `KUBECONFIG`, else `~/.kube/config`) and runs until `shutdown` resolves.
+pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let config = kube::Config::infer().await.context("failed to find a Kubernetes configuration")?;
+    let client = Client::try_from(config).context("failed to create a Kubernetes client")?;
+    run_with_client(client, options, shutdown).await
+}
+
+/// [`run`] with a client made by the caller.
+pub async fn run_with_client(
+    client: Client,
+    options: RunOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let policies: Api<GroupBanPolicy> = match &options.namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    };
+    preflight(&policies, options.selector.as_deref()).await?;
+
+    let pool = ClientPool::new(RateLimit::per_second(options.max_calls_per_second), options.client.clone())
+        .context("failed to set up the IM HTTP client")?;
+    let reporter = Reporter { controller: CONTROLLER_NAME.into(), instance: options.instance.clone() };
+    let (stop, stopped) = watch::channel(false);
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        pool,
+        recorder: Recorder::new(client.clone(), reporter),
+        backoffs: Backoffs::new(options.backoff),
+        options: options.clone(),
+        shutdown: stopped.clone(),
+    });
+
+    let mut policy_watch = watcher::Config::default();
+    if let Some(selector) = &options.selector {
+        policy_watch = policy_watch.labels(selector);
+    }
+    let (reader, writer) = reflector::store();
+    // The store sees every change; only spec and reconcile-request changes
+    // wake a policy (our own status writes do not).
+    let policy_stream = watcher(policies, policy_watch)
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(triggers::wake_hash, Default::default());
+
+    let mut controller = Controller::for_stream(policy_stream, reader.clone());
+    for secrets in secret_watches(&client, &options) {
+        let (store, default) = (reader.clone(), options.default_credentials_secret.clone());
+        let stream = watcher(secrets.api, secrets.config).default_backoff().touched_objects();
+        controller = controller.watches_stream(stream, move |secret| -> Vec<ObjectRef<GroupBanPolicy>> {
+            let key = SecretKey { namespace: secret.namespace().unwrap_or_default(), name: secret.name_any() };
+            policies_using(&key, &store.state(), default.as_ref())
+        });
+    }
+
+    // First signal: passes stop starting calls, the controller stops
+    // scheduling and lets running reconciles write what they confirmed.
+    let graceful = {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+    tokio::spawn(async move {
+        shutdown.await;
+        info!("Shutting down: no new IM calls; waiting for calls in flight");
+        stop.send_replace(true);
+    });
+
+    info!(
+        namespace = options.namespace.as_deref().unwrap_or("(all)"),
+        selector = options.selector.as_deref().unwrap_or(""),
+        max_calls_per_second = options.max_calls_per_second,
+        concurrency = options.concurrency,
+        "Controller started"
+    );
+    let config = kube::runtime::controller::Config::default().concurrency(options.concurrency);
+    let runs = controller
+        .with_config(config)
+        .graceful_shutdown_on(graceful)
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                log_controller_error(&error);
+            }
+        });
+    let mut stopped_for_budget = stopped;
+    let budget = async move {
+        let _ = stopped_for_budget.wait_for(|s| *s).await;
+        tokio::time::sleep(SHUTDOWN_BUDGET).await;
+    };
+    tokio::select! {
+        () = runs => info!("Controller stopped"),
+        () = budget => warn!(budget_s = SHUTDOWN_BUDGET.as_secs(), "Shutdown took too long; exiting"),
+    }
+    Ok(())
+}
+
+/// One metadata-only watch of Secrets: their values are never received.
+struct SecretWatch {
+    api: Api<PartialObjectMeta<Secret>>,
+    config: watcher::Config,
+}
+
+/// Secrets to watch by metadata: those of the watched namespace (or all),
+/// plus the default credentials Secret when it lives elsewhere.
+fn secret_watches(client: &Client, options: &RunOptions) -> Vec<SecretWatch> {
+    let mut watches = vec![SecretWatch {
+        api: match &options.namespace {
+            Some(namespace) => Api::namespaced(client.clone(), namespace),
+            None => Api::all(client.clone()),
+        },
+        config: watcher::Config::default(),
+    }];
+    if let (Some(namespace), Some(default)) = (&options.namespace, &options.default_credentials_secret)
+        && default.namespace != *namespace
+    {
+        watches.push(SecretWatch {
+            api: Api::namespaced(client.clone(), &default.namespace),
+            config: watcher::Config::default().fields(&format!("metadata.name={}", default.name)),
+        });
+    }
+    watches
+}
+
+/// Fails fast, with a message that says what to do, when the API server
+/// cannot be reached, the CRD is missing, access is denied or the
+/// selector is invalid: otherwise the watch would retry forever in silence.
+async fn preflight(policies: &Api<GroupBanPolicy>, selector: Option<&str>) -> anyhow::Result<()> {
+    let mut params = ListParams::default().limit(1);
+    if let Some(selector) = selector {
+        params = params.labels(selector);
+    }
+    match policies.list_metadata(&params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Err(anyhow::anyhow!(
+            "the GroupBanPolicy CRD (groupbanpolicies.groupban.dev) is not installed: kubectl apply -f crds/groupbanpolicies.yaml, or install the Helm chart"
+        )),
+        Err(kube::Error::Api(status)) if status.code == 403 => Err(anyhow::anyhow!(
+            "access denied listing GroupBanPolicies ({}); the service account needs get/list/watch on groupbanpolicies.groupban.dev",
+            status.message
+        )),
+        Err(kube::Error::Api(status)) if status.code == 400 => {
+            Err(anyhow::anyhow!("the API server refused the list: {} (check --selector)", status.message))
+        }
+        Err(error) => Err(anyhow::Error::new(error).context("failed to list GroupBanPolicies")),
+    }
+}
+
+fn log_controller_error<E: std::error::Error + 'static>(error: &E) {
+    // Reconcile errors are logged by the error policy with their category;
+    // what reaches here are watch and queue problems.
+    let text = crate::error_chain(error);
+    if text.contains("reconciler for object") {
+        tracing::debug!(error = %text, "Reconcile error (see above)");
+    } else {
+        warn!(error = %text, "Controller error");
+    }
+}

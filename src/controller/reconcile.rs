@@ -1,0 +1,232 @@
+//! One reconcile of one policy:
+//!
+//! ```text
+//! read the Secret (GET, values never cached) -> drift check (when due)
+//!   -> engine pass (plan, execute, fold; progress published every few seconds)
+//!   -> write status (server-side apply, only if more than timestamps changed)
+//!   -> Events (what changed) -> next action (from the pass's decision)
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::Action;
+use kube::{Api, Resource, ResourceExt};
+use tokio::sync::watch;
+use tracing::{info, instrument, warn};
+
+use super::status_writer::{publish_progress, write_status};
+use super::triggers::{SecretKey, credentials_secret};
+use super::{Context, drift, events};
+use crate::crd::{GroupBanPolicy, GroupBanPolicyStatus, RECONCILE_REQUESTED_AT};
+use crate::engine::credentials::{self, AppTarget, CredentialsError};
+use crate::engine::status::{Decision, differs_beyond_timestamps, notices};
+use crate::engine::{PassOutcome, PolicyInput, run_pass};
+
+/// What stops a reconcile before it could conclude. Problems a person must
+/// fix in the policy or its Secret are not errors: they end up in status.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("policy {0} has no namespace")]
+    NotNamespaced(String),
+    #[error("failed to read Secret {secret}")]
+    ReadSecret { secret: SecretKey, source: kube::Error },
+    #[error("failed to write the status of {policy}")]
+    WriteStatus { policy: String, source: kube::Error },
+}
+
+impl ReconcileError {
+    /// A bounded label for logs and metrics (never an object name).
+    pub fn category(&self) -> &'static str {
+        match self {
+            ReconcileError::NotNamespaced(_) => "NotNamespaced",
+            ReconcileError::ReadSecret { .. } => "ReadSecret",
+            ReconcileError::WriteStatus { .. } => "WriteStatus",
+        }
+    }
+}
+
+/// The policy's `namespace/name`.
+pub fn policy_key(policy: &GroupBanPolicy) -> String {
+    format!("{}/{}", policy.namespace().unwrap_or_default(), policy.name_any())
+}
+
+#[instrument(skip(policy, ctx), fields(policy = %policy_key(&policy)))]
+pub async fn reconcile(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let key = policy_key(&policy);
+    let namespace = policy.namespace().ok_or_else(|| ReconcileError::NotNamespaced(key.clone()))?;
+    if *ctx.shutdown.borrow() {
+        // Shutting down: start nothing new; the next leader or run takes over.
+        return Ok(Action::await_change());
+    }
+    let name = policy.name_any();
+    let api: Api<GroupBanPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
+    let recorded = policy.status.clone().unwrap_or_default();
+
+    let secret = credentials_secret(&policy, ctx.options.default_credentials_secret.as_ref());
+    let target = read_credentials(&ctx, &secret).await?;
+
+    // Drift check, when due and possible: members banned again leave the
+    // record given to the pass, which then unbans them.
+    let now = Timestamp::now();
+    let mut for_pass = recorded.clone();
+    let mut drift_status = recorded.drift.clone();
+    let runnable = policy.spec.suspend != Some(true) && crate::crd::validate_spec(&policy.spec).is_ok();
+    if let (true, Ok(target), Some(Duration::ZERO)) =
+        (runnable, &target, drift::next_check_in(&policy.spec, &recorded, now))
+    {
+        let client = ctx.pool.client_for(target);
+        match drift::check(&client, &policy.spec.group_id, &mut for_pass, now).await {
+            Ok(checked) => {
+                if checked.corrected > 0 {
+                    info!(members = checked.corrected, "Found members banned again");
+                }
+                drift_status = Some(checked);
+            }
+            Err(problem) => {
+                warn!(problem = %crate::cut_text(&problem, 1024), "Drift check failed; trying again next pass")
+            }
+        }
+    }
+
+    let input = PolicyInput {
+        key: key.clone(),
+        spec: policy.spec.clone(),
+        generation: policy.meta().generation,
+        recorded: for_pass,
+        target,
+    };
+    let (outcome, progress_written) = run_with_progress(&ctx, &api, &name, input, &recorded).await;
+    let PassOutcome { mut status, decision, calls_succeeded, calls_failed } = outcome;
+    status.drift = drift_status;
+    status.last_handled_reconcile_at =
+        policy.annotations().get(RECONCILE_REQUESTED_AT).cloned().or(recorded.last_handled_reconcile_at.clone());
+
+    let on_server = progress_written.as_ref().unwrap_or(&recorded);
+    if differs_beyond_timestamps(on_server, &status) {
+        write_status(&api, &name, &status)
+            .await
+            .map_err(|source| ReconcileError::WriteStatus { policy: key.clone(), source })?;
+    }
+    if calls_succeeded + calls_failed > 0 {
+        info!(calls_succeeded, calls_failed, ?decision, "Pass done");
+    }
+    publish_events(&ctx, &policy, &recorded, &status, calls_succeeded).await;
+    Ok(next_action(&ctx, &key, &policy, &status, decision))
+}
+
+/// Runs the pass and, beside it, publishes its progress at most every
+/// `progress_interval`. Returns the outcome and the last status written.
+async fn run_with_progress(
+    ctx: &Context,
+    api: &Api<GroupBanPolicy>,
+    name: &str,
+    input: PolicyInput,
+    recorded: &GroupBanPolicyStatus,
+) -> (PassOutcome, Option<GroupBanPolicyStatus>) {
+    let (progress_tx, progress_rx) = watch::channel(None);
+    let interval = ctx.options.progress_interval;
+    let pass = async move {
+        let mut last_sent = tokio::time::Instant::now();
+        let inputs = [input];
+        let mut outcomes = run_pass(&inputs, &ctx.pool, ctx.shutdown.clone(), |statuses, _| {
+            if last_sent.elapsed() >= interval {
+                last_sent = tokio::time::Instant::now();
+                progress_tx.send_replace(statuses.first().cloned());
+            }
+        })
+        .await;
+        drop(progress_tx);
+        outcomes.pop()
+    };
+    let publisher = publish_progress(api, name, progress_rx, recorded.clone());
+    let (outcome, written) = tokio::join!(pass, publisher);
+    // One input gives one outcome; an empty pass cannot happen.
+    let outcome = outcome.unwrap_or_else(|| PassOutcome {
+        status: recorded.clone(),
+        decision: Decision::Retry,
+        calls_succeeded: 0,
+        calls_failed: 0,
+    });
+    (outcome, written)
+}
+
+/// Reads the credentials Secret by GET (values are never cached). A
+/// missing or unusable Secret is the policy's problem, shown in its status;
+/// an API server that cannot answer is an error, retried with backoff.
+async fn read_credentials(
+    ctx: &Context,
+    secret: &SecretKey,
+) -> Result<Result<AppTarget, CredentialsError>, ReconcileError> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &secret.namespace);
+    match secrets.get_opt(&secret.name).await {
+        Ok(Some(found)) => Ok(credentials::from_secret(&found, &secret.to_string())),
+        Ok(None) => Ok(Err(CredentialsError::SecretNotFound { secret: secret.to_string() })),
+        Err(source) => Err(ReconcileError::ReadSecret { secret: secret.clone(), source }),
+    }
+}
+
+async fn publish_events(
+    ctx: &Context,
+    policy: &GroupBanPolicy,
+    before: &GroupBanPolicyStatus,
+    after: &GroupBanPolicyStatus,
+    calls_succeeded: usize,
+) {
+    let reference = policy.object_ref(&());
+    for notice in notices(before, after, calls_succeeded) {
+        let event = events::event_for(&notice);
+        if let Err(error) = ctx.recorder.publish(&event, &reference).await {
+            warn!(reason = %event.reason, error = %crate::error_chain(&error), "Failed to publish an Event");
+        }
+    }
+}
+
+/// When to look at the policy again, from the pass's decision.
+fn next_action(
+    ctx: &Context,
+    key: &str,
+    policy: &GroupBanPolicy,
+    status: &GroupBanPolicyStatus,
+    decision: Decision,
+) -> Action {
+    let options = &ctx.options;
+    let drift_due = if decision == Decision::Suspended {
+        None
+    } else {
+        drift::next_check_in(&policy.spec, status, Timestamp::now())
+    };
+    let settle = |wait: Duration| {
+        ctx.backoffs.reset(key);
+        // A drift check due sooner comes first (at least a second away).
+        let wait = drift_due.map_or(wait, |due| wait.min(due.max(Duration::from_secs(1))));
+        Action::requeue(wait)
+    };
+    if *ctx.shutdown.borrow() {
+        return Action::await_change();
+    }
+    match decision {
+        Decision::Retry => Action::requeue(ctx.backoffs.next_delay(key)),
+        Decision::Idle => settle(options.idle_resync),
+        Decision::Suspended => settle(options.idle_resync),
+        // A person must act; the slow re-check catches fixes made outside
+        // the cluster (a permission granted in the IM console, say).
+        Decision::Stalled => settle(options.stalled_recheck),
+    }
+}
+
+/// kube-runtime's error policy: the policy's own backoff.
+pub fn error_policy(policy: Arc<GroupBanPolicy>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    let key = policy_key(&policy);
+    let delay = ctx.backoffs.next_delay(&key);
+    warn!(
+        policy = %key,
+        category = error.category(),
+        error = %crate::error_chain(error),
+        retry_in_s = delay.as_secs(),
+        "Reconcile failed"
+    );
+    Action::requeue(delay)
+}
