@@ -2,6 +2,9 @@
 //! clients pointed at it.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod cluster;
+pub mod fake_apiserver;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,222 @@
+//! A cluster for end-to-end tests of `groupban-operator run`: the fake API
+//! server in-process, or a real cluster when `GROUPBAN_E2E_KUBECONFIG`
+//! names a kubeconfig (each test then works in a namespace of its own,
+//! deleted afterwards). Tests talk to either through kube clients only.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use groupban_operator::crd::{GroupBanPolicy, GroupBanPolicyStatus};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+use super::fake_apiserver::FakeApiServer;
+use super::{ADMIN, SDKAPPID};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_groupban-operator");
+/// The field manager tests write specs with (the operator's is another).
+const TEST_MANAGER: &str = "e2e-test";
+
+pub struct Cluster {
+    pub fake: Option<FakeApiServer>,
+    pub client: Client,
+    pub namespace: String,
+    pub kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub async fn start() -> Cluster {
+        groupban_operator::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        if let Some(path) = std::env::var_os("GROUPBAN_E2E_KUBECONFIG") {
+            let kubeconfig = PathBuf::from(path);
+            let options = kube::config::KubeConfigOptions::default();
+            let config = kube::Config::from_custom_kubeconfig(
+                kube::config::Kubeconfig::read_from(&kubeconfig).expect("GROUPBAN_E2E_KUBECONFIG is readable"),
+                &options,
+            )
+            .await
+            .expect("GROUPBAN_E2E_KUBECONFIG is a valid kubeconfig");
+            let client = Client::try_from(config).unwrap();
+            let namespace = format!("groupban-e2e-{}", rand::random::<u32>());
+            let namespaces: Api<Namespace> = Api::all(client.clone());
+            namespaces
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap(),
+                )
+                .await
+                .expect("create the test namespace");
+            return Cluster { fake: None, client, namespace, kubeconfig, _dir: dir };
+        }
+        let fake = FakeApiServer::start().await;
+        let kubeconfig = dir.path().join("kubeconfig");
+        fake.write_kubeconfig(&kubeconfig);
+        let client = fake.client();
+        Cluster { fake: Some(fake), client, namespace: "e2e".into(), kubeconfig, _dir: dir }
+    }
+
+    pub fn policies(&self) -> Api<GroupBanPolicy> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    pub fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Creates or replaces the credentials Secret `name`.
+    pub async fn put_secret(&self, name: &str, endpoint: &str, key: &str) {
+        let secret = json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name},
+            "stringData": {"sdkAppId": SDKAPPID.to_string(), "identifier": ADMIN, "secretKey": key, "endpoint": endpoint},
+        });
+        self.secrets()
+            .patch(name, &PatchParams::apply(TEST_MANAGER).force(), &Patch::Apply(secret))
+            .await
+            .expect("apply the Secret");
+    }
+
+    /// Creates or updates a policy's spec (server-side apply, as kubectl
+    /// apply --server-side or a GitOps tool would).
+    pub async fn apply_policy(&self, name: &str, spec: Value) {
+        let policy = json!({
+            "apiVersion": "groupban.dev/v1alpha1", "kind": "GroupBanPolicy",
+            "metadata": {"name": name},
+            "spec": spec,
+        });
+        self.policies()
+            .patch(name, &PatchParams::apply(TEST_MANAGER).force(), &Patch::Apply(policy))
+            .await
+            .expect("apply the policy");
+    }
+
+    pub async fn annotate(&self, name: &str, key: &str, value: &str) {
+        let patch = json!({"metadata": {"annotations": {key: value}}});
+        self.policies().patch(name, &PatchParams::default(), &Patch::Merge(patch)).await.expect("annotate");
+    }
+
+    pub async fn delete_policy(&self, name: &str) {
+        self.policies().delete(name, &DeleteParams::default()).await.expect("delete the policy");
+    }
+
+    pub async fn status(&self, name: &str) -> GroupBanPolicyStatus {
+        self.policies().get(name).await.expect("get the policy").status.unwrap_or_default()
+    }
+
+    /// Polls the policy until `done` holds; panics with the last status
+    /// after `timeout`.
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        timeout: Duration,
+        done: impl Fn(&GroupBanPolicy) -> bool,
+    ) -> GroupBanPolicy {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let policy = self.policies().get_opt(name).await.expect("get the policy");
+            if let Some(policy) = policy {
+                if done(&policy) {
+                    return policy;
+                }
+                if tokio::time::Instant::now() > deadline {
+                    panic!("{name}: condition not met in {timeout:?}; status: {:#?}", policy.status);
+                }
+            } else if tokio::time::Instant::now() > deadline {
+                panic!("{name}: not found after {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Event reasons recorded for `name`, oldest first.
+    pub async fn event_reasons(&self, name: &str) -> Vec<(String, String)> {
+        let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), &self.namespace);
+        let list = events.list(&Default::default()).await.expect("list Events");
+        list.items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default()))
+            .collect()
+    }
+
+    pub async fn cleanup(self) {
+        if self.fake.is_none() {
+            let namespaces: Api<Namespace> = Api::all(self.client.clone());
+            let _ = namespaces.delete(&self.namespace, &DeleteParams::default()).await;
+        }
+        if let Some(fake) = self.fake {
+            fake.stop().await;
+        }
+    }
+}
+
+/// `groupban-operator run` as a child process.
+pub struct Operator {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    /// Starts the operator on the cluster's namespace, with quick retries
+    /// and progress, logging to a file in a fresh temp dir.
+    pub fn start(cluster: &Cluster, extra: &[&str]) -> Operator {
+        let log = std::env::temp_dir().join(format!("groupban-e2e-{}.log", rand::random::<u64>()));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(BIN)
+            .args(["run", "--namespace", &cluster.namespace, "--progress-interval", "1s"])
+            .args(["--stalled-recheck-interval", "1h", "--max-attempts", "3"])
+            .args(extra)
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start groupban-operator run");
+        Operator { child, log }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id().expect("running") as i32
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill").args([&format!("-{signal}"), &self.pid().to_string()]).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{signal}");
+    }
+
+    /// Waits for the process to exit, at most `timeout`.
+    pub async fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(timeout, self.child.wait()).await.ok().and_then(Result::ok)
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// True when the policy's Ready condition is True for its generation.
+pub fn is_ready(policy: &GroupBanPolicy) -> bool {
+    condition(policy, "Ready").is_some_and(|(status, _)| status == "True")
+        && policy.status.as_ref().and_then(|s| s.observed_generation) == policy.metadata.generation
+}
+
+/// (status, reason) of a condition.
+pub fn condition(policy: &GroupBanPolicy, kind: &str) -> Option<(String, String)> {
+    let status = policy.status.as_ref()?;
+    let found = status.conditions.iter().find(|c| c.type_ == kind)?;
+    Some((found.status.clone(), found.reason.clone()))
+}
