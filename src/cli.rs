@@ -126,8 +126,9 @@ struct RunArgs {
     /// Attempts per call before it is reported failed (retryable answers only).
     #[arg(long, default_value_t = RetryPolicy::DEFAULT_MAX_ATTEMPTS, value_parser = clap::value_parser!(u32).range(1..=100))]
     max_attempts: u32,
-    /// Seconds before a call is abandoned as a timeout (the gateway's own is 3).
-    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(4..=300))]
+    /// Seconds before a call is abandoned as a timeout (the gateway's own is
+    /// 3; at most 15 so a shutdown finishes within Kubernetes' grace period).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(4..=15))]
     request_timeout: u64,
     /// How often a Stalled policy is tried again with no change to it or its Secret.
     #[arg(long, default_value = "10m", value_parser = parse_duration_flag)]
@@ -215,10 +216,12 @@ fn parse_secret(text: &str) -> Result<Redacted<String>, String> {
     Ok(Redacted::new(text.trim().to_string()))
 }
 
+/// A duration flag of `run`: at least a second, or a converged fleet would
+/// be re-read from the API server many times a second.
 fn parse_duration_flag(text: &str) -> Result<Duration, String> {
     let duration = crate::crd::parse_duration(text)?;
-    if duration.is_zero() {
-        return Err("must be more than 0".into());
+    if duration < Duration::from_secs(1) {
+        return Err("must be at least 1s".into());
     }
     Ok(duration)
 }

@@ -152,7 +152,8 @@ pub struct GroupBanPolicyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failures_truncated: Option<u32>,
 
-    /// When the operator last finished a pass over this policy.
+    /// When the operator last finished a pass that changed this status
+    /// (passes that would change only timestamps are not written).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<Time>,
 
@@ -186,7 +187,8 @@ pub struct Summary {
     pub failed: u32,
 }
 
-/// The outcome of the last drift check.
+/// The outcome of the last drift check that changed something: a check
+/// that finds nothing is not written (it would change only a time).
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DriftStatus {

@@ -40,20 +40,12 @@ async fn requests(base_url: &str) -> Vec<Value> {
     get_json(base_url, "/simulator/requests").await["requests"].as_array().unwrap().clone()
 }
 
-fn seed(groups: &[(&str, usize)]) -> String {
-    let groups: Vec<String> = groups
-        .iter()
-        .map(|(id, n)| format!("{{groupId: \"{id}\", type: AVChatRoom, banned: [{}]}}", members("m", *n).join(", ")))
-        .collect();
-    format!("groups: [{}]", groups.join(", "))
-}
-
 /// SIGTERM in the controller: no call starts after the signal, the calls on
 /// the wire finish, and every member they confirmed is in the returned
 /// status, and no other.
 #[tokio::test]
 async fn a_shutdown_starts_no_call_and_keeps_every_confirmed_answer() {
-    let mut config = config(&seed(&[("room", 2000)]));
+    let mut config = config(&seed_banned(&[("room", 2000)]));
     config.faults.latency = Duration::from_millis(150);
     let sim = start(config).await;
     let url = sim.base_url();
@@ -87,7 +79,7 @@ async fn a_shutdown_starts_no_call_and_keeps_every_confirmed_answer() {
 /// of its calls, not behind all 100.
 #[tokio::test]
 async fn a_small_policy_is_not_queued_behind_a_large_one() {
-    let sim = start(config(&seed(&[("big-room", 2000), ("small-room", 20)]))).await;
+    let sim = start(config(&seed_banned(&[("big-room", 2000), ("small-room", 20)]))).await;
     let url = sim.base_url();
     let pool = std::sync::Arc::new(ClientPool::new(RateLimit::per_second(50), quick_settings()).unwrap());
     let (_keep, shutdown) = watch::channel(false);

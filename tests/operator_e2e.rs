@@ -15,14 +15,6 @@ use support::*;
 const SECRET: &str = "groupban-credentials";
 const WAIT: Duration = Duration::from_secs(30);
 
-fn seed(groups: &[(&str, usize)]) -> String {
-    let groups: Vec<String> = groups
-        .iter()
-        .map(|(id, n)| format!("{{groupId: \"{id}\", type: AVChatRoom, banned: [{}]}}", members("m", *n).join(", ")))
-        .collect();
-    format!("groups: [{}]", groups.join(", "))
-}
-
 fn spec(group: &str, members: &[String]) -> Value {
     json!({"groupId": group, "unbannedMembers": members})
 }
@@ -52,7 +44,7 @@ async fn unban_calls(sim_url: &str) -> usize {
 /// (nobody is banned again).
 #[tokio::test]
 async fn create_grow_shrink_and_delete() {
-    let sim = start(config(&seed(&[("room", 50)]))).await;
+    let sim = start(config(&seed_banned(&[("room", 50)]))).await;
     let cluster = Cluster::start().await;
     cluster.put_secret(SECRET, &sim.base_url(), KEY).await;
     let _operator = Operator::start(&cluster, &[]);
@@ -89,7 +81,7 @@ async fn create_grow_shrink_and_delete() {
 /// Suspend: no calls and reason Suspended; resume: the calls are made.
 #[tokio::test]
 async fn suspend_then_resume() {
-    let sim = start(config(&seed(&[("room", 20)]))).await;
+    let sim = start(config(&seed_banned(&[("room", 20)]))).await;
     let cluster = Cluster::start().await;
     cluster.put_secret(SECRET, &sim.base_url(), KEY).await;
     let _operator = Operator::start(&cluster, &[]);
@@ -115,7 +107,7 @@ async fn suspend_then_resume() {
 /// Warning Event, without retrying in a loop; fixing the spec heals it.
 #[tokio::test]
 async fn a_terminal_error_code_stalls_until_the_spec_is_fixed() {
-    let sim = start(config(&seed(&[("room", 5)]))).await;
+    let sim = start(config(&seed_banned(&[("room", 5)]))).await;
     let cluster = Cluster::start().await;
     cluster.put_secret(SECRET, &sim.base_url(), KEY).await;
     let _operator = Operator::start(&cluster, &[]);
@@ -138,7 +130,7 @@ async fn a_terminal_error_code_stalls_until_the_spec_is_fixed() {
 /// key in the Secret heals it with no edit to the policy.
 #[tokio::test]
 async fn secret_rotation_heals_a_stalled_policy() {
-    let sim = start(config(&seed(&[("room", 5)]))).await;
+    let sim = start(config(&seed_banned(&[("room", 5)]))).await;
     let cluster = Cluster::start().await;
     cluster.put_secret(SECRET, &sim.base_url(), "not-the-key").await;
     let _operator = Operator::start(&cluster, &[]);
@@ -156,7 +148,7 @@ async fn secret_rotation_heals_a_stalled_policy() {
 /// next drift check, and status says when and how many.
 #[tokio::test]
 async fn drift_is_corrected() {
-    let sim = start(config(&seed(&[("room", 5)]))).await;
+    let sim = start(config(&seed_banned(&[("room", 5)]))).await;
     let cluster = Cluster::start().await;
     cluster.put_secret(SECRET, &sim.base_url(), KEY).await;
     let _operator = Operator::start(&cluster, &[]);
@@ -176,11 +168,31 @@ async fn drift_is_corrected() {
     cluster.cleanup().await;
 }
 
+/// Drift checking on a policy that cannot progress (its group is gone)
+/// neither retries in a loop nor reads the ban list every second.
+#[tokio::test]
+async fn drift_checks_on_a_stalled_policy_do_not_loop() {
+    let sim = start(config(&seed_banned(&[("room", 5)]))).await;
+    let cluster = Cluster::start().await;
+    cluster.put_secret(SECRET, &sim.base_url(), KEY).await;
+    let _operator = Operator::start(&cluster, &[]);
+    let mut gone = spec("no-such-room", &members("m", 5));
+    gone["driftCheckInterval"] = json!("1s");
+    cluster.apply_policy("p", gone).await;
+    cluster.wait_for("p", WAIT, |p| condition(p, "Stalled").is_some_and(|(s, _)| s == "True")).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = get_json(&sim.base_url(), "/simulator/stats").await["requests"].as_u64().unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = get_json(&sim.base_url(), "/simulator/stats").await["requests"].as_u64().unwrap();
+    assert_eq!(after, before, "no IM call while Stalled (re-checked only every --stalled-recheck-interval)");
+    cluster.cleanup().await;
+}
+
 /// The Flux convention: a reconcile-requested-at annotation is acted on
 /// and echoed into status.lastHandledReconcileAt.
 #[tokio::test]
 async fn a_reconcile_request_is_handled_and_recorded() {
-    let sim = start(config(&seed(&[("room", 5)]))).await;
+    let sim = start(config(&seed_banned(&[("room", 5)]))).await;
     let cluster = Cluster::start().await;
     cluster.put_secret(SECRET, &sim.base_url(), KEY).await;
     let _operator = Operator::start(&cluster, &[]);
@@ -199,13 +211,16 @@ async fn a_reconcile_request_is_handled_and_recorded() {
 /// every second), it makes no status write and no IM call.
 #[tokio::test]
 async fn a_converged_policy_makes_no_write_and_no_call() {
-    let sim = start(config(&seed(&[("room", 40)]))).await;
+    let sim = start(config(&seed_banned(&[("room", 40)]))).await;
     let cluster = Cluster::start().await;
     cluster.put_secret(SECRET, &sim.base_url(), KEY).await;
     let operator = Operator::start(&cluster, &["--resync-interval", "1s"]);
     cluster.apply_policy("p", spec("room", &members("m", 40))).await;
     let ready = cluster.wait_for("p", WAIT, is_ready).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
+    if let Some(fake) = &cluster.fake {
+        fake.clear_requests();
+    }
     let version = cluster.policies().get("p").await.unwrap().metadata.resource_version;
     let calls = unban_calls(&sim.base_url()).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -225,7 +240,7 @@ async fn a_converged_policy_makes_no_write_and_no_call() {
 async fn a_hundred_policies_at_once() {
     let groups: Vec<(String, usize)> = (0..100).map(|i| (format!("room{i}"), 25)).collect();
     let refs: Vec<(&str, usize)> = groups.iter().map(|(g, n)| (g.as_str(), *n)).collect();
-    let sim = start(config(&seed(&refs))).await;
+    let sim = start(config(&seed_banned(&refs))).await;
     let cluster = Cluster::start().await;
     cluster.put_secret(SECRET, &sim.base_url(), KEY).await;
     let _operator = Operator::start(&cluster, &[]);
@@ -244,7 +259,7 @@ async fn a_hundred_policies_at_once() {
 /// simulator confirmed.
 #[tokio::test]
 async fn sigterm_writes_what_was_confirmed_and_exits_zero() {
-    let mut config = config(&seed(&[("room", 3000)]));
+    let mut config = config(&seed_banned(&[("room", 3000)]));
     config.rate_limit = 50;
     let sim = start(config).await;
     let cluster = Cluster::start().await;
@@ -267,7 +282,7 @@ async fn sigterm_writes_what_was_confirmed_and_exits_zero() {
 /// the policy converges in the end.
 #[tokio::test]
 async fn sigkill_then_restart_never_records_an_unconfirmed_member() {
-    let mut config = config(&seed(&[("room", 2000)]));
+    let mut config = config(&seed_banned(&[("room", 2000)]));
     config.rate_limit = 100;
     let sim = start(config).await;
     let cluster = Cluster::start().await;

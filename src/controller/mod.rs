@@ -103,6 +103,24 @@ pub struct Context {
     pub backoffs: Backoffs,
     /// True once shutdown began: passes start no new call.
     pub shutdown: watch::Receiver<bool>,
+    /// When each policy's drift check was last attempted (successful or
+    /// not). Kept here rather than written: a check that finds nothing
+    /// changes nothing a user needs to see.
+    pub drift_attempts: std::sync::Mutex<std::collections::HashMap<String, k8s_openapi::jiff::Timestamp>>,
+}
+
+impl Context {
+    /// The later of the remembered attempt and the last check in status
+    /// (which survives a restart).
+    pub fn last_drift_attempt(
+        &self,
+        key: &str,
+        status: &crate::crd::GroupBanPolicyStatus,
+    ) -> Option<k8s_openapi::jiff::Timestamp> {
+        let remembered = self.drift_attempts.lock().unwrap_or_else(|e| e.into_inner()).get(key).copied();
+        let written = status.drift.as_ref().map(|d| d.last_check_time.0);
+        remembered.max(written)
+    }
 }
 
 /// How long a graceful shutdown may take before `run` returns anyway:
@@ -140,6 +158,7 @@ pub async fn run_with_client(
         backoffs: Backoffs::new(options.backoff),
         options: options.clone(),
         shutdown: stopped.clone(),
+        drift_attempts: Default::default(),
     });
 
     let mut policy_watch = watcher::Config::default();
@@ -202,10 +221,15 @@ pub async fn run_with_client(
         tokio::time::sleep(SHUTDOWN_BUDGET).await;
     };
     tokio::select! {
-        () = runs => info!("Controller stopped"),
-        () = budget => warn!(budget_s = SHUTDOWN_BUDGET.as_secs(), "Shutdown took too long; exiting"),
+        () = runs => {
+            info!("Controller stopped");
+            Ok(())
+        }
+        () = budget => Err(anyhow::anyhow!(
+            "shutdown took longer than {} s; answers of calls still in flight were not recorded",
+            SHUTDOWN_BUDGET.as_secs()
+        )),
     }
-    Ok(())
 }
 
 /// One metadata-only watch of Secrets: their values are never received.

@@ -74,11 +74,19 @@ pub async fn reconcile(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Result
     let mut for_pass = recorded.clone();
     let mut drift_status = recorded.drift.clone();
     let runnable = policy.spec.suspend != Some(true) && crate::crd::validate_spec(&policy.spec).is_ok();
+    let last_attempt = ctx.last_drift_attempt(&key, &recorded);
     if let (true, Ok(target), Some(Duration::ZERO)) =
-        (runnable, &target, drift::next_check_in(&policy.spec, &recorded, now))
+        (runnable, &target, drift::next_check_in(&policy.spec, last_attempt, now))
     {
+        ctx.drift_attempts.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), now);
         let client = ctx.pool.client_for(target);
-        match drift::check(&client, &policy.spec.group_id, &mut for_pass, now).await {
+        let mut shutdown = ctx.shutdown.clone();
+        let checked = tokio::select! {
+            checked = drift::check(&client, &policy.spec.group_id, &mut for_pass, now) => checked,
+            // A ban-list read has no effect: abandon it on shutdown.
+            _ = shutdown.wait_for(|stop| *stop) => Err("shutting down".to_string()),
+        };
+        match checked {
             Ok(checked) => {
                 if checked.corrected > 0 {
                     info!(members = checked.corrected, "Found members banned again");
@@ -91,6 +99,7 @@ pub async fn reconcile(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Result
         }
     }
 
+    let for_pass_members = for_pass.unbanned_members.clone();
     let input = PolicyInput {
         key: key.clone(),
         spec: policy.spec.clone(),
@@ -104,6 +113,9 @@ pub async fn reconcile(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Result
     status.last_handled_reconcile_at =
         policy.annotations().get(RECONCILE_REQUESTED_AT).cloned().or(recorded.last_handled_reconcile_at.clone());
 
+    // Members the drift check took out and the pass unbanned again count as
+    // newly unbanned in the Event.
+    let before_pass = GroupBanPolicyStatus { unbanned_members: for_pass_members, ..recorded.clone() };
     let on_server = progress_written.as_ref().unwrap_or(&recorded);
     if differs_beyond_timestamps(on_server, &status) {
         write_status(&api, &name, &status)
@@ -113,8 +125,14 @@ pub async fn reconcile(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Result
     if calls_succeeded + calls_failed > 0 {
         info!(calls_succeeded, calls_failed, ?decision, "Pass done");
     }
-    publish_events(&ctx, &policy, &recorded, &status, calls_succeeded).await;
-    Ok(next_action(&ctx, &key, &policy, &status, decision))
+    publish_events(&ctx, &policy, &before_pass, &status, calls_succeeded).await;
+    let drift_due = match (decision, runnable) {
+        (Decision::Idle, true) => {
+            drift::next_check_in(&policy.spec, ctx.last_drift_attempt(&key, &status), Timestamp::now())
+        }
+        _ => None,
+    };
+    Ok(next_action(&ctx, &key, drift_due, decision))
 }
 
 /// Runs the pass and, beside it, publishes its progress at most every
@@ -164,6 +182,12 @@ async fn read_credentials(
     match secrets.get_opt(&secret.name).await {
         Ok(Some(found)) => Ok(credentials::from_secret(&found, &secret.to_string())),
         Ok(None) => Ok(Err(CredentialsError::SecretNotFound { secret: secret.to_string() })),
+        // Access denied is a configuration a person must fix (RBAC, or a
+        // Secret in a namespace the operator may not read): show it.
+        Err(kube::Error::Api(status)) if status.code == 403 => Ok(Err(CredentialsError::Unreadable {
+            secret: secret.to_string(),
+            reason: format!("access denied ({})", crate::cut_text(&status.message, 512)),
+        })),
         Err(source) => Err(ReconcileError::ReadSecret { secret: secret.clone(), source }),
     }
 }
@@ -184,20 +208,10 @@ async fn publish_events(
     }
 }
 
-/// When to look at the policy again, from the pass's decision.
-fn next_action(
-    ctx: &Context,
-    key: &str,
-    policy: &GroupBanPolicy,
-    status: &GroupBanPolicyStatus,
-    decision: Decision,
-) -> Action {
+/// When to look at the policy again, from the pass's decision (and, for a
+/// converged policy, when its next drift check is due).
+fn next_action(ctx: &Context, key: &str, drift_due: Option<Duration>, decision: Decision) -> Action {
     let options = &ctx.options;
-    let drift_due = if decision == Decision::Suspended {
-        None
-    } else {
-        drift::next_check_in(&policy.spec, status, Timestamp::now())
-    };
     let settle = |wait: Duration| {
         ctx.backoffs.reset(key);
         // A drift check due sooner comes first (at least a second away).

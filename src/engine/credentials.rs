@@ -33,6 +33,8 @@ pub mod keys {
 pub enum CredentialsError {
     #[error("Secret {secret} not found")]
     SecretNotFound { secret: String },
+    #[error("Secret {secret} cannot be read: {reason}")]
+    Unreadable { secret: String, reason: String },
     #[error("Secret {secret} has no key {key:?}")]
     MissingKey { secret: String, key: &'static str },
     #[error("Secret {secret} key {key:?} is not valid UTF-8")]

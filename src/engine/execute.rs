@@ -54,7 +54,10 @@ pub async fn execute(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut calls = JoinSet::new();
-    let stops: Vec<Arc<watch::Sender<bool>>> = jobs.iter().map(|_| Arc::new(watch::Sender::new(false))).collect();
+    // A pass that begins after the shutdown signal starts nothing.
+    let already_stopped = *shutdown.borrow();
+    let stops: Vec<Arc<watch::Sender<bool>>> =
+        jobs.iter().map(|_| Arc::new(watch::Sender::new(already_stopped))).collect();
     let lanes: Vec<Arc<Semaphore>> = jobs.iter().map(|_| Arc::new(Semaphore::new(LANE_DEPTH))).collect();
     let rounds = jobs.iter().map(|job| job.batches.len()).max().unwrap_or(0);
     for round in 0..rounds {

@@ -356,6 +356,9 @@ pub fn differs_beyond_timestamps(a: &GroupBanPolicyStatus, b: &GroupBanPolicySta
         for failure in &mut status.failures {
             failure.last_attempt_time = Time(Timestamp::UNIX_EPOCH);
         }
+        if let Some(drift) = &mut status.drift {
+            drift.last_check_time = Time(Timestamp::UNIX_EPOCH);
+        }
         status
     }
     without_times(a) != without_times(b)

@@ -87,6 +87,15 @@ pub fn members(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i}")).collect()
 }
 
+/// Seed YAML: AVChatRoom groups, each with members `m0..mN` banned.
+pub fn seed_banned(groups: &[(&str, usize)]) -> String {
+    let groups: Vec<String> = groups
+        .iter()
+        .map(|(id, n)| format!("{{groupId: \"{id}\", type: AVChatRoom, banned: [{}]}}", members("m", *n).join(", ")))
+        .collect();
+    format!("groups: [{}]", groups.join(", "))
+}
+
 /// True when `python3` can import `modules` (comma-separated). When it
 /// cannot, the test is skipped with a notice, except under
 /// GROUPBAN_REQUIRE_PYTHON_TESTS (set by CI), where that is a failure.

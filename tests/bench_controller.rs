@@ -1,0 +1,109 @@
+//! Benchmarks of `groupban-operator run` through the fake API server and
+//! the simulator (see BENCHMARKS.md). Ignored by `cargo test`; run with
+//!
+//! ```text
+//! cargo test --release --test bench_controller -- --ignored --nocapture --test-threads 1
+//! ```
+//!
+//! GROUPBAN_BENCH_POLICIES, GROUPBAN_BENCH_MEMBERS and GROUPBAN_BENCH_RATE
+//! change the fleet (defaults 1000, 100, 200).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::cluster::{Cluster, Operator, is_ready};
+use support::*;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// (user + system CPU seconds, peak RSS in KiB) of a process, from /proc.
+fn cpu_and_peak_rss(pid: i32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses).
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (ticks / 100.0, rss)
+}
+
+#[tokio::test]
+#[ignore = "benchmark: run with --ignored in release mode"]
+async fn fleet_converges_near_the_rate_bound() {
+    let policies = env_or("GROUPBAN_BENCH_POLICIES", 1000);
+    let per_policy = env_or("GROUPBAN_BENCH_MEMBERS", 100);
+    let rate = env_or("GROUPBAN_BENCH_RATE", 200) as u32;
+    let groups: Vec<String> = (0..policies).map(|i| format!("room{i}")).collect();
+    let seeded: Vec<(&str, usize)> = groups.iter().map(|g| (g.as_str(), per_policy)).collect();
+    let mut config = config(&seed_banned(&seeded));
+    config.rate_limit = rate;
+    config.request_log_limit = 1000;
+    let sim = start(config).await;
+    let cluster = Cluster::start().await;
+    cluster.put_secret("groupban-credentials", &sim.base_url(), KEY).await;
+    for group in &groups {
+        cluster.apply_policy(group, json!({"groupId": group, "unbannedMembers": members("m", per_policy)})).await;
+    }
+    let fake = cluster.fake.as_ref().expect("benchmarks run against the fake API server");
+    fake.clear_requests();
+
+    let started = Instant::now();
+    let operator = Operator::start(&cluster, &["--max-calls-per-second", &rate.to_string()]);
+    let pid = operator.pid();
+    loop {
+        let ready = fake
+            .objects("groupbanpolicies")
+            .into_iter()
+            .filter(|p| serde_json::from_value(p.clone()).is_ok_and(|p| is_ready(&p)))
+            .count();
+        if ready == policies {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(600), "{ready} of {policies} Ready after 10 minutes");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let converge = started.elapsed().as_secs_f64();
+    let (cpu_converge, peak_rss) = cpu_and_peak_rss(pid);
+    let stats = get_json(&sim.base_url(), "/simulator/stats").await;
+    let calls = stats["requests"].as_u64().unwrap_or(0);
+    let minimum = (policies * per_policy.div_ceil(20)) as u64;
+    let ideal = minimum as f64 / f64::from(rate);
+    let writes = fake.status_writes();
+    println!(
+        "converge: {policies} policies x {per_policy} members at {rate}/s: {converge:.2} s vs ideal {ideal:.2} s ({:+.1}%); \
+         IM calls {calls} (minimum {minimum}); status writes {writes} ({:.2} per policy); busiest 1-s window {}; \
+         operator CPU {cpu_converge:.2} s; peak RSS {:.1} MiB",
+        (converge / ideal - 1.0) * 100.0,
+        writes as f64 / policies as f64,
+        stats["peakRequestsInWindow"],
+        peak_rss as f64 / 1024.0,
+    );
+
+    // The converged fleet over a quiet period.
+    let quiet = Duration::from_secs(env_or("GROUPBAN_BENCH_QUIET_SECONDS", 60) as u64);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    fake.clear_requests();
+    let (cpu_before, _) = cpu_and_peak_rss(pid);
+    tokio::time::sleep(quiet).await;
+    let (cpu_after, _) = cpu_and_peak_rss(pid);
+    let calls_after = get_json(&sim.base_url(), "/simulator/stats").await["requests"].as_u64().unwrap_or(0);
+    println!(
+        "quiet: {} s: status writes {}, IM calls {}, API requests {}, operator CPU {:.3} s",
+        quiet.as_secs(),
+        fake.status_writes(),
+        calls_after - calls,
+        fake.requests().len(),
+        cpu_after - cpu_before,
+    );
+    drop(operator);
+}
