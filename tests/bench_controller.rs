@@ -70,11 +70,14 @@ async fn fleet_converges_near_the_rate_bound() {
             break;
         }
         assert!(started.elapsed() < Duration::from_secs(600), "{ready} of {policies} Ready after 10 minutes");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Coarse polling: reading 1,000 objects shares the cores with the
+        // simulator, whose arrival times the rate check depends on.
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let converge = started.elapsed().as_secs_f64();
     let (cpu_converge, peak_rss) = cpu_and_peak_rss(pid);
     let stats = get_json(&sim.base_url(), "/simulator/stats").await;
+    println!("simulator stats: {stats}");
     let calls = stats["requests"].as_u64().unwrap_or(0);
     let minimum = (policies * per_policy.div_ceil(20)) as u64;
     let ideal = minimum as f64 / f64::from(rate);
