@@ -7,45 +7,13 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
-use crate::crd::{DEFAULT_CREDENTIALS_SECRET, GroupBanPolicy, RECONCILE_REQUESTED_AT};
+use crate::crd::{GroupBanPolicy, RECONCILE_REQUESTED_AT};
+pub use crate::engine::credentials::SecretKey;
+use crate::engine::credentials::secret_for;
 
-/// A Secret by namespace and name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SecretKey {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl std::fmt::Display for SecretKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
-
-impl std::str::FromStr for SecretKey {
-    type Err = String;
-
-    /// `NAMESPACE/NAME`, as `--default-credentials-secret` takes it.
-    fn from_str(text: &str) -> Result<Self, String> {
-        match text.split_once('/') {
-            Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() && !name.contains('/') => {
-                Ok(Self { namespace: namespace.into(), name: name.into() })
-            }
-            _ => Err(format!("{text:?} is not NAMESPACE/NAME")),
-        }
-    }
-}
-
-/// The Secret a policy's credentials come from: its own
-/// `spec.credentialsSecretRef` (in its namespace), else the operator-wide
-/// default, else `groupban-credentials` in its namespace.
+/// The Secret a policy's credentials come from (see [`secret_for`]).
 pub fn credentials_secret(policy: &GroupBanPolicy, default: Option<&SecretKey>) -> SecretKey {
-    let namespace = policy.namespace().unwrap_or_default();
-    match (&policy.spec.credentials_secret_ref, default) {
-        (Some(reference), _) => SecretKey { namespace, name: reference.name.clone() },
-        (None, Some(default)) => default.clone(),
-        (None, None) => SecretKey { namespace, name: DEFAULT_CREDENTIALS_SECRET.into() },
-    }
+    secret_for(&policy.namespace().unwrap_or_default(), &policy.spec, default)
 }
 
 /// The policies, among `policies`, whose credentials come from `secret`.
@@ -105,13 +73,6 @@ mod tests {
         let default: SecretKey = "ops/im-default".parse().unwrap();
         assert_eq!(names("ops/im-default", Some(&default)), ["b"]);
         assert_eq!(names("team/groupban-credentials", Some(&default)), Vec::<String>::new());
-    }
-
-    #[test]
-    fn secret_keys_parse_as_namespace_slash_name() {
-        for bad in ["", "name", "/name", "ns/", "a/b/c"] {
-            assert!(bad.parse::<SecretKey>().is_err(), "{bad:?}");
-        }
     }
 
     /// The spec and the reconcile request wake a policy; a status write,

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
 
+use crate::crd::{DEFAULT_CREDENTIALS_SECRET, GroupBanPolicySpec};
 use crate::im::endpoint::DEFAULT_REGION;
 use crate::im::{AppCredentials, Endpoint};
 use crate::secret::Redacted;
@@ -13,6 +14,45 @@ use crate::secret::Redacted;
 pub struct AppTarget {
     pub endpoint: Endpoint,
     pub credentials: AppCredentials,
+}
+
+/// A Secret by namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SecretKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+impl std::str::FromStr for SecretKey {
+    type Err = String;
+
+    /// `NAMESPACE/NAME`, as `--default-credentials-secret` takes it.
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.split_once('/') {
+            Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() && !name.contains('/') => {
+                Ok(Self { namespace: namespace.into(), name: name.into() })
+            }
+            _ => Err(format!("{text:?} is not NAMESPACE/NAME")),
+        }
+    }
+}
+
+/// The Secret a policy in `namespace` takes its credentials from: its own
+/// `spec.credentialsSecretRef` (in its namespace), else the operator-wide
+/// `default`, else `groupban-credentials` in its namespace. `apply` and the
+/// controller both ask this.
+pub fn secret_for(namespace: &str, spec: &GroupBanPolicySpec, default: Option<&SecretKey>) -> SecretKey {
+    match (&spec.credentials_secret_ref, default) {
+        (Some(reference), _) => SecretKey { namespace: namespace.into(), name: reference.name.clone() },
+        (None, Some(default)) => default.clone(),
+        (None, None) => SecretKey { namespace: namespace.into(), name: DEFAULT_CREDENTIALS_SECRET.into() },
+    }
 }
 
 /// Secret keys, as users write them.
@@ -102,6 +142,13 @@ mod tests {
         Secret {
             string_data: Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
             ..Secret::default()
+        }
+    }
+
+    #[test]
+    fn secret_keys_parse_as_namespace_slash_name() {
+        for bad in ["", "name", "/name", "ns/", "a/b/c"] {
+            assert!(bad.parse::<SecretKey>().is_err(), "{bad:?}");
         }
     }
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use crate::RunError;
-use crate::crd::{DEFAULT_CREDENTIALS_SECRET, GroupBanPolicyStatus, condition_types};
+use crate::crd::{GroupBanPolicyStatus, condition_types};
 use crate::engine::clients::ClientPool;
 use crate::engine::credentials::{self, CredentialsError};
 use crate::engine::status::find_condition;
@@ -86,12 +86,10 @@ pub async fn apply_manifests(manifests: Manifests, options: &ApplyOptions) -> Re
         .iter()
         .map(|loaded| {
             let spec = &loaded.policy.spec;
-            let secret_name =
-                spec.credentials_secret_ref.as_ref().map_or(DEFAULT_CREDENTIALS_SECRET, |r| r.name.as_str());
-            let secret_key = format!("{}/{secret_name}", loaded.namespace);
-            let target = match manifests.secrets.get(&(loaded.namespace.clone(), secret_name.to_string())) {
-                Some(secret) => credentials::from_secret(secret, &secret_key),
-                None => Err(CredentialsError::SecretNotFound { secret: secret_key }),
+            let secret = credentials::secret_for(&loaded.namespace, spec, None);
+            let target = match manifests.secrets.get(&(secret.namespace.clone(), secret.name.clone())) {
+                Some(found) => credentials::from_secret(found, &secret.to_string()),
+                None => Err(CredentialsError::SecretNotFound { secret: secret.to_string() }),
             };
             PolicyInput {
                 key: loaded.key(),
