@@ -159,7 +159,7 @@ async fn run_with_progress(
         drop(progress_tx);
         outcomes.pop()
     };
-    let publisher = publish_progress(api, name, progress_rx, recorded.clone());
+    let publisher = publish_progress(api, name, progress_rx, recorded);
     let (outcome, written) = tokio::join!(pass, publisher);
     // One input gives one outcome; an empty pass cannot happen.
     let outcome = outcome.unwrap_or_else(|| PassOutcome {

@@ -34,31 +34,30 @@ pub async fn write_status(
 
 /// Writes the progress of a long pass as it arrives on `progress` (the pass
 /// sends at most one every few seconds), skipping statuses that differ from
-/// the last written one only in timestamps. Ends when the pass drops its
+/// the last one written (at first `on_server`) only in timestamps. Ends when the pass drops its
 /// sender; returns the last status written, if any. A failed write is only
 /// logged: the final write after the pass still carries everything.
 pub async fn publish_progress(
     api: &Api<GroupBanPolicy>,
     name: &str,
     mut progress: watch::Receiver<Option<GroupBanPolicyStatus>>,
-    mut last_written: GroupBanPolicyStatus,
+    on_server: &GroupBanPolicyStatus,
 ) -> Option<GroupBanPolicyStatus> {
-    let mut wrote = false;
+    let mut written: Option<GroupBanPolicyStatus> = None;
     while progress.changed().await.is_ok() {
         let Some(status) = progress.borrow_and_update().clone() else {
             continue;
         };
-        if !differs_beyond_timestamps(&last_written, &status) {
+        if !differs_beyond_timestamps(written.as_ref().unwrap_or(on_server), &status) {
             continue;
         }
         match write_status(api, name, &status).await {
             Ok(()) => {
                 debug!(policy = name, "Published progress");
-                last_written = status;
-                wrote = true;
+                written = Some(status);
             }
             Err(error) => warn!(policy = name, error = %crate::error_chain(&error), "Failed to publish progress"),
         }
     }
-    wrote.then_some(last_written)
+    written
 }
