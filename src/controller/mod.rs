@@ -283,13 +283,15 @@ async fn preflight(policies: &Api<GroupBanPolicy>, selector: Option<&str>) -> an
     }
 }
 
-fn log_controller_error<E: std::error::Error + 'static>(error: &E) {
-    // Reconcile errors are logged by the error policy with their category;
-    // what reaches here are watch and queue problems.
-    let text = crate::error_chain(error);
-    if text.contains("reconciler for object") {
-        tracing::debug!(error = %text, "Reconcile error (see above)");
-    } else {
-        warn!(error = %text, "Controller error");
+fn log_controller_error(error: &ControllerError) {
+    match error {
+        // Logged by the error policy, with its category.
+        ControllerError::ReconcilerFailed(..) => {}
+        // A policy deleted while a reconcile was scheduled: expected.
+        ControllerError::ObjectNotFound(object) => tracing::debug!(%object, "Scheduled policy is gone"),
+        // Watch and queue problems.
+        other => warn!(error = %crate::error_chain(other), "Controller error"),
     }
 }
+
+type ControllerError = kube::runtime::controller::Error<reconcile::ReconcileError, watcher::Error>;
