@@ -296,13 +296,19 @@ fn print_usersig(args: UsersigArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The IM client's settings from `--request-timeout` and `--max-attempts`.
+fn client_settings(request_timeout_secs: u64, max_attempts: u32) -> crate::im::ClientSettings {
+    let mut settings =
+        crate::im::ClientSettings { request_timeout: Duration::from_secs(request_timeout_secs), ..Default::default() };
+    settings.retry.max_attempts = max_attempts;
+    settings
+}
+
 /// `run`: the operator until SIGTERM/SIGINT (exit 0 once calls in flight
 /// are recorded); a second signal exits at once with 130.
 async fn run_controller(args: RunArgs) -> Result<ExitCode, Failure> {
     crate::telemetry::init_with_format("info", args.log_format);
-    let mut client =
-        crate::im::ClientSettings { request_timeout: Duration::from_secs(args.request_timeout), ..Default::default() };
-    client.retry.max_attempts = args.max_attempts;
+    let client = client_settings(args.request_timeout, args.max_attempts);
     let options = crate::controller::RunOptions {
         namespace: args.namespace,
         selector: args.selector,
@@ -338,9 +344,7 @@ async fn run_controller(args: RunArgs) -> Result<ExitCode, Failure> {
 
 async fn apply(args: ApplyArgs) -> Result<ExitCode, Failure> {
     crate::telemetry::init("info");
-    let mut client =
-        crate::im::ClientSettings { request_timeout: Duration::from_secs(args.request_timeout), ..Default::default() };
-    client.retry.max_attempts = args.max_attempts;
+    let client = client_settings(args.request_timeout, args.max_attempts);
     let options = crate::oneshot::apply::ApplyOptions {
         state: args.state,
         output: args.output,
