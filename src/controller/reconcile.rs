@@ -20,7 +20,7 @@ use tracing::{info, instrument, warn};
 use super::status_writer::{publish_progress, write_status};
 use super::triggers::{SecretKey, credentials_secret};
 use super::{Context, drift, events};
-use crate::crd::{GroupBanPolicy, GroupBanPolicyStatus, RECONCILE_REQUESTED_AT};
+use crate::crd::{DriftStatus, GroupBanPolicy, GroupBanPolicyStatus, RECONCILE_REQUESTED_AT};
 use crate::engine::credentials::{self, AppTarget, CredentialsError};
 use crate::engine::status::{Decision, differs_beyond_timestamps, notices};
 use crate::engine::{PassOutcome, PolicyInput, run_pass};
@@ -68,36 +68,13 @@ pub async fn reconcile(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Result
     let secret = credentials_secret(&policy, ctx.options.default_credentials_secret.as_ref());
     let target = read_credentials(&ctx, &secret).await?;
 
-    // Drift check, when due and possible: members banned again leave the
-    // record given to the pass, which then unbans them.
-    let now = Timestamp::now();
-    let mut for_pass = recorded.clone();
-    let mut drift_status = recorded.drift.clone();
     let runnable = policy.spec.suspend != Some(true) && crate::crd::validate_spec(&policy.spec).is_ok();
-    let last_attempt = ctx.last_drift_attempt(&key, &recorded);
-    if let (true, Ok(target), Some(Duration::ZERO)) =
-        (runnable, &target, drift::next_check_in(&policy.spec, last_attempt, now))
-    {
-        ctx.drift_attempts.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), now);
-        let client = ctx.pool.client_for(target);
-        let mut shutdown = ctx.shutdown.clone();
-        let checked = tokio::select! {
-            checked = drift::check(&client, &policy.spec.group_id, &mut for_pass, now) => checked,
-            // A ban-list read has no effect: abandon it on shutdown.
-            _ = shutdown.wait_for(|stop| *stop) => Err("shutting down".to_string()),
-        };
-        match checked {
-            Ok(checked) => {
-                if checked.corrected > 0 {
-                    info!(members = checked.corrected, "Found members banned again");
-                }
-                drift_status = Some(checked);
-            }
-            Err(problem) => {
-                warn!(problem = %crate::cut_text(&problem, 1024), "Drift check failed; trying again next pass")
-            }
-        }
+    let mut for_pass = recorded.clone();
+    let drift_status = match (&target, runnable) {
+        (Ok(target), true) => check_drift_if_due(&ctx, &key, &policy, target, &mut for_pass).await,
+        _ => None,
     }
+    .or_else(|| recorded.drift.clone());
 
     let for_pass_members = for_pass.unbanned_members.clone();
     let input = PolicyInput {
@@ -133,6 +110,43 @@ pub async fn reconcile(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Result
         _ => None,
     };
     Ok(next_action(&ctx, &key, drift_due, decision))
+}
+
+/// The drift check, when due: members found banned again leave `record`
+/// (the one the pass gets, which then unbans them). Returns the new drift
+/// status, or `None` when no check was due or it failed (it is tried
+/// again an interval after this attempt, not sooner).
+async fn check_drift_if_due(
+    ctx: &Context,
+    key: &str,
+    policy: &GroupBanPolicy,
+    target: &AppTarget,
+    record: &mut GroupBanPolicyStatus,
+) -> Option<DriftStatus> {
+    let now = Timestamp::now();
+    if drift::next_check_in(&policy.spec, ctx.last_drift_attempt(key, record), now) != Some(Duration::ZERO) {
+        return None;
+    }
+    ctx.drift_attempts.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_string(), now);
+    let client = ctx.pool.client_for(target);
+    let mut shutdown = ctx.shutdown.clone();
+    let checked = tokio::select! {
+        checked = drift::check(&client, &policy.spec.group_id, record, now) => checked,
+        // A ban-list read has no effect: abandon it on shutdown.
+        _ = shutdown.wait_for(|stop| *stop) => Err("shutting down".to_string()),
+    };
+    match checked {
+        Ok(checked) => {
+            if checked.corrected > 0 {
+                info!(members = checked.corrected, "Found members banned again");
+            }
+            Some(checked)
+        }
+        Err(problem) => {
+            warn!(problem = %crate::cut_text(&problem, 1024), "Drift check failed; trying again next interval");
+            None
+        }
+    }
 }
 
 /// Runs the pass and, beside it, publishes its progress at most every
