@@ -124,7 +124,9 @@ pub struct RetryPolicy {
     /// Backoff before the second attempt; doubles each time, with jitter.
     pub base_delay: Duration,
     pub max_delay: Duration,
-    /// How long every caller of the app pauses after a rate-limit answer.
+    /// How long every caller of the app pauses after a rate-limit answer;
+    /// doubled for each one that follows closely, up to the limiter's window
+    /// (see [`super::limiter::RateLimiter::rate_limited`]).
     pub rate_limit_cooldown: Duration,
     /// Backoff multiplier for undocumented codes: retried, but slowly.
     pub unknown_code_slowdown: u32,
@@ -141,7 +143,7 @@ impl Default for RetryPolicy {
             max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
             base_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(10),
-            rate_limit_cooldown: Duration::from_secs(1),
+            rate_limit_cooldown: Duration::from_millis(100),
             unknown_code_slowdown: 5,
         }
     }
@@ -380,6 +382,7 @@ impl ImClient {
                 _ = acquire_in_lane(limiter, lane) => {}
             }
             attempts += 1;
+            let started = tokio::time::Instant::now();
             let result = self.send_once::<B, T>(command, body).await;
             let (retry_after, why) = match &result {
                 Err(error) => (Some(policy.backoff(attempts, 1)), error.to_string()),
@@ -396,8 +399,10 @@ impl ImClient {
                         }
                         CodeClass::SignatureExpired => (None, why),
                         CodeClass::RateLimited => {
-                            // The limiter holds every caller of the app back.
-                            limiter.cool_down(tokio::time::Instant::now() + policy.rate_limit_cooldown);
+                            // The limiter holds every caller of the app back
+                            // and widens its window.
+                            let now = tokio::time::Instant::now();
+                            limiter.rate_limited(started, now, policy.rate_limit_cooldown);
                             (Some(Duration::ZERO), why)
                         }
                         CodeClass::Retryable => (Some(policy.backoff(attempts, 1)), why),

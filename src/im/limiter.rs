@@ -13,8 +13,11 @@
 //!   callers over half a window instead of firing them all in one instant,
 //!   which the gateway sees as a spike. It never binds under steady demand
 //!   (the log does), so it costs no throughput.
-//! - `cool_down` blocks every caller of the app until a moment, which is
-//!   what a 60007 "rate limit exceeded" answer asks for.
+//! - A 60007 "rate limit exceeded" answer ([`RateLimiter::rate_limited`])
+//!   pauses every caller of the app, and widens the window a little: the
+//!   gateway counts arrivals, which jitter more on some networks and hosts
+//!   than the fixed guard allows for, and each 60007 costs a retry. The
+//!   limiter learns the guard it needs instead of paying for it again.
 //!
 //! Waiters queue on a fair (FIFO) mutex; only the head of the queue sleeps on
 //! a timer, so a grant wakes one task, not all of them.
@@ -51,6 +54,7 @@ impl RateLimit {
         Self { max_calls: max_calls.max(1), window: Duration::from_secs(1) + DEFAULT_WINDOW_GUARD }
     }
 
+    /// The minimum spacing between two starts (see the module doc).
     fn min_spacing(&self) -> Duration {
         // Divided in two steps: 2 * max_calls could overflow u32.
         self.window / self.max_calls.max(1) / 2
@@ -61,6 +65,8 @@ impl RateLimit {
 #[derive(Debug, Clone)]
 pub struct SlidingWindow {
     limit: RateLimit,
+    /// Added to `limit.window`; only grows (see [`SlidingWindow::widen_to`]).
+    learned_guard: Duration,
     starts: VecDeque<Instant>,
     last_start: Option<Instant>,
 }
@@ -72,7 +78,20 @@ impl SlidingWindow {
             // Grows on demand: a huge limit must not allocate up front.
             starts: VecDeque::with_capacity((limit.max_calls as usize).min(4096)),
             last_start: None,
+            learned_guard: Duration::ZERO,
         }
+    }
+
+    /// The window calls are counted in: the configured one plus what 60007
+    /// answers taught.
+    pub fn window(&self) -> Duration {
+        self.limit.window + self.learned_guard
+    }
+
+    /// Widens the window by `guard` over the configured one. Never narrows
+    /// it: a narrower window could let more than N calls into a second.
+    pub fn widen_to(&mut self, guard: Duration) {
+        self.learned_guard = self.learned_guard.max(guard);
     }
 
     /// The earliest moment at or after `now` at which one more call may start.
@@ -81,7 +100,7 @@ impl SlidingWindow {
         if self.starts.len() >= self.limit.max_calls as usize
             && let Some(&oldest) = self.starts.front()
         {
-            at = at.max(oldest + self.limit.window);
+            at = at.max(oldest + self.window());
         }
         if let Some(last) = self.last_start {
             at = at.max(last + self.limit.min_spacing());
@@ -136,18 +155,46 @@ impl WindowCounter {
     }
 }
 
+/// How much a single 60007 answer widens the window.
+pub const LEARNED_GUARD_STEP: Duration = Duration::from_millis(10);
+
+/// The most 60007 answers can widen the window: 100 ms on a 1-second
+/// window costs at most 9% of throughput, however jittery the path.
+pub const MAX_LEARNED_GUARD: Duration = Duration::from_millis(100);
+
+/// What 60007 answers have told the limiter so far.
+#[derive(Debug, Default)]
+struct Pushback {
+    /// Every caller waits until then.
+    cooldown_until: Option<Instant>,
+    /// When the last 60007 that counted as news came back.
+    last_news: Option<Instant>,
+    /// Consecutive 60007 episodes, each less than two windows after the
+    /// last: the pause doubles with each.
+    streak: u32,
+    learned_guard: Duration,
+}
+
 /// The async limiter for one SDKAppID.
 #[derive(Debug)]
 pub struct RateLimiter {
     limit: RateLimit,
     // tokio's Mutex is fair: waiters are granted in arrival order.
     window: tokio::sync::Mutex<SlidingWindow>,
-    cooldown_until: Mutex<Option<Instant>>,
+    pushback: Mutex<Pushback>,
 }
 
 impl RateLimiter {
     pub fn new(limit: RateLimit) -> Self {
-        Self { limit, window: tokio::sync::Mutex::new(SlidingWindow::new(limit)), cooldown_until: Mutex::new(None) }
+        Self {
+            limit,
+            window: tokio::sync::Mutex::new(SlidingWindow::new(limit)),
+            pushback: Mutex::new(Pushback::default()),
+        }
+    }
+
+    fn pushback(&self) -> std::sync::MutexGuard<'_, Pushback> {
+        self.pushback.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn limit(&self) -> RateLimit {
@@ -160,7 +207,12 @@ impl RateLimiter {
         let mut window = self.window.lock().await;
         loop {
             let now = Instant::now();
-            let at = window.next_start(now).max(self.cooldown().unwrap_or(now));
+            let (cooldown, learned_guard) = {
+                let pushback = self.pushback();
+                (pushback.cooldown_until, pushback.learned_guard)
+            };
+            window.widen_to(learned_guard);
+            let at = window.next_start(now).max(cooldown.unwrap_or(now));
             if at <= now {
                 window.record(now);
                 return;
@@ -171,14 +223,38 @@ impl RateLimiter {
 
     /// Holds every caller back until `until` (extends, never shortens).
     pub fn cool_down(&self, until: Instant) {
-        let mut cooldown = self.cooldown_until.lock().unwrap_or_else(|e| e.into_inner());
-        if cooldown.is_none_or(|current| current < until) {
-            *cooldown = Some(until);
+        let mut pushback = self.pushback();
+        if pushback.cooldown_until.is_none_or(|current| current < until) {
+            pushback.cooldown_until = Some(until);
         }
     }
 
-    fn cooldown(&self) -> Option<Instant> {
-        *self.cooldown_until.lock().unwrap_or_else(|e| e.into_inner())
+    /// A call that started at `started` was answered 60007 at `now`.
+    ///
+    /// Calls that started before the last 60007 came back are the same
+    /// episode (they were all in flight when the gateway was full) and teach
+    /// nothing new. A new episode widens the window by
+    /// [`LEARNED_GUARD_STEP`] (up to [`MAX_LEARNED_GUARD`]) and pauses every
+    /// caller for `first_pause`, doubled for each episode that follows the
+    /// last within two windows, up to one window: a gateway that counts in
+    /// fixed seconds rather than a sliding one is full until its second ends.
+    /// Returns how long callers now pause.
+    pub fn rate_limited(&self, started: Instant, now: Instant, first_pause: Duration) -> Duration {
+        let mut pushback = self.pushback();
+        if pushback.last_news.is_some_and(|news| started < news) {
+            return pushback.cooldown_until.map_or(Duration::ZERO, |until| until.saturating_duration_since(now));
+        }
+        let follows_closely = pushback.last_news.is_some_and(|news| now < news + self.limit.window * 2);
+        pushback.streak = if follows_closely { pushback.streak.saturating_add(1) } else { 1 };
+        pushback.last_news = Some(now);
+        pushback.learned_guard = (pushback.learned_guard + LEARNED_GUARD_STEP).min(MAX_LEARNED_GUARD);
+        let doubled = first_pause.saturating_mul(1 << (pushback.streak - 1).min(16));
+        let pause = doubled.min(self.limit.window.max(first_pause));
+        let until = now + pause;
+        if pushback.cooldown_until.is_none_or(|current| current < until) {
+            pushback.cooldown_until = Some(until);
+        }
+        pause
     }
 
     /// True when forgetting this limiter now cannot break the guarantee: no
@@ -189,8 +265,8 @@ impl RateLimiter {
         let Ok(window) = self.window.try_lock() else {
             return false;
         };
-        let started_recently = window.last_start.is_some_and(|last| last + self.limit.window > now);
-        let cooling = self.cooldown().is_some_and(|until| until > now);
+        let started_recently = window.last_start.is_some_and(|last| last + window.window() > now);
+        let cooling = self.pushback().cooldown_until.is_some_and(|until| until > now);
         !started_recently && !cooling
     }
 }
@@ -459,5 +535,85 @@ mod tests {
         assert_eq!(counter.observe(origin + Duration::from_millis(999)), 3);
         assert_eq!(counter.observe(origin + Duration::from_millis(1000)), 3, "the first has left the window");
         assert_eq!(counter.observe(origin + Duration::from_secs(5)), 1);
+    }
+
+    /// One 60007 episode: calls in flight when the first answer came back
+    /// teach nothing more; a later answer is a new episode, which widens the
+    /// window again and pauses longer.
+    #[tokio::test(start_paused = true)]
+    async fn a_60007_episode_pauses_everyone_and_widens_the_window_once() {
+        let limiter = RateLimiter::new(RateLimit::per_second(200));
+        let pause = Duration::from_millis(100);
+        let started = Instant::now();
+        tokio::time::advance(Duration::from_millis(30)).await;
+        let now = Instant::now();
+        assert_eq!(limiter.rate_limited(started, now, pause), pause);
+        assert_eq!(limiter.pushback().learned_guard, LEARNED_GUARD_STEP);
+        // Another call of the same burst answers 60007 a moment later.
+        tokio::time::advance(Duration::from_millis(5)).await;
+        let left = limiter.rate_limited(started, Instant::now(), pause);
+        assert_eq!(left, Duration::from_millis(95), "the same pause, not a new one");
+        assert_eq!(limiter.pushback().learned_guard, LEARNED_GUARD_STEP, "one step per episode");
+
+        limiter.acquire().await;
+        assert_eq!(Instant::now(), now + pause, "every caller waited out the pause");
+        assert_eq!(limiter.window.lock().await.window(), Duration::from_millis(1025));
+
+        // A call started after the pause meets 60007 again: a new episode,
+        // close to the last, so the pause doubles.
+        let started = Instant::now();
+        tokio::time::advance(Duration::from_millis(20)).await;
+        assert_eq!(limiter.rate_limited(started, Instant::now(), pause), pause * 2);
+        assert_eq!(limiter.pushback().learned_guard, LEARNED_GUARD_STEP * 2);
+    }
+
+    /// The pause doubles up to one window and no further, the learned guard
+    /// stops at its cap, and a quiet spell resets the pause.
+    #[tokio::test(start_paused = true)]
+    async fn pauses_and_learned_guard_are_capped_and_the_pause_resets() {
+        let limit = RateLimit::per_second(200);
+        let limiter = RateLimiter::new(limit);
+        let pause = Duration::from_millis(100);
+        let mut pauses = Vec::new();
+        for _ in 0..15 {
+            let started = Instant::now();
+            tokio::time::advance(Duration::from_millis(1)).await;
+            pauses.push(limiter.rate_limited(started, Instant::now(), pause));
+        }
+        let ms: Vec<u128> = pauses.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms[..6], [100, 200, 400, 800, 1015, 1015]);
+        assert_eq!(limiter.pushback().learned_guard, MAX_LEARNED_GUARD);
+
+        tokio::time::advance(limit.window * 2).await;
+        let started = Instant::now();
+        assert_eq!(limiter.rate_limited(started, Instant::now(), pause), pause, "a new streak after a quiet spell");
+    }
+
+    /// Whatever 60007 answers teach, the window only widens: the guarantee
+    /// over the configured window still holds.
+    #[test]
+    fn a_widened_window_keeps_the_guarantee() {
+        proptest!(|(
+            max_calls in 1u32..50,
+            widen_every in 1usize..40,
+            calls in 1usize..400,
+        )| {
+            let limit = RateLimit::per_second(max_calls);
+            let mut window = SlidingWindow::new(limit);
+            let mut at = Instant::now();
+            let mut starts = Vec::new();
+            for call in 0..calls {
+                if call % widen_every == 0 {
+                    let guard = LEARNED_GUARD_STEP * (call / widen_every) as u32;
+                    window.widen_to(guard.min(MAX_LEARNED_GUARD));
+                    window.widen_to(Duration::ZERO);
+                }
+                at = window.next_start(at);
+                window.record(at);
+                starts.push(at);
+            }
+            prop_assert!(busiest_window(&starts, limit.window) <= max_calls as usize);
+            prop_assert!(window.window() >= limit.window);
+        });
     }
 }
