@@ -214,13 +214,32 @@ impl Default for ClientSettings {
     }
 }
 
+/// The largest answer body read. Real answers are a few hundred bytes (a
+/// ban-list page of 100 members a few KiB); a gateway that streams more is
+/// broken or hostile, and reading on would only grow memory.
+pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+/// The most of an `ErrorInfo` kept. It is copied into statuses, Events, the
+/// state file and logs, so an answer cannot make any of them large.
+pub const MAX_ERROR_INFO_BYTES: usize = 1024;
+
 /// The process-wide HTTP connection pool. Redirects are refused: following
 /// one would send the UserSig in the query to wherever it points. Fails
 /// only if TLS cannot be set up; there is deliberately no fallback to a
 /// default client, which would follow redirects.
+///
+/// Proxies are taken from the environment as kubectl and other Go tools do
+/// (see [`super::proxy`]): never for loopback, never for `NO_PROXY` hosts.
 pub fn http_client(request_timeout: Duration) -> Result<reqwest::Client, TransportError> {
     crate::install_crypto_provider();
-    reqwest::Client::builder()
+    let rules = super::proxy::ProxyEnv::read().rules();
+    // With no rule of ours, reqwest would read the environment itself
+    // (ALL_PROXY included, loopback not excepted).
+    let mut builder = if rules.is_empty() { reqwest::Client::builder().no_proxy() } else { reqwest::Client::builder() };
+    for rule in rules {
+        builder = builder.proxy(rule);
+    }
+    builder
         .redirect(reqwest::redirect::Policy::none())
         .timeout(request_timeout)
         .connect_timeout(request_timeout.min(Duration::from_secs(5)))
@@ -455,15 +474,19 @@ impl ImClient {
         if status != reqwest::StatusCode::OK {
             return Err(TransportError::HttpStatus { status: status.as_u16() });
         }
-        let bytes = response.bytes().await.map_err(|e| self.transport_error(e))?;
-        let envelope: Envelope<T> =
-            serde_json::from_slice(&bytes).map_err(|e| TransportError::InvalidBody(e.to_string()))?;
-        let mut answer = envelope.answer;
+        let bytes = read_bounded(response, MAX_ANSWER_BYTES).await.map_err(|e| match e {
+            BodyError::Read(e) => self.transport_error(e),
+            BodyError::TooLarge => {
+                TransportError::InvalidBody(format!("the answer is larger than {} KiB", MAX_ANSWER_BYTES / 1024))
+            }
+        })?;
         // Defence in depth: never let a gateway echo of our UserSig reach a
-        // status or log through ErrorInfo.
-        if answer.error_info.contains(usersig.expose().as_str()) {
-            answer.error_info = answer.error_info.replace(usersig.expose().as_str(), "<redacted>");
-        }
+        // status, the state file or a log, whole, cut short or encoded.
+        let clean = |text: &str| redact_usersig(&crate::cut_text(text, MAX_ERROR_INFO_BYTES), usersig.expose());
+        let envelope: Envelope<T> =
+            serde_json::from_slice(&bytes).map_err(|e| TransportError::InvalidBody(clean(&e.to_string())))?;
+        let mut answer = envelope.answer;
+        answer.error_info = clean(&answer.error_info);
         debug!(command = command.name(), error_code = answer.error_code, "IM answered");
         Ok((answer, envelope.data))
     }
@@ -502,6 +525,83 @@ impl ImClient {
     fn invalidate_usersig(&self) {
         *self.sig_cache.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
+}
+
+enum BodyError {
+    Read(reqwest::Error),
+    TooLarge,
+}
+
+/// Reads a body of at most `limit` bytes, stopping as soon as it is over.
+async fn read_bounded(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+    if response.content_length().is_some_and(|length| length > limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The shortest piece of a UserSig that is hidden when found alone. A UserSig
+/// is a few hundred characters; 12 of them match ordinary text by chance
+/// practically never, and give an attacker nothing a brute force could use.
+const MIN_REDACTED_FRAGMENT: usize = 12;
+
+/// `text` with every run of at least [`MIN_REDACTED_FRAGMENT`] characters
+/// that also occurs in the UserSig, as generated or percent-encoded (`*`
+/// as `%2A` or `%2a`, as strict encoders write it), replaced by
+/// `<redacted>`. Catches a gateway that echoes the URL, a cut-short copy,
+/// or one re-encoded on the way.
+pub fn redact_usersig(text: &str, usersig: &str) -> String {
+    let encode = |upper: bool| -> String {
+        usersig
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' => char::from(b).to_string(),
+                _ if upper => format!("%{b:02X}"),
+                _ => format!("%{b:02x}"),
+            })
+            .collect()
+    };
+    let (upper, lower) = (encode(true), encode(false));
+    let forms = [usersig.as_bytes(), upper.as_bytes(), lower.as_bytes()];
+    let bytes = text.as_bytes();
+    let mut hidden = vec![false; bytes.len()];
+    for form in forms {
+        for start in 0..bytes.len() {
+            let longest = (0..form.len())
+                .map(|from| bytes[start..].iter().zip(&form[from..]).take_while(|(a, b)| a == b).count())
+                .max()
+                .unwrap_or(0);
+            if longest >= MIN_REDACTED_FRAGMENT {
+                hidden[start..start + longest].iter_mut().for_each(|h| *h = true);
+            }
+        }
+    }
+    if !hidden.contains(&true) {
+        return text.to_string();
+    }
+    // Hidden runs are ASCII (a UserSig and its encoding are), so cutting at
+    // their edges keeps every other character whole.
+    let mut out = String::with_capacity(text.len());
+    let mut in_run = false;
+    for (index, ch) in text.char_indices() {
+        if hidden[index] {
+            if !in_run {
+                out.push_str("<redacted>");
+            }
+            in_run = true;
+        } else {
+            out.push(ch);
+            in_run = false;
+        }
+    }
+    out
 }
 
 /// The body of `unban_group_member` and (with `Duration`) `ban_group_member`.
@@ -548,6 +648,41 @@ struct BanPage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    const SIG: &str = "eJwtzEELgjAYxvHvsvMQ3W2u*Z7Ds-ZNBCtjKsqhHFPRS-9w*yu*a*vhXqVQ";
+
+    #[test]
+    fn a_usersig_is_hidden_whole_cut_short_or_percent_encoded() {
+        let encoded = SIG.replace('*', "%2A").replace('-', "%2D");
+        for echoed in [SIG.to_string(), SIG[..20].to_string(), SIG[7..40].to_string(), encoded[3..30].to_string()] {
+            let text = format!("bad sig usersig={echoed}&random=1 (é)");
+            let redacted = redact_usersig(&text, SIG);
+            assert!(!redacted.contains(&echoed[..MIN_REDACTED_FRAGMENT]), "{redacted}");
+            assert!(redacted.starts_with("bad sig usersig=<redacted>&random=1 (é)"), "{redacted}");
+        }
+        let unrelated = "group eJw not found: 10010";
+        assert_eq!(redact_usersig(unrelated, SIG), unrelated);
+    }
+
+    proptest! {
+        /// Whatever surrounds it, no piece of the UserSig of redactable
+        /// length survives, and text without one comes back unchanged.
+        #[test]
+        fn no_fragment_survives_redaction(
+            before in ".{0,40}",
+            after in ".{0,40}",
+            from in 0usize..40,
+            length in MIN_REDACTED_FRAGMENT..30,
+        ) {
+            let fragment = &SIG[from..(from + length).min(SIG.len())];
+            let redacted = redact_usersig(&format!("{before}{fragment}{after}"), SIG);
+            if fragment.len() >= MIN_REDACTED_FRAGMENT {
+                prop_assert!(!redacted.contains(fragment), "{}", redacted);
+            }
+            prop_assert_eq!(redact_usersig(&before, "x".repeat(64).as_str()), before.clone());
+        }
+    }
 
     #[test]
     fn envelope_ignores_unknown_fields_and_reads_the_answer() {

@@ -169,11 +169,14 @@ impl fmt::Debug for Endpoint {
     }
 }
 
-fn is_loopback(url: &Url) -> bool {
+/// True for `localhost` and loopback addresses: hosts that never leave this
+/// machine. (Names under `.localhost` are not trusted: a resolver may send
+/// them anywhere.)
+pub fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
         Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Domain(name)) => name.trim_end_matches('.').eq_ignore_ascii_case("localhost"),
         None => false,
     }
 }

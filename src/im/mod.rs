@@ -5,6 +5,7 @@ pub mod client;
 pub mod codes;
 pub mod endpoint;
 pub mod limiter;
+pub mod proxy;
 pub mod usersig;
 
 pub use client::{Answer, AppCredentials, ClientSettings, Command, ImClient, Outcome, RetryPolicy, TransportError};
