@@ -94,9 +94,10 @@ impl RunningSimulator {
     /// Reads one of its JSON endpoints: `/simulator/state`,
     /// `/simulator/requests` or `/simulator/stats`.
     pub async fn fetch_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
-        crate::install_crypto_provider(); // reqwest panics without one
+        // The operator's own client: no proxy for loopback, bounded waits.
+        let client = crate::im::client::http_client(Duration::from_secs(10))?;
         let url = format!("{}{path}", self.base_url());
-        Ok(reqwest::get(url).await?.error_for_status()?.json().await?)
+        Ok(client.get(url).send().await?.error_for_status()?.json().await?)
     }
 
     /// Stops accepting, finishes requests in flight, and returns.
@@ -119,18 +120,56 @@ impl Drop for RunningSimulator {
     }
 }
 
+/// How long a client may take to send a request's headers. A client that
+/// sends half a header would otherwise hold its connection (and a shutdown)
+/// open for as long as it likes.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a stop waits for requests in flight before it drops them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// Binds `listen` and serves until stopped.
 pub async fn start(config: SimulatorConfig, listen: SocketAddr) -> std::io::Result<RunningSimulator> {
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let app = server::router(Arc::new(server::Shared::new(config)));
     let (shutdown, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let task = tokio::spawn(serve(listener, app, stopped));
     Ok(RunningSimulator { addr, shutdown: Some(shutdown), task: Some(task) })
+}
+
+/// axum::serve, plus a header-read timeout and a bounded graceful stop.
+async fn serve(listener: TcpListener, app: axum::Router, mut stopped: oneshot::Receiver<()>) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let stream = tokio::select! {
+            _ = &mut stopped => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tracing::warn!(%error, "Simulator could not accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+        tracing::warn!(grace = ?SHUTDOWN_GRACE, "Simulator stopped with requests still in flight");
+    }
+    Ok(())
 }

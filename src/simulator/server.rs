@@ -79,6 +79,8 @@ pub(super) struct Shared {
     app: AppIdentity,
     started: Instant,
     state: Mutex<SimState>,
+    /// The next answer's RequestId.
+    request_ids: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -100,7 +102,13 @@ impl Shared {
             identifier: config.identifier.clone(),
             secret_key: config.secret_key.clone(),
         };
-        Self { config, app, started: Instant::now(), state: Mutex::new(state) }
+        Self {
+            config,
+            app,
+            started: Instant::now(),
+            state: Mutex::new(state),
+            request_ids: std::sync::atomic::AtomicU64::new(1),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SimState> {
@@ -252,8 +260,9 @@ fn answer_body(sim: &Shared, answer: ServiceAnswer) -> impl IntoResponse {
     body.insert("ErrorInfo".into(), json!(answer.info));
     body.insert("ErrorCode".into(), json!(answer.code));
     // Newer gateway answers carry a RequestId; clients must ignore it.
-    let seq = sim.lock().next_seq;
-    body.insert("RequestId".into(), json!(format!("Id-simulator-{seq}")));
+    // Unique per answer, as the gateway's are, even for answers built at once.
+    let id = sim.request_ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    body.insert("RequestId".into(), json!(format!("Id-simulator-{id}")));
     body.extend(answer.extra);
     axum::Json(Value::Object(body))
 }
