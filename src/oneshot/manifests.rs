@@ -4,20 +4,36 @@
 //!
 //! Every error names the file, the document and the field. Other kinds are
 //! skipped with a warning, as a folder of manifests usually holds more.
+//!
+//! Reading is strict, as kubectl's strict field validation: a key twice in a
+//! mapping, a field the GroupBanPolicy schema does not have, or an object
+//! declared twice is an error, never a silent guess (see [`strict_yaml`]).
+//! Files are read up to [`MAX_MANIFEST_BYTES`], and flow collections nested
+//! too deep are refused before parsing, so any input is accepted or refused
+//! quickly.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use k8s_openapi::api::core::v1::Secret;
-use serde::Deserialize;
 use serde_json::Value;
 use tracing::warn;
 
+use super::strict_yaml::{self, MAX_FLOW_DEPTH, StrictValue, TooDeep};
 use crate::crd::{GroupBanPolicy, validate_spec};
 
 pub const DEFAULT_NAMESPACE: &str = "default";
 const POLICY_API_VERSION: &str = "groupban.dev/v1alpha1";
-const SPEC_FIELDS: &[&str] = &["groupId", "unbannedMembers", "credentialsSecretRef", "suspend", "driftCheckInterval"];
+
+/// The largest manifest file (or stdin) read: a policy of 100,000 members
+/// is about 2 MiB.
+pub const MAX_MANIFEST_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The kind of `apply --state` files: one kept in a manifests folder is
+/// skipped without a warning.
+const STATE_FILE_KIND: &str = "GroupBanPolicyState";
 
 /// A policy and where it came from.
 #[derive(Debug, Clone)]
@@ -66,10 +82,21 @@ pub fn load_text(
     manifests: &mut Manifests,
     origins: &mut BTreeMap<String, String>,
 ) -> Result<(), ManifestError> {
+    if let Err(TooDeep { line }) = strict_yaml::check_flow_nesting(text, MAX_FLOW_DEPTH) {
+        return Err(ManifestError(format!(
+            "file {file}, line {line}: collections are nested more than {MAX_FLOW_DEPTH} levels deep"
+        )));
+    }
     for (index, document) in yaml_serde::Deserializer::from_str(text).enumerate() {
         let at = format!("file {file}, document {}", index + 1);
-        let value = Value::deserialize(document).map_err(|e| ManifestError(format!("{at}: invalid YAML: {e}")))?;
-        add_document(value, &at, manifests, origins)?;
+        let value = serde_path_to_error::deserialize::<_, StrictValue>(document).map_err(|e| {
+            let path = e.path().to_string();
+            match path.as_str() {
+                "." => ManifestError(format!("{at}: invalid YAML: {}", e.into_inner())),
+                _ => ManifestError(format!("{at}: invalid YAML at {path}: {}", e.into_inner())),
+            }
+        })?;
+        add_document(value.0, &at, manifests, origins)?;
     }
     Ok(())
 }
@@ -97,10 +124,24 @@ fn expand(path: &Path) -> Result<Vec<PathBuf>, ManifestError> {
 }
 
 fn read(file: &Path) -> Result<String, ManifestError> {
-    if file == Path::new("-") {
-        return std::io::read_to_string(std::io::stdin()).map_err(|e| ManifestError(format!("cannot read stdin: {e}")));
+    let (name, source): (String, Box<dyn Read>) = if file == Path::new("-") {
+        ("stdin".into(), Box::new(std::io::stdin()))
+    } else {
+        let opened =
+            std::fs::File::open(file).map_err(|e| ManifestError(format!("cannot read {}: {e}", file.display())))?;
+        (file.display().to_string(), Box::new(opened))
+    };
+    let mut bytes = Vec::new();
+    source
+        .take(MAX_MANIFEST_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| ManifestError(format!("cannot read {name}: {e}")))?;
+    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(ManifestError(format!("{name} is larger than {} MiB", MAX_MANIFEST_BYTES >> 20)));
     }
-    std::fs::read_to_string(file).map_err(|e| ManifestError(format!("cannot read {}: {e}", file.display())))
+    String::from_utf8(bytes).map_err(|e| {
+        ManifestError(format!("{name} is not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()))
+    })
 }
 
 fn add_document(
@@ -125,7 +166,7 @@ fn add_document(
         }
         ("GroupBanPolicy", POLICY_API_VERSION) => {
             let loaded = parse_policy(value, at)?;
-            if let Some(first) = origins.insert(loaded.key(), at.to_string()) {
+            if let Some(first) = origins.insert(format!("GroupBanPolicy {}", loaded.key()), at.to_string()) {
                 return Err(ManifestError(format!("{at}: GroupBanPolicy {} is also defined in {first}", loaded.key())));
             }
             manifests.policies.push(loaded);
@@ -135,14 +176,22 @@ fn add_document(
             Err(ManifestError(format!("{at}: apiVersion {other:?} is not served; use {POLICY_API_VERSION}")))
         }
         ("Secret", "v1") => {
-            let secret: Secret = typed(value, at, "Secret")?;
+            let secret = parse_secret(value, at)?;
             let name = secret
                 .metadata
                 .name
                 .clone()
                 .ok_or_else(|| ManifestError(format!("{at}: Secret has no metadata.name")))?;
             let namespace = secret.metadata.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+            let origin = format!("Secret {namespace}/{name}");
+            if let Some(first) = origins.insert(origin.clone(), at.to_string()) {
+                return Err(ManifestError(format!("{at}: {origin} is also defined in {first}")));
+            }
             manifests.secrets.insert((namespace, name), secret);
+            Ok(())
+        }
+        (STATE_FILE_KIND, POLICY_API_VERSION) => {
+            tracing::debug!(source = %at, "Skipping an apply state file");
             Ok(())
         }
         (kind, _) => {
@@ -152,13 +201,23 @@ fn add_document(
     }
 }
 
+/// The OpenAPI schema of a GroupBanPolicy, as the CRD declares it.
+fn policy_schema() -> &'static Value {
+    static SCHEMA: OnceLock<Value> = OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_value(GroupBanPolicy::crd()).unwrap_or_default();
+        crd.pointer("/spec/versions/0/schema/openAPIV3Schema").cloned().unwrap_or_default()
+    })
+}
+
 fn parse_policy(value: Value, at: &str) -> Result<LoadedPolicy, ManifestError> {
-    // Unknown spec fields are an error, as kubectl's strict validation makes
+    // Unknown fields are an error, as kubectl's strict validation makes
     // them: a misspelt `suspend` must not silently keep calls going.
-    if let Some(spec) = value.get("spec").and_then(Value::as_object)
-        && let Some(unknown) = spec.keys().find(|k| !SPEC_FIELDS.contains(&k.as_str()))
-    {
-        return Err(ManifestError(format!("{at}: unknown field spec.{unknown} (known: {})", SPEC_FIELDS.join(", "))));
+    let unknown = strict_yaml::unknown_fields(&value, policy_schema());
+    if !unknown.is_empty() {
+        let listed: Vec<String> = unknown.iter().map(|path| format!("{path:?}")).collect();
+        return Err(ManifestError(format!("{at}: unknown field {}", listed.join(", "))));
     }
     let policy: GroupBanPolicy = typed(value, at, "GroupBanPolicy")?;
     let name = policy
@@ -171,6 +230,37 @@ fn parse_policy(value: Value, at: &str) -> Result<LoadedPolicy, ManifestError> {
     let at = format!("{at} (GroupBanPolicy {namespace}/{name})");
     validate_spec(&policy.spec).map_err(|problem| ManifestError(format!("{at}: {problem}")))?;
     Ok(LoadedPolicy { policy, namespace, name, source: at })
+}
+
+/// A Secret, with errors that never show a value: `secretKey: 12345`
+/// (a number, unquoted) must not echo the key.
+fn parse_secret(value: Value, at: &str) -> Result<Secret, ManifestError> {
+    serde_path_to_error::deserialize::<_, Secret>(&value).map_err(|e| {
+        let path = e.path().to_string();
+        let found = match lookup(&value, e.path()) {
+            Some(Value::Null) => "null",
+            Some(Value::Bool(_)) => "a boolean",
+            Some(Value::Number(_)) => "a number",
+            Some(Value::String(_)) => "a string",
+            Some(Value::Array(_)) => "a list",
+            Some(Value::Object(_)) => "a mapping",
+            None => "missing or invalid",
+        };
+        ManifestError(format!(
+            "{at}: Secret field {path} is {found}, which is not valid there (Secret values are not shown; \
+             stringData values must be strings, so quote numbers; data values must be base64)"
+        ))
+    })
+}
+
+/// The value at a serde path, for messages that describe it without
+/// showing it.
+fn lookup<'a>(value: &'a Value, path: &serde_path_to_error::Path) -> Option<&'a Value> {
+    path.iter().try_fold(value, |current, segment| match segment {
+        serde_path_to_error::Segment::Map { key } => current.get(key),
+        serde_path_to_error::Segment::Seq { index } => current.get(index),
+        _ => None,
+    })
 }
 
 /// Deserializes with the path of the failing field in the message.
@@ -224,9 +314,101 @@ mod tests {
         assert!(twice.contains("also defined"), "{twice}");
     }
 
+    /// What kubectl's strict validation refuses is refused here, naming the
+    /// field: each of these made calls the user did not mean.
+    #[test]
+    fn duplicate_keys_unknown_fields_and_second_declarations_are_errors() {
+        let flipped = load_str(&POLICY.replace("spec: {", "spec: {suspend: true, suspend: false, ")).unwrap_err();
+        assert!(
+            flipped.contains("document 1") && flipped.contains("spec") && flipped.contains("\"suspend\""),
+            "{flipped}"
+        );
+        let pasted = load_str(&format!("{POLICY}{}", POLICY.replace("name: p", "name: q"))).unwrap_err();
+        assert!(pasted.contains("duplicate key \"apiVersion\""), "{pasted}");
+        let misplaced =
+            load_str(&POLICY.replace("metadata: {name: p}", "metadata: {name: p, namespce: x}\nsuspend: true"))
+                .unwrap_err();
+        assert!(misplaced.contains("\"metadata.namespce\"") && misplaced.contains("\"suspend\""), "{misplaced}");
+        let nested = load_str(&POLICY.replace("groupId: g", "groupId: g, credentialsSecretRef: {name: s, nmae: t}"))
+            .unwrap_err();
+        assert!(nested.contains("spec.credentialsSecretRef.nmae"), "{nested}");
+        let secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {sdkAppId: '1'}\n";
+        let twice = load_str(&format!("{secret}---\n{secret}")).unwrap_err();
+        assert!(twice.contains("Secret default/s is also defined in file f.yaml, document 1"), "{twice}");
+        // Labels, annotations and the status are the user's to fill.
+        let annotated = POLICY.replace("metadata: {name: p}", "metadata: {name: p, labels: {any: x}}");
+        assert!(load_str(&format!("{annotated}status: {{observedGeneration: 1}}\n")).is_ok());
+    }
+
+    #[test]
+    fn a_secret_value_is_never_echoed() {
+        let text = "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {secretKey: 918273645546372819}\n";
+        let error = load_str(text).unwrap_err();
+        assert!(!error.contains("918273645546372819") && error.contains("stringData.secretKey is a number"), "{error}");
+        let data = "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {secretKey: 'not*base64-secret'}\n";
+        let error = load_str(data).unwrap_err();
+        assert!(!error.contains("not*base64") && error.contains("data.secretKey"), "{error}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_quickly_and_state_files_skipped_quietly() {
+        let deep = format!("a: {}{}\n", "[".repeat(400_000), "]".repeat(400_000));
+        let started = std::time::Instant::now();
+        let error = load_str(&deep).unwrap_err();
+        assert!(error.contains("line 1") && error.contains("nested more than 64"), "{error}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
+        let state = r#"{"apiVersion":"groupban.dev/v1alpha1","kind":"GroupBanPolicyState","policies":{}}"#;
+        assert!(load_str(&format!("{POLICY}---\n{state}\n")).is_ok());
+    }
+
     #[test]
     fn lists_are_expanded_and_other_kinds_skipped() {
         let text = "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: groupban.dev/v1alpha1, kind: GroupBanPolicy, metadata: {name: p}, spec: {groupId: g, unbannedMembers: []}}\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: c}}\n";
         assert_eq!(load_str(text).unwrap().policies.len(), 1);
+    }
+
+    fn yaml_like() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let pieces = prop_oneof![
+            Just("apiVersion: groupban.dev/v1alpha1\n"),
+            Just("kind: GroupBanPolicy\n"),
+            Just("kind: Secret\napiVersion: v1\n"),
+            Just("metadata: {name: p}\n"),
+            Just("spec:\n  groupId: g\n  unbannedMembers: [a, b]\n"),
+            Just("  suspend: true\n"),
+            Just("---\n"),
+            Just("- "),
+            Just("[{"),
+            Just("]}"),
+            Just("&a "),
+            Just("*a\n"),
+            Just("'q"),
+            Just("|\n"),
+            Just(": "),
+            Just("\t"),
+            Just("stringData: {secretKey: 7}\n"),
+        ];
+        proptest::collection::vec(pieces, 0..24).prop_map(|p| p.concat())
+    }
+
+    proptest::proptest! {
+        /// Any bytes: loaded, or refused with a message naming the file.
+        #[test]
+        fn any_bytes_are_loaded_or_refused_with_a_message(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("m.yaml");
+            std::fs::write(&path, &bytes).unwrap();
+            if let Err(error) = load(std::slice::from_ref(&path)) {
+                proptest::prop_assert!(error.0.contains("m.yaml"), "{}", error.0);
+            }
+        }
+
+        /// Text shaped like manifests, cut and pasted at random.
+        #[test]
+        fn any_yaml_is_loaded_or_refused_with_a_message(text in yaml_like()) {
+            if let Err(error) = load_str(&text) {
+                proptest::prop_assert!(error.contains("f.yaml"), "{}", error);
+            }
+        }
     }
 }

@@ -8,3 +8,4 @@
 pub mod apply;
 pub mod manifests;
 pub mod state_file;
+pub mod strict_yaml;
