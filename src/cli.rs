@@ -103,6 +103,10 @@ struct ApplyArgs {
     /// Seconds before a call is abandoned as a timeout (the gateway's own is 3).
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(4..=300))]
     request_timeout: u64,
+    /// Time budget for the whole run (e.g. `10m`): then it stops as on SIGTERM,
+    /// saves, prints and exits 3. No budget when unset.
+    #[arg(long, value_parser = parse_duration_flag)]
+    timeout: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -322,12 +326,13 @@ async fn run_controller(args: RunArgs) -> Result<ExitCode, Failure> {
         instance: std::env::var("POD_NAME").ok().or_else(|| std::env::var("HOSTNAME").ok()),
         ..Default::default()
     };
+    let mut signals = Signals::new().map_err(Failure::Failed)?;
     let (first_signal_tx, first_signal) = tokio::sync::oneshot::channel::<()>();
     let (second_signal_tx, second_signal) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signals.next().await;
         let _ = first_signal_tx.send(());
-        shutdown_signal().await;
+        signals.next().await;
         let _ = second_signal_tx.send(());
     });
     let controller = crate::controller::run(options, async move {
@@ -342,16 +347,43 @@ async fn run_controller(args: RunArgs) -> Result<ExitCode, Failure> {
     }
 }
 
+/// The exit code of an `apply` run stopped by a signal or `--timeout`.
+pub const EXIT_INTERRUPTED: u8 = 3;
+
+/// `apply`. A first SIGTERM/SIGINT, or the `--timeout` budget running out,
+/// stops it starting calls; calls in flight finish (each within the request
+/// timeout), their answers are saved, the List and summary are printed, and
+/// it exits [`EXIT_INTERRUPTED`]. A second signal exits 130 at once.
 async fn apply(args: ApplyArgs) -> Result<ExitCode, Failure> {
     crate::telemetry::init("info");
+    let mut signals = Signals::new().map_err(Failure::Failed)?;
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let budget = args.timeout;
+    let interrupter = tokio::spawn(async move {
+        let why = tokio::select! {
+            name = signals.next() => format!("{name} received"),
+            () = sleep_for(budget) => format!("the --timeout budget of {budget:?} ran out", budget = budget.unwrap_or_default()),
+        };
+        tracing::warn!("Stopping: {why}; waiting for calls in flight, then saving (a second signal exits at once)");
+        let _ = stop_tx.send(true);
+        tokio::spawn(async move {
+            signals.next().await;
+            eprintln!("error: second signal: exiting now; answers of calls in flight are not saved");
+            std::process::exit(130);
+        });
+        why
+    });
     let client = client_settings(args.request_timeout, args.max_attempts);
     let options = crate::oneshot::apply::ApplyOptions {
         state: args.state,
         output: args.output,
         max_calls_per_second: args.max_calls_per_second,
         client,
+        stop: Some(stop),
     };
-    let result = crate::oneshot::apply::apply(&args.paths, &options).await?;
+    let result = crate::oneshot::apply::apply(&args.paths, &options).await;
+    let interrupted = if interrupter.is_finished() { interrupter.await.ok() } else { None };
+    let result = result?;
     crate::write_stdout(&result.render(args.output));
     let summary = result.summary;
     // One line for people and scripts (the benchmark reads it).
@@ -368,7 +400,19 @@ async fn apply(args: ApplyArgs) -> Result<ExitCode, Failure> {
         eprintln!("error: {error}");
         return Ok(ExitCode::from(1));
     }
+    if let Some(why) = interrupted {
+        eprintln!("interrupted: {why}; what was confirmed is saved; run again to continue");
+        return Ok(ExitCode::from(EXIT_INTERRUPTED));
+    }
     Ok(if result.all_ready { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Sleeps for `budget`, or forever when there is none.
+async fn sleep_for(budget: Option<Duration>) {
+    match budget {
+        Some(budget) => tokio::time::sleep(budget).await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn simulate(args: SimulateArgs) -> Result<ExitCode, Failure> {
@@ -456,23 +500,38 @@ async fn bench_apply(args: BenchApplyArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Resolves on Ctrl-C or SIGTERM (what Kubernetes and CI send).
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+/// SIGTERM (what Kubernetes and CI send) and SIGINT (Ctrl-C), registered
+/// once: from then on no signal kills the process outright, and none is
+/// missed between two waits.
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub fn new() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let register = |kind| signal(kind).map_err(|e| anyhow::anyhow!("cannot handle signals: {e}"));
+        Ok(Self { term: register(SignalKind::terminate())?, interrupt: register(SignalKind::interrupt())? })
+    }
+
+    /// The next signal's name.
+    pub async fn next(&mut self) -> &'static str {
         tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    match Signals::new() {
+        Ok(mut signals) => {
+            signals.next().await;
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -55,6 +55,7 @@ async fn crd_schema_accepts_what_apply_writes_and_rejects_broken_specs() {
         output: groupban_operator::oneshot::apply::OutputFormat::Json,
         max_calls_per_second: 200,
         client: support::quick_settings(),
+        stop: None,
     };
     let result = groupban_operator::oneshot::apply::apply_manifests(manifests, &options)
         .await

@@ -29,6 +29,9 @@ pub struct ApplyOptions {
     pub output: OutputFormat,
     pub max_calls_per_second: u32,
     pub client: ClientSettings,
+    /// Turns true to stop the run: no new call starts, answers of calls in
+    /// flight are kept and saved. `None`: the run goes to its end.
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// What a run produced.
@@ -114,8 +117,8 @@ pub async fn apply_manifests(manifests: Manifests, options: &ApplyOptions) -> Re
     });
     let mut save_error = None;
     let mut calls_planned = 0;
-    // No signal handling yet: the pass runs to its end.
-    let (_no_shutdown, shutdown) = tokio::sync::watch::channel(false);
+    let (_never, never) = tokio::sync::watch::channel(false);
+    let shutdown = options.stop.clone().unwrap_or(never);
     let outcomes = run_pass(&inputs, &pool, shutdown, |statuses, progress| {
         calls_planned = progress.calls_planned;
         if let Some(bar) = &progress_bar {

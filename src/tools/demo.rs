@@ -60,6 +60,7 @@ pub async fn run() -> Result<(), RunError> {
         output: OutputFormat::Yaml,
         max_calls_per_second: crate::im::DEFAULT_CALLS_PER_SECOND,
         client: ClientSettings::default(),
+        stop: None,
     };
     let result = apply_manifests(manifests, &options).await?;
     crate::outln!("# Policies and their status (as `kubectl get gbp -o yaml` would show them):");
