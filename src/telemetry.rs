@@ -3,6 +3,8 @@
 //! stdout stays free for command output (`listening on ...`, the `apply`
 //! result), so scripts can read it while people read stderr.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// How log lines look.
@@ -24,9 +26,33 @@ pub fn init(default_filter: &str) {
 /// [`init`] with a choice of format.
 pub fn init_with_format(default_filter: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(colour_allowed(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR")));
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// Colour codes only for a terminal, and not when `NO_COLOR` is set to
+/// anything but the empty string (the no-color convention): a log file or
+/// a CI log must not fill with escape sequences.
+fn colour_allowed(is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    is_terminal && no_color.is_none_or(|value| value.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour_allowed(true, None));
+        assert!(colour_allowed(true, Some("".into())));
+        assert!(!colour_allowed(true, Some("1".into())));
+        assert!(!colour_allowed(false, None));
+    }
 }
