@@ -2,6 +2,7 @@
 //! clients pointed at it.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod apply;
 pub mod cluster;
 pub mod fake_apiserver;
 
