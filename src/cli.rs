@@ -146,6 +146,27 @@ struct RunArgs {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value = "text", env = "GROUPBAN_LOG_FORMAT")]
     log_format: crate::telemetry::LogFormat,
+    /// Serve `/metrics` (OpenMetrics), `/healthz` and `/readyz` here, e.g. `:8080`.
+    #[arg(long, env = "GROUPBAN_METRICS_BIND_ADDRESS", value_parser = parse_bind_address)]
+    metrics_bind_address: Option<SocketAddr>,
+    /// Elect one leader among replicas on a Lease; only the leader makes IM calls and writes status.
+    #[arg(long, env = "GROUPBAN_LEADER_ELECT")]
+    leader_elect: bool,
+    /// Name of the Lease.
+    #[arg(long, default_value = "groupban-operator")]
+    leader_election_id: String,
+    /// Namespace of the Lease (default: POD_NAMESPACE, else the service account's, else the kubeconfig context's).
+    #[arg(long)]
+    leader_election_namespace: Option<String>,
+    /// How long a Lease not renewed stays its holder's.
+    #[arg(long, default_value = "15s", value_parser = parse_duration_flag)]
+    leader_election_lease_duration: Duration,
+    /// The leader stops making calls when it has not renewed for this long (less than the lease duration).
+    #[arg(long, default_value = "10s", value_parser = parse_duration_flag)]
+    leader_election_renew_deadline: Duration,
+    /// How often candidates try for the Lease, and the leader renews it.
+    #[arg(long, default_value = "2s", value_parser = parse_duration_flag)]
+    leader_election_retry_period: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -228,6 +249,12 @@ fn parse_duration_flag(text: &str) -> Result<Duration, String> {
         return Err("must be at least 1s".into());
     }
     Ok(duration)
+}
+
+/// `HOST:PORT`, or `:PORT` for every address (as controller-runtime writes it).
+fn parse_bind_address(text: &str) -> Result<SocketAddr, String> {
+    let full = if text.starts_with(':') { format!("0.0.0.0{text}") } else { text.to_string() };
+    full.parse().map_err(|_| format!("{text:?} is not an address such as :8080 or 127.0.0.1:8080"))
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
@@ -313,6 +340,7 @@ fn client_settings(request_timeout_secs: u64, max_attempts: u32) -> crate::im::C
 async fn run_controller(args: RunArgs) -> Result<ExitCode, Failure> {
     crate::telemetry::init_with_format("info", args.log_format);
     let client = client_settings(args.request_timeout, args.max_attempts);
+    let leader_election = leader_election(&args)?;
     let options = crate::controller::RunOptions {
         namespace: args.namespace,
         selector: args.selector,
@@ -324,8 +352,15 @@ async fn run_controller(args: RunArgs) -> Result<ExitCode, Failure> {
         idle_resync: args.resync_interval,
         progress_interval: args.progress_interval,
         instance: std::env::var("POD_NAME").ok().or_else(|| std::env::var("HOSTNAME").ok()),
+        leader_election,
         ..Default::default()
     };
+    if let Some(addr) = args.metrics_bind_address {
+        let bound = crate::metrics::serve(addr, options.health.clone())
+            .await
+            .map_err(|e| Failure::InvalidInput(format!("cannot serve metrics on {addr}: {e}")))?;
+        tracing::info!(addr = %bound, "Serving /metrics, /healthz and /readyz");
+    }
     let mut signals = Signals::new().map_err(Failure::Failed)?;
     let (first_signal_tx, first_signal) = tokio::sync::oneshot::channel::<()>();
     let (second_signal_tx, second_signal) = tokio::sync::oneshot::channel::<()>();
@@ -345,6 +380,28 @@ async fn run_controller(args: RunArgs) -> Result<ExitCode, Failure> {
             Ok(ExitCode::from(130))
         }
     }
+}
+
+/// The leader election settings, checked: the renew deadline must leave
+/// the leader time to step down before a standby may take over.
+fn leader_election(args: &RunArgs) -> Result<Option<crate::controller::LeaderElection>, Failure> {
+    if !args.leader_elect {
+        return Ok(None);
+    }
+    let (duration, deadline, retry) =
+        (args.leader_election_lease_duration, args.leader_election_renew_deadline, args.leader_election_retry_period);
+    if deadline >= duration || retry >= deadline {
+        return Err(Failure::InvalidInput(format!(
+            "leader election needs retry period ({retry:?}) < renew deadline ({deadline:?}) < lease duration ({duration:?})"
+        )));
+    }
+    Ok(Some(crate::controller::LeaderElection {
+        lease_name: args.leader_election_id.clone(),
+        namespace: args.leader_election_namespace.clone(),
+        lease_duration: duration,
+        renew_deadline: deadline,
+        retry_period: retry,
+    }))
 }
 
 /// The exit code of an `apply` run stopped by a signal or `--timeout`.

@@ -16,6 +16,7 @@ pub mod controller;
 pub mod crd;
 pub mod engine;
 pub mod im;
+pub mod metrics;
 pub mod oneshot;
 pub mod secret;
 pub mod simulator;

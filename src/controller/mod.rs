@@ -22,6 +22,7 @@
 pub mod backoff;
 pub mod drift;
 pub mod events;
+pub mod leader;
 pub mod reconcile;
 pub mod status_writer;
 pub mod triggers;
@@ -74,6 +75,22 @@ pub struct RunOptions {
     pub backoff: BackoffPolicy,
     /// The pod name (or host name), for Events.
     pub instance: Option<String>,
+    /// Run as one candidate of several; `None`: act alone.
+    pub leader_election: Option<LeaderElection>,
+    /// What the probes and the metrics scrape read.
+    pub health: Arc<crate::metrics::Health>,
+}
+
+/// Leader election settings (`--leader-elect` and its companions).
+#[derive(Debug, Clone)]
+pub struct LeaderElection {
+    pub lease_name: String,
+    /// The Lease's namespace; when unset, the operator's own (see
+    /// [`leader::own_namespace`]).
+    pub namespace: Option<String>,
+    pub lease_duration: Duration,
+    pub renew_deadline: Duration,
+    pub retry_period: Duration,
 }
 
 impl Default for RunOptions {
@@ -90,6 +107,8 @@ impl Default for RunOptions {
             progress_interval: Duration::from_secs(5),
             backoff: BackoffPolicy::default(),
             instance: None,
+            leader_election: None,
+            health: Arc::default(),
         }
     }
 }
@@ -147,10 +166,73 @@ pub async fn run_with_client(
     };
     preflight(&policies, options.selector.as_deref()).await?;
 
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        info!("Shutting down: no new IM calls; waiting for calls in flight");
+        stop.send_replace(true);
+    });
+    let metrics = crate::metrics::global();
+    let Some(election) = options.leader_election.clone() else {
+        metrics.set_leader(true);
+        return run_term(&client, &options, stopped).await;
+    };
+    let namespace = election.namespace.clone().unwrap_or_else(|| leader::own_namespace(client.default_namespace()));
+    let config = leader::ElectionConfig {
+        lease_name: election.lease_name.clone(),
+        namespace,
+        identity: leader::own_identity(),
+        lease_duration: election.lease_duration,
+        renew_deadline: election.renew_deadline,
+        retry_period: election.retry_period,
+    };
+    info!(lease = %config.lease_name, namespace = %config.namespace, identity = %config.identity, "Joining the leader election");
+    let (mut leading, election_task) = leader::spawn(client.clone(), config, stopped.clone());
+    metrics.set_leader(false);
+    // A standby is ready: it does its job, which is to wait.
+    options.health.set_ready(true);
+    let mut process_stop = stopped.clone();
+    let outcome = loop {
+        tokio::select! {
+            _ = leading.wait_for(|leads| *leads) => {}
+            _ = process_stop.wait_for(|stop| *stop) => break Ok(()),
+        }
+        metrics.set_leader(true);
+        // This term ends on shutdown or when the Lease is lost, whichever
+        // comes first: either way, no new call starts.
+        let (term_stop, term_stopped) = watch::channel(false);
+        let (mut lost, mut shutting_down) = (leading.clone(), stopped.clone());
+        let ender = tokio::spawn(async move {
+            tokio::select! {
+                _ = lost.wait_for(|leads| !*leads) => {}
+                _ = shutting_down.wait_for(|stop| *stop) => {}
+            }
+            term_stop.send_replace(true);
+        });
+        let result = run_term(&client, &options, term_stopped).await;
+        ender.abort();
+        metrics.set_leader(false);
+        if result.is_err() || *stopped.borrow() {
+            break result;
+        }
+    };
+    // Hands the Lease back (one read and one write), bounded.
+    drop(leading);
+    let _ = tokio::time::timeout(Duration::from_secs(5), election_task).await;
+    outcome
+}
+
+/// One term of the controller: from the start (or from winning the Lease)
+/// until `stopped` turns true. Returns once running reconciles have written
+/// what they confirmed, or fails after [`SHUTDOWN_BUDGET`].
+async fn run_term(client: &Client, options: &RunOptions, stopped: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let policies: Api<GroupBanPolicy> = match &options.namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    };
     let pool = ClientPool::new(RateLimit::per_second(options.max_calls_per_second), options.client.clone())
         .context("failed to set up the IM HTTP client")?;
     let reporter = Reporter { controller: CONTROLLER_NAME.into(), instance: options.instance.clone() };
-    let (stop, stopped) = watch::channel(false);
     let ctx = Arc::new(Context {
         client: client.clone(),
         pool,
@@ -168,14 +250,22 @@ pub async fn run_with_client(
     let (reader, writer) = reflector::store();
     // The store sees every change; only spec and reconcile-request changes
     // wake a policy (our own status writes do not).
+    // Ready once the first list is in the cache (the watcher's InitDone).
+    options.health.set_policies(Some(reader.clone()));
+    let health = options.health.clone();
     let policy_stream = watcher(policies, policy_watch)
         .default_backoff()
         .reflect(writer)
+        .inspect(move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone)) {
+                health.set_ready(true);
+            }
+        })
         .applied_objects()
         .predicate_filter(triggers::wake_hash, Default::default());
 
     let mut controller = Controller::for_stream(policy_stream, reader.clone());
-    for secrets in secret_watches(&client, &options) {
+    for secrets in secret_watches(client, options) {
         let (store, default) = (reader.clone(), options.default_credentials_secret.clone());
         let stream = watcher(secrets.api, secrets.config).default_backoff().touched_objects();
         controller = controller.watches_stream(stream, move |secret| -> Vec<ObjectRef<GroupBanPolicy>> {
@@ -184,7 +274,7 @@ pub async fn run_with_client(
         });
     }
 
-    // First signal: passes stop starting calls, the controller stops
+    // When stopped: passes stop starting calls, the controller stops
     // scheduling and lets running reconciles write what they confirmed.
     let graceful = {
         let mut stopped = stopped.clone();
@@ -192,11 +282,6 @@ pub async fn run_with_client(
             let _ = stopped.wait_for(|s| *s).await;
         }
     };
-    tokio::spawn(async move {
-        shutdown.await;
-        info!("Shutting down: no new IM calls; waiting for calls in flight");
-        stop.send_replace(true);
-    });
 
     info!(
         namespace = options.namespace.as_deref().unwrap_or("(all)"),
@@ -220,7 +305,7 @@ pub async fn run_with_client(
         let _ = stopped_for_budget.wait_for(|s| *s).await;
         tokio::time::sleep(SHUTDOWN_BUDGET).await;
     };
-    tokio::select! {
+    let outcome = tokio::select! {
         () = runs => {
             info!("Controller stopped");
             Ok(())
@@ -229,7 +314,9 @@ pub async fn run_with_client(
             "shutdown took longer than {} s; answers of calls still in flight were not recorded",
             SHUTDOWN_BUDGET.as_secs()
         )),
-    }
+    };
+    options.health.set_policies(None);
+    outcome
 }
 
 /// One metadata-only watch of Secrets: their values are never received.

@@ -53,8 +53,16 @@ pub fn policy_key(policy: &GroupBanPolicy) -> String {
     format!("{}/{}", policy.namespace().unwrap_or_default(), policy.name_any())
 }
 
-#[instrument(skip(policy, ctx), fields(policy = %policy_key(&policy)))]
+/// [`reconcile_once`], counted and timed in the controller-runtime metrics.
 pub async fn reconcile(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let started = std::time::Instant::now();
+    let result = reconcile_once(policy, ctx).await;
+    crate::metrics::global().observe_reconcile(result.is_ok(), started.elapsed());
+    result
+}
+
+#[instrument(skip(policy, ctx), fields(policy = %policy_key(&policy)))]
+async fn reconcile_once(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let key = policy_key(&policy);
     let namespace = policy.namespace().ok_or_else(|| ReconcileError::NotNamespaced(key.clone()))?;
     if *ctx.shutdown.borrow() {

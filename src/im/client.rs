@@ -394,7 +394,9 @@ impl ImClient {
         let mut resigned = false;
         // The previous attempt's answer: what a stop while waiting reports.
         let mut last: Option<Result<(Answer, T), TransportError>> = None;
+        let metrics = crate::metrics::global();
         loop {
+            let waiting = tokio::time::Instant::now();
             tokio::select! {
                 biased;
                 _ = stopped(&mut stop) => return last.map(|result| Outcome { result, attempts }),
@@ -402,7 +404,10 @@ impl ImClient {
             }
             attempts += 1;
             let started = tokio::time::Instant::now();
+            metrics.observe_limiter_wait(command.name(), started - waiting);
             let result = self.send_once::<B, T>(command, body).await;
+            let code = result.as_ref().ok().map(|(answer, _)| answer.error_code);
+            metrics.observe_call(command.name(), code, started.elapsed());
             let (retry_after, why) = match &result {
                 Err(error) => (Some(policy.backoff(attempts, 1)), error.to_string()),
                 Ok((answer, _)) => {

@@ -166,12 +166,18 @@ impl Operator {
     /// Starts the operator on the cluster's namespace, with quick retries
     /// and progress, logging to a file in a fresh temp dir.
     pub fn start(cluster: &Cluster, extra: &[&str]) -> Operator {
+        Self::start_with_env(cluster, extra, &[])
+    }
+
+    /// [`Operator::start`] with extra environment variables (`POD_NAME`...).
+    pub fn start_with_env(cluster: &Cluster, extra: &[&str], env: &[(&str, &str)]) -> Operator {
         let log = std::env::temp_dir().join(format!("groupban-e2e-{}.log", rand::random::<u64>()));
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(BIN)
             .args(["run", "--namespace", &cluster.namespace, "--progress-interval", "1s"])
             .args(["--stalled-recheck-interval", "1h", "--max-attempts", "3"])
             .args(extra)
+            .envs(env.iter().copied())
             .env("KUBECONFIG", &cluster.kubeconfig)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

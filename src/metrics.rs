@@ -1,0 +1,310 @@
+//! Prometheus metrics (OpenMetrics text on `/metrics`) and the probes
+//! (`/healthz`, `/readyz`) of `run`.
+//!
+//! Names follow the controller-runtime operators, so existing dashboards and
+//! alerts feel familiar: `controller_runtime_reconcile_total{controller,
+//! result}`, `controller_runtime_reconcile_errors_total`,
+//! `controller_runtime_reconcile_time_seconds` and
+//! `leader_election_master_status{name}`. The operator's own are prefixed
+//! `groupban_`: IM calls by API and ErrorCode and their duration, time
+//! waited on the rate limiter, members by state, policies by condition,
+//! build info.
+//!
+//! One process-wide set ([`global`]): the IM client records into it
+//! wherever it runs, and recording costs an atomic add when nobody scrapes.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use kube::runtime::reflector::Store;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::crd::{GroupBanPolicy, condition_types};
+use crate::engine::status::find_condition;
+
+/// The `controller` label of the controller-runtime metrics.
+pub const CONTROLLER_LABEL: &str = "groupbanpolicy";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    pub controller: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    pub controller: &'static str,
+    /// `success` or `error`.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabels {
+    pub api: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub api: &'static str,
+    /// The answer's ErrorCode, or `none` when no answer came (a transport error).
+    pub error_code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConditionLabels {
+    pub condition: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NameLabels {
+    pub name: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+}
+
+/// Every metric of the process.
+#[derive(Debug)]
+pub struct Metrics {
+    pub reconciles: Family<ReconcileLabels, Counter>,
+    pub reconcile_errors: Family<ControllerLabels, Counter>,
+    pub reconcile_time: Family<ControllerLabels, Histogram>,
+    pub im_calls: Family<CallLabels, Counter>,
+    pub im_call_time: Family<ApiLabels, Histogram>,
+    /// Seconds callers spent waiting for the limiter (and their lane).
+    pub limiter_wait: Family<ApiLabels, Counter<f64, AtomicU64>>,
+    pub members: Family<StateLabels, Gauge>,
+    pub policies: Family<ConditionLabels, Gauge>,
+    pub leader: Family<NameLabels, Gauge>,
+    build_info: Family<BuildLabels, Gauge>,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let seconds = || Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        let metrics = Self {
+            reconciles: Family::default(),
+            reconcile_errors: Family::default(),
+            reconcile_time: Family::new_with_constructor(seconds),
+            im_calls: Family::default(),
+            im_call_time: Family::new_with_constructor(seconds),
+            limiter_wait: Family::default(),
+            members: Family::default(),
+            policies: Family::default(),
+            leader: Family::default(),
+            build_info: Family::default(),
+        };
+        metrics.build_info.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
+        metrics
+    }
+
+    fn registry(&self) -> Registry {
+        let mut registry = Registry::default();
+        registry.register("controller_runtime_reconcile", "Reconciles by result", self.reconciles.clone());
+        registry.register(
+            "controller_runtime_reconcile_errors",
+            "Reconciles that ended in an error",
+            self.reconcile_errors.clone(),
+        );
+        registry.register_with_unit(
+            "controller_runtime_reconcile_time",
+            "Time a reconcile took",
+            Unit::Seconds,
+            self.reconcile_time.clone(),
+        );
+        registry.register("groupban_im_calls", "IM REST calls by API and ErrorCode", self.im_calls.clone());
+        registry.register_with_unit(
+            "groupban_im_call_duration",
+            "Time an IM REST call took, answer included",
+            Unit::Seconds,
+            self.im_call_time.clone(),
+        );
+        registry.register_with_unit(
+            "groupban_rate_limiter_wait",
+            "Time calls waited for the per-app rate limiter",
+            Unit::Seconds,
+            self.limiter_wait.clone(),
+        );
+        registry.register(
+            "groupban_members",
+            "Members of the watched policies: desired, unbanned (recorded) and failed",
+            self.members.clone(),
+        );
+        registry.register("groupban_policies", "Watched policies whose condition is True", self.policies.clone());
+        registry.register(
+            "leader_election_master_status",
+            "1 while this process holds the leader Lease",
+            self.leader.clone(),
+        );
+        registry.register("groupban_build_info", "The operator's version", self.build_info.clone());
+        registry
+    }
+
+    /// Records one IM call: its API, its ErrorCode (`None`: no answer) and
+    /// how long it took.
+    pub fn observe_call(&self, api: &'static str, error_code: Option<i64>, took: Duration) {
+        let error_code = error_code.map_or_else(|| "none".to_string(), |code| code.to_string());
+        self.im_calls.get_or_create(&CallLabels { api, error_code }).inc();
+        self.im_call_time.get_or_create(&ApiLabels { api }).observe(took.as_secs_f64());
+    }
+
+    pub fn observe_limiter_wait(&self, api: &'static str, waited: Duration) {
+        self.limiter_wait.get_or_create(&ApiLabels { api }).inc_by(waited.as_secs_f64());
+    }
+
+    pub fn observe_reconcile(&self, succeeded: bool, took: Duration) {
+        let controller = CONTROLLER_LABEL;
+        let result = if succeeded { "success" } else { "error" };
+        self.reconciles.get_or_create(&ReconcileLabels { controller, result }).inc();
+        if !succeeded {
+            self.reconcile_errors.get_or_create(&ControllerLabels { controller }).inc();
+        }
+        self.reconcile_time.get_or_create(&ControllerLabels { controller }).observe(took.as_secs_f64());
+    }
+
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.get_or_create(&NameLabels { name: crate::controller::CONTROLLER_NAME }).set(i64::from(leading));
+    }
+
+    /// Sets the member and policy gauges from the watched policies.
+    /// `groupban_policies{condition="Suspended"}` counts `spec.suspend`.
+    pub fn count_policies(&self, policies: &[Arc<GroupBanPolicy>]) {
+        let (mut desired, mut unbanned, mut failed, mut suspended) = (0, 0, 0, 0);
+        let conditions = [condition_types::READY, condition_types::RECONCILING, condition_types::STALLED];
+        let mut true_counts = [0i64; 3];
+        for policy in policies {
+            desired += policy.spec.unbanned_members.len() as i64;
+            suspended += i64::from(policy.spec.suspend == Some(true));
+            let Some(status) = &policy.status else { continue };
+            unbanned += status.unbanned_members.len() as i64;
+            failed += status.summary.as_ref().map_or(0, |s| i64::from(s.failed));
+            for (count, condition) in true_counts.iter_mut().zip(conditions) {
+                if find_condition(status, condition).is_some_and(|c| c.status == "True") {
+                    *count += 1;
+                }
+            }
+        }
+        for (state, value) in [("desired", desired), ("unbanned", unbanned), ("failed", failed)] {
+            self.members.get_or_create(&StateLabels { state }).set(value);
+        }
+        for (condition, value) in conditions.into_iter().zip(true_counts).chain([("Suspended", suspended)]) {
+            self.policies.get_or_create(&ConditionLabels { condition }).set(value);
+        }
+    }
+}
+
+/// The process's metrics.
+pub fn global() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+/// What the probes and the scrape need to know about the controller.
+#[derive(Default)]
+pub struct Health {
+    /// Set once this process can do its job: the standby once it has joined
+    /// the election, the leader once its caches have synced.
+    ready: AtomicBool,
+    /// The leader's policy cache, for the member and policy gauges.
+    policies: Mutex<Option<Store<GroupBanPolicy>>>,
+}
+
+impl Health {
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn set_policies(&self, store: Option<Store<GroupBanPolicy>>) {
+        *self.policies.lock().unwrap_or_else(|e| e.into_inner()) = store;
+    }
+}
+
+/// The OpenMetrics text of every metric.
+pub fn render(health: &Health) -> String {
+    let metrics = global();
+    let store = health.policies.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some(store) = store {
+        metrics.count_policies(&store.state());
+    }
+    let mut text = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut text, &metrics.registry());
+    text
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until the process
+/// ends. Returns the address actually bound (`:0` picks a port).
+pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let app = Router::new()
+        .route("/metrics", get(scrape))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .with_state(health);
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "The metrics and probe server stopped");
+        }
+    });
+    Ok(bound)
+}
+
+async fn scrape(State(health): State<Arc<Health>>) -> impl IntoResponse {
+    let text = render(&health);
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+}
+
+async fn ready(State(health): State<Arc<Health>>) -> impl IntoResponse {
+    if health.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_render_with_controller_runtime_names() {
+        let metrics = global();
+        metrics.observe_call("unban_group_member", Some(0), Duration::from_millis(20));
+        metrics.observe_call("unban_group_member", None, Duration::from_millis(20));
+        metrics.observe_reconcile(false, Duration::from_millis(5));
+        metrics.set_leader(true);
+        let text = render(&Health::default());
+        for expected in [
+            "groupban_im_calls_total{api=\"unban_group_member\",error_code=\"0\"} ",
+            "groupban_im_calls_total{api=\"unban_group_member\",error_code=\"none\"} ",
+            "controller_runtime_reconcile_total{controller=\"groupbanpolicy\",result=\"error\"} ",
+            "controller_runtime_reconcile_errors_total{controller=\"groupbanpolicy\"} ",
+            "controller_runtime_reconcile_time_seconds_bucket{",
+            "groupban_im_call_duration_seconds_count{api=\"unban_group_member\"} ",
+            "leader_election_master_status{name=\"groupban-operator\"} 1",
+            "groupban_build_info{version=",
+            "# EOF",
+        ] {
+            assert!(text.contains(expected), "{expected} missing from:\n{text}");
+        }
+    }
+}
