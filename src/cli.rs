@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand};
@@ -416,19 +417,21 @@ async fn apply(args: ApplyArgs) -> Result<ExitCode, Failure> {
     let mut signals = Signals::new().map_err(Failure::Failed)?;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let budget = args.timeout;
-    let interrupter = tokio::spawn(async move {
+    // Why the run was stopped, set before the stop is sent: whatever the
+    // timing, a stopped run reports it.
+    let interruption = Arc::new(std::sync::OnceLock::<String>::new());
+    let reason = interruption.clone();
+    tokio::spawn(async move {
         let why = tokio::select! {
             name = signals.next() => format!("{name} received"),
             () = sleep_for(budget) => format!("the --timeout budget of {budget:?} ran out", budget = budget.unwrap_or_default()),
         };
         tracing::warn!("Stopping: {why}; waiting for calls in flight, then saving (a second signal exits at once)");
+        let _ = reason.set(why);
         let _ = stop_tx.send(true);
-        tokio::spawn(async move {
-            signals.next().await;
-            eprintln!("error: second signal: exiting now; answers of calls in flight are not saved");
-            std::process::exit(130);
-        });
-        why
+        signals.next().await;
+        eprintln!("error: second signal: exiting now; answers of calls in flight are not saved");
+        std::process::exit(130);
     });
     let client = client_settings(args.request_timeout, args.max_attempts);
     let options = crate::oneshot::apply::ApplyOptions {
@@ -438,9 +441,7 @@ async fn apply(args: ApplyArgs) -> Result<ExitCode, Failure> {
         client,
         stop: Some(stop),
     };
-    let result = crate::oneshot::apply::apply(&args.paths, &options).await;
-    let interrupted = if interrupter.is_finished() { interrupter.await.ok() } else { None };
-    let result = result?;
+    let result = crate::oneshot::apply::apply(&args.paths, &options).await?;
     crate::write_stdout(&result.render(args.output));
     let summary = result.summary;
     // One line for people and scripts (the benchmark reads it).
@@ -457,11 +458,15 @@ async fn apply(args: ApplyArgs) -> Result<ExitCode, Failure> {
         eprintln!("error: {error}");
         return Ok(ExitCode::from(1));
     }
-    if let Some(why) = interrupted {
+    if result.all_ready {
+        // Done, even if a signal came as it finished.
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(why) = interruption.get() {
         eprintln!("interrupted: {why}; what was confirmed is saved; run again to continue");
         return Ok(ExitCode::from(EXIT_INTERRUPTED));
     }
-    Ok(if result.all_ready { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(ExitCode::from(1))
 }
 
 /// Sleeps for `budget`, or forever when there is none.

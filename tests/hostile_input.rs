@@ -469,10 +469,16 @@ async fn half_a_request_header_neither_holds_a_connection_nor_a_shutdown() {
     let (mut child, addr) = spawn_simulator().await;
     let mut idle = TcpStream::connect(addr).await.unwrap();
     idle.write_all(b"POST /v4/group_open_http_svc/unban_group_member HTTP/1.1\r\nHost: x\r\n").await.unwrap();
-    // The connection is closed once the header-read timeout (10 s) passes.
-    let mut buffer = [0; 1024];
-    let closed = tokio::time::timeout(Duration::from_secs(20), idle.read(&mut buffer)).await;
-    assert!(matches!(closed, Ok(Ok(_)) | Ok(Err(_))), "the half-sent request held its connection for 20 s");
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    // Both are closed once the header-read timeout (10 s) passes: the one
+    // that sent half a header, and the one that never sent a byte.
+    let (mut a, mut b) = ([0; 1024], [0; 1024]);
+    let (idle_closed, silent_closed) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(20), idle.read(&mut a)),
+        tokio::time::timeout(Duration::from_secs(20), silent.read(&mut b)),
+    );
+    assert!(matches!(idle_closed, Ok(Ok(_)) | Ok(Err(_))), "the half-sent request held its connection for 20 s");
+    assert!(matches!(silent_closed, Ok(Ok(0)) | Ok(Err(_))), "a silent connection was held for 20 s");
 
     let mut held = Vec::new();
     for _ in 0..50 {

@@ -170,8 +170,9 @@ impl fmt::Debug for Endpoint {
 }
 
 /// True for `localhost` and loopback addresses: hosts that never leave this
-/// machine. (Names under `.localhost` are not trusted: a resolver may send
-/// them anywhere.)
+/// machine. Exactly `localhost`: not `localhost.` nor names under it, which
+/// a resolver may send anywhere (and which NO_PROXY matching would not
+/// exempt from a proxy).
 pub fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),

@@ -35,7 +35,9 @@ impl ProxyEnv {
 
     /// [`ProxyEnv::read`] over any source of variables.
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Self {
-        let var = |upper: &str, lower: &str| get(upper).or_else(|| get(lower));
+        // The first non-empty of the two, as Go reads them.
+        let set = |name: &str| get(name).filter(|value| !value.trim().is_empty());
+        let var = |upper: &str, lower: &str| set(upper).or_else(|| set(lower));
         let proxy = |upper: &str, lower: &str| parse_proxy_url(var(upper, lower)?.trim());
         let user_list = var("NO_PROXY", "no_proxy").unwrap_or_default();
         Self {
@@ -97,6 +99,7 @@ mod tests {
             ("http_proxy", "lower:1"),
             ("HTTP_PROXY", "upper:2"),
             ("https_proxy", "http://tls:3"),
+            ("NO_PROXY", ""),
             ("no_proxy", " corp.example "),
         ]);
         assert_eq!(set.http, Some(url("http://upper:2")));

@@ -21,7 +21,7 @@ use k8s_openapi::api::core::v1::Secret;
 use serde_json::Value;
 use tracing::warn;
 
-use super::strict_yaml::{self, MAX_FLOW_DEPTH, StrictValue, TooDeep};
+use super::strict_yaml::{self, MAX_DEPTH, TooDeep};
 use crate::crd::{GroupBanPolicy, validate_spec};
 
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -82,21 +82,21 @@ pub fn load_text(
     manifests: &mut Manifests,
     origins: &mut BTreeMap<String, String>,
 ) -> Result<(), ManifestError> {
-    if let Err(TooDeep { line }) = strict_yaml::check_flow_nesting(text, MAX_FLOW_DEPTH) {
+    if let Err(TooDeep { line }) = strict_yaml::check_nesting(text, MAX_DEPTH) {
         return Err(ManifestError(format!(
-            "file {file}, line {line}: collections are nested more than {MAX_FLOW_DEPTH} levels deep"
+            "file {file}, line {line}: collections are nested more than {MAX_DEPTH} levels deep"
         )));
     }
     for (index, document) in yaml_serde::Deserializer::from_str(text).enumerate() {
         let at = format!("file {file}, document {}", index + 1);
-        let value = serde_path_to_error::deserialize::<_, StrictValue>(document).map_err(|e| {
-            let path = e.path().to_string();
+        let value = strict_yaml::read_document(document).map_err(|(path, message)| {
+            let message = without_values(&message);
             match path.as_str() {
-                "." => ManifestError(format!("{at}: invalid YAML: {}", e.into_inner())),
-                _ => ManifestError(format!("{at}: invalid YAML at {path}: {}", e.into_inner())),
+                "." => ManifestError(format!("{at}: invalid YAML: {message}")),
+                _ => ManifestError(format!("{at}: invalid YAML at {path}: {message}")),
             }
         })?;
-        add_document(value.0, &at, manifests, origins)?;
+        add_document(value, &at, manifests, origins)?;
     }
     Ok(())
 }
@@ -232,6 +232,18 @@ fn parse_policy(value: Value, at: &str) -> Result<LoadedPolicy, ManifestError> {
     Ok(LoadedPolicy { policy, namespace, name, source: at })
 }
 
+/// A parse error without the value it is about: yaml_serde quotes a tagged
+/// scalar that does not fit its tag (`secretKey: !!int s3cr3t` gives
+/// `invalid value: string "s3cr3t", expected an integer`), and the document
+/// may be a Secret.
+fn without_values(message: &str) -> String {
+    if message.contains("invalid value:") || message.contains("invalid type:") {
+        let position = message.find(" at line ").map_or("", |at| &message[at..]);
+        return format!("a value does not fit its tag or type (values are not shown){position}");
+    }
+    message.to_string()
+}
+
 /// A Secret, with errors that never show a value: `secretKey: 12345`
 /// (a number, unquoted) must not echo the key.
 fn parse_secret(value: Value, at: &str) -> Result<Secret, ManifestError> {
@@ -345,6 +357,12 @@ mod tests {
         let text = "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {secretKey: 918273645546372819}\n";
         let error = load_str(text).unwrap_err();
         assert!(!error.contains("918273645546372819") && error.contains("stringData.secretKey is a number"), "{error}");
+        for tagged in ["!!int s3cr3t-value", "!!bool s3cr3t-value", "!!float s3cr3t-value", "!!null s3cr3t-value"] {
+            let text =
+                format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: s}}\nstringData: {{secretKey: {tagged}}}\n");
+            let error = load_str(&text).unwrap_err();
+            assert!(!error.contains("s3cr3t") && error.contains("stringData.secretKey"), "{error}");
+        }
         let data = "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {secretKey: 'not*base64-secret'}\n";
         let error = load_str(data).unwrap_err();
         assert!(!error.contains("not*base64") && error.contains("data.secretKey"), "{error}");

@@ -53,6 +53,8 @@ pub enum StateError {
         "{path} is a symbolic link; give the path of the state file itself (a link in a shared folder could point anywhere)"
     )]
     Symlink { path: String },
+    #[error("{path} is not a regular file")]
+    NotAFile { path: String },
 }
 
 /// The largest state file read: far above 10,000 policies of 100 members.
@@ -75,33 +77,41 @@ impl StateFile {
     /// writes it back to prove it can be saved.
     pub fn open(path: &Path) -> Result<Self, StateError> {
         let display = path.display().to_string();
-        let existing = match std::fs::symlink_metadata(path) {
-            Ok(metadata) if metadata.file_type().is_symlink() => return Err(StateError::Symlink { path: display }),
-            Ok(metadata) => Some(metadata),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(source) => return Err(StateError::Read { path: display, source }),
-        };
         let lock_path = sibling(path, "lock");
+        let lock_display = lock_path.display().to_string();
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .mode(NEW_FILE_MODE)
-            .custom_flags(libc::O_NOFOLLOW)
+            // No link, and no blocking on a FIFO planted in its place.
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(&lock_path)
             .map_err(|source| match source.raw_os_error() {
-                Some(libc::ELOOP) => StateError::Symlink { path: lock_path.display().to_string() },
+                Some(libc::ELOOP) => StateError::Symlink { path: lock_display.clone() },
                 _ => StateError::Write { path: display.clone(), source },
             })?;
+        if !lock.metadata().is_ok_and(|m| m.is_file()) {
+            return Err(StateError::NotAFile { path: lock_display });
+        }
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(StateError::Locked { path: display, lock: lock_path.display().to_string() });
+                return Err(StateError::Locked { path: display, lock: lock_display });
             }
             Err(std::fs::TryLockError::Error(source)) => {
                 return Err(StateError::Write { path: display, source });
             }
         }
+        // Looked at under the lock: a run that finished a moment ago has
+        // saved by now, and its file is read rather than overwritten.
+        let existing = match std::fs::symlink_metadata(path) {
+            Ok(metadata) if metadata.file_type().is_symlink() => return Err(StateError::Symlink { path: display }),
+            Ok(metadata) if !metadata.is_file() => return Err(StateError::NotAFile { path: display }),
+            Ok(metadata) => Some(metadata),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => return Err(StateError::Read { path: display, source }),
+        };
         let contents = match existing {
             None => Contents { api_version: API_VERSION.into(), kind: KIND.into(), policies: BTreeMap::new() },
             Some(_) => parse(&read_bounded(path).map_err(|source| match source.raw_os_error() {
@@ -137,9 +147,8 @@ impl StateFile {
         }
         written.map_err(error)?;
         // The rename is durable once the folder is synced too.
-        if let Some(folder) = self.path.parent().filter(|p| !p.as_os_str().is_empty())
-            && let Ok(folder) = File::open(folder)
-        {
+        let folder = self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if let Ok(folder) = File::open(folder) {
             let _ = folder.sync_all();
         }
         Ok(())
@@ -159,7 +168,10 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
 /// Reads a state file without following a link, at most
 /// [`MAX_STATE_FILE_BYTES`].
 fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
-    let file = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
+    let file = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
     let mut bytes = Vec::new();
     file.take(MAX_STATE_FILE_BYTES + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_STATE_FILE_BYTES {
@@ -271,6 +283,18 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty(), "no temp file is left behind");
+    }
+
+    #[test]
+    fn a_planted_fifo_is_refused_not_waited_on() {
+        for planted in ["state.json", ".state.json.lock"] {
+            let dir = tempfile::tempdir().unwrap();
+            let fifo = dir.path().join(planted);
+            let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+            assert!(made.success());
+            let error = StateFile::open(&dir.path().join("state.json")).err().unwrap().to_string();
+            assert!(error.contains("not a regular file") || error.contains("cannot"), "{planted}: {error}");
+        }
     }
 
     #[test]

@@ -7,22 +7,28 @@
 //!   `---` (every key twice) must not silently merge.
 //! - [`unknown_fields`] finds fields a GroupBanPolicy's schema does not
 //!   have, such as `metadata.namespce` or a top-level `suspend`.
-//! - [`check_flow_nesting`] refuses deeply nested flow collections
-//!   (`[[[[...`) before the YAML parser sees them: its scanner spends time
-//!   proportional to the nesting depth on every token, so a 1 MB file of
-//!   brackets takes minutes before the deserializer's depth limit refuses
-//!   it. Block nesting needs no check: its depth costs indentation, so a
-//!   1 MB file cannot nest deeper than about 1,400 levels, which parses fast.
+//! - [`check_nesting`] refuses deep nesting (`[[[[...`) before any value is
+//!   built: libyaml's scanner spends time proportional to the depth on every
+//!   token, so a 1 MB file of brackets took minutes before the
+//!   deserializer's depth limit refused it.
+//! - [`read_document`] also refuses a document whose aliases expand to more
+//!   than [`MAX_VALUES`] values (the "billion laughs").
 
+use std::cell::Cell;
 use std::fmt;
 
 use serde::Deserialize;
-use serde::de::{self, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
-/// Flow collections nested deeper than this are refused. A GroupBanPolicy
-/// needs 3; yaml_serde itself refuses 128 levels of any kind.
-pub const MAX_FLOW_DEPTH: usize = 64;
+/// Collections nested deeper than this are refused. A GroupBanPolicy needs
+/// 4; yaml_serde itself refuses 128 levels.
+pub const MAX_DEPTH: usize = 64;
+
+/// The most values one document may hold once its aliases are expanded:
+/// `&a [x, x, ...]` then `[*a, *a, ...]` would otherwise build billions.
+/// A GroupBanPolicy of 100,000 members holds about as many.
+pub const MAX_VALUES: usize = 2_000_000;
 
 /// A JSON value read from YAML with duplicate keys refused.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,13 +36,48 @@ pub struct StrictValue(pub Value);
 
 impl<'de> Deserialize<'de> for StrictValue {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(StrictVisitor).map(StrictValue)
+        let budget = Cell::new(MAX_VALUES);
+        StrictSeed { budget: &budget }.deserialize(deserializer).map(StrictValue)
     }
 }
 
-struct StrictVisitor;
+/// Reads one document strictly, within [`MAX_VALUES`]; on error, the path
+/// of the value at fault (`spec.suspend`, or `.` for the document) and what
+/// is wrong.
+pub fn read_document<'de, D: de::Deserializer<'de>>(document: D) -> Result<Value, (String, String)> {
+    let budget = Cell::new(MAX_VALUES);
+    let mut track = serde_path_to_error::Track::new();
+    let result =
+        StrictSeed { budget: &budget }.deserialize(serde_path_to_error::Deserializer::new(document, &mut track));
+    result.map_err(|error| (track.path().to_string(), error.to_string()))
+}
 
-impl<'de> Visitor<'de> for StrictVisitor {
+/// Builds values while the shared budget lasts.
+#[derive(Clone, Copy)]
+struct StrictSeed<'a> {
+    budget: &'a Cell<usize>,
+}
+
+impl<'de> DeserializeSeed<'de> for StrictSeed<'_> {
+    type Value = Value;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        let left = self.budget.get();
+        if left == 0 {
+            return Err(de::Error::custom(format!(
+                "the document holds more than {MAX_VALUES} values (aliases expanding?)"
+            )));
+        }
+        self.budget.set(left - 1);
+        deserializer.deserialize_any(StrictVisitor { budget: self.budget })
+    }
+}
+
+struct StrictVisitor<'a> {
+    budget: &'a Cell<usize>,
+}
+
+impl<'de> Visitor<'de> for StrictVisitor<'_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -57,7 +98,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
         // JSON has no NaN or infinity; YAML's `.nan` and `.inf` are refused.
-        Number::from_f64(v).map(Value::Number).ok_or_else(|| E::custom(format!("{v} is not a number JSON can hold")))
+        Number::from_f64(v).map(Value::Number).ok_or_else(|| E::custom("NaN and infinity are not valid here"))
     }
 
     fn visit_str<E>(self, v: &str) -> Result<Value, E> {
@@ -77,12 +118,12 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 
     fn visit_some<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        StrictValue::deserialize(deserializer).map(|v| v.0)
+        StrictSeed { budget: self.budget }.deserialize(deserializer)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut items = Vec::new();
-        while let Some(StrictValue(item)) = seq.next_element()? {
+        while let Some(item) = seq.next_element_seed(StrictSeed { budget: self.budget })? {
             items.push(item);
         }
         Ok(Value::Array(items))
@@ -96,7 +137,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
                     "duplicate key {key:?} (two documents without `---` between them?)"
                 )));
             }
-            let StrictValue(value) = map.next_value()?;
+            let value = map.next_value_seed(StrictSeed { budget: self.budget })?;
             object.insert(key, value);
         }
         Ok(Value::Object(object))
@@ -182,160 +223,86 @@ fn walk(value: &Value, schema: &Value, path: &str, unknown: &mut Vec<String>) {
     }
 }
 
-/// Where a YAML text nests flow collections too deep.
+/// Where a YAML text nests collections too deep.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TooDeep {
     pub line: usize,
 }
 
-/// Refuses flow collections (`[...]`, `{...}`) nested deeper than
-/// `max_depth`, in time linear in the text.
-///
-/// It must never count less than the YAML scanner will see, and should
-/// count no more in real manifests. So: brackets in comments, in quoted
-/// scalars and in block scalars (`|`, `>`) are skipped; inside a flow
-/// collection every other bracket counts (plain scalars cannot hold one
-/// there); in block context a bracket counts where a value may begin. A
-/// quoted scalar in block context is skipped only to the end of its line: if
-/// it goes on, the next lines are scanned as if unquoted, which can only
-/// count more.
-pub fn check_flow_nesting(text: &str, max_depth: usize) -> Result<(), TooDeep> {
-    let bytes = text.as_bytes();
-    let mut depth = 0usize;
-    let mut line = 1;
-    // Whether a value may begin here: at the start of a line's content, or
-    // after `- `, `: `, `? `, an anchor or a tag, or (in flow) `[{,:`.
-    let mut at_value_start = true;
-    let mut line_indent = 0;
-    let mut at_line_start = true;
-    let mut index = 0;
-    while index < bytes.len() {
-        let byte = bytes[index];
-        if at_line_start && byte == b' ' {
-            line_indent += 1;
-            index += 1;
-            continue;
+/// Refuses collections nested deeper than `max_depth`, before any value is
+/// built. It runs libyaml's own parser (the one yaml_serde uses) and counts
+/// the depth of its events, so it sees exactly what the deserializer would,
+/// whatever the quoting, comments, block scalars or line breaks; and it
+/// stops at the first collection too deep, before the scanner's cost, which
+/// grows with the depth on every token, adds up. A syntax error is left for
+/// the deserializer to report.
+#[allow(unsafe_code)]
+pub fn check_nesting(text: &str, max_depth: usize) -> Result<(), TooDeep> {
+    use libyaml_rs as sys;
+    use std::mem::MaybeUninit;
+
+    // Boxed: libyaml's parser must not move once initialized.
+    let mut storage: Box<MaybeUninit<sys::yaml_parser_t>> = Box::new(MaybeUninit::uninit());
+    let parser = storage.as_mut_ptr();
+    // SAFETY: `parser` points to writable memory for a yaml_parser_t, which
+    // yaml_parser_initialize fills; the input stays borrowed (and alive)
+    // until yaml_parser_delete below. This is how yaml_serde drives it.
+    unsafe {
+        if sys::yaml_parser_initialize(parser).fail {
+            return Ok(());
         }
-        at_line_start = false;
-        match byte {
-            b'\n' => {
-                line += 1;
-                line_indent = 0;
-                at_line_start = true;
-                if depth == 0 {
-                    at_value_start = true;
-                }
+        sys::yaml_parser_set_encoding(parser, sys::YAML_UTF8_ENCODING);
+        sys::yaml_parser_set_input_string(parser, text.as_ptr(), text.len() as u64);
+    }
+    let mut depth = 0usize;
+    let outcome = loop {
+        let mut event = MaybeUninit::<sys::yaml_event_t>::uninit();
+        let event = event.as_mut_ptr();
+        // SAFETY: the parser was initialized above; a successful
+        // yaml_parser_parse initializes `event`, which is read and then
+        // deleted once; a failed one leaves nothing to delete.
+        let (kind, line) = unsafe {
+            if sys::yaml_parser_parse(parser, event).fail {
+                break Ok(());
             }
-            b' ' | b'\t' | b'\r' => {}
-            b'#' if index == 0 || matches!(bytes[index - 1], b' ' | b'\t' | b'\n' | b'\r') => {
-                index = end_of_line(bytes, index);
-                continue;
-            }
-            b'"' | b'\'' if at_value_start => {
-                let limit = if depth > 0 { bytes.len() } else { end_of_line(bytes, index) };
-                index = skip_quoted(bytes, index, limit, &mut line);
-                at_value_start = false;
-                continue;
-            }
-            b'|' | b'>' if at_value_start && depth == 0 => {
-                index = skip_block_scalar(bytes, index, line_indent, &mut line);
-                line_indent = 0;
-                at_line_start = true;
-                continue;
-            }
-            b'[' | b'{' if at_value_start || depth > 0 => {
+            let seen = ((*event).type_, (*event).start_mark.line as usize + 1);
+            sys::yaml_event_delete(event);
+            seen
+        };
+        match kind {
+            sys::YAML_SEQUENCE_START_EVENT | sys::YAML_MAPPING_START_EVENT => {
                 depth += 1;
                 if depth > max_depth {
-                    return Err(TooDeep { line });
+                    break Err(TooDeep { line });
                 }
-                at_value_start = true;
             }
-            b']' | b'}' if depth > 0 => {
-                depth -= 1;
-                at_value_start = false;
-            }
-            b',' if depth > 0 => at_value_start = true,
-            // `- ` and `? ` are indicators only where a node begins; inside a
-            // plain scalar (`a - b`) they are text.
-            b'-' | b'?' if at_value_start && followed_by_space(bytes, index) => {}
-            b':' if depth > 0 || followed_by_space(bytes, index) => at_value_start = true,
-            b'&' | b'!' if at_value_start => {
-                // An anchor or tag: the value follows it.
-                while index < bytes.len() && !bytes[index].is_ascii_whitespace() {
-                    if depth > 0 && matches!(bytes[index], b',' | b'[' | b']' | b'{' | b'}') {
-                        break;
-                    }
-                    index += 1;
-                }
-                continue;
-            }
-            _ => at_value_start = false,
-        }
-        index += 1;
-    }
-    Ok(())
-}
-
-fn followed_by_space(bytes: &[u8], index: usize) -> bool {
-    bytes.get(index + 1).is_none_or(|next| next.is_ascii_whitespace())
-}
-
-/// The index of the newline ending the line at `index` (or the end).
-fn end_of_line(bytes: &[u8], index: usize) -> usize {
-    bytes[index..].iter().position(|&b| b == b'\n').map_or(bytes.len(), |offset| index + offset)
-}
-
-/// The index just past the quoted scalar that starts at `start`, or
-/// `limit` if it does not end before it.
-fn skip_quoted(bytes: &[u8], start: usize, limit: usize, line: &mut usize) -> usize {
-    let quote = bytes[start];
-    let mut index = start + 1;
-    while index < limit {
-        match bytes[index] {
-            b'\n' => *line += 1,
-            b'\\' if quote == b'"' => index += 1,
-            b'\'' if quote == b'\'' && bytes.get(index + 1) == Some(&b'\'') => index += 1,
-            b if b == quote => return index + 1,
+            sys::YAML_SEQUENCE_END_EVENT | sys::YAML_MAPPING_END_EVENT => depth = depth.saturating_sub(1),
+            sys::YAML_STREAM_END_EVENT => break Ok(()),
             _ => {}
         }
-        index += 1;
-    }
-    limit.min(bytes.len())
-}
-
-/// Skips a block scalar whose indicator (`|` or `>`) is at `start` on a
-/// line indented `parent_indent`: the rest of that line, then blank lines
-/// and lines indented at least as deep as its first non-blank line, if that
-/// is deeper than the parent. Returns the index of the first line after it.
-fn skip_block_scalar(bytes: &[u8], start: usize, parent_indent: usize, line: &mut usize) -> usize {
-    let mut index = end_of_line(bytes, start);
-    let mut content_indent = None;
-    while index < bytes.len() {
-        // `index` is at a newline: look at the next line.
-        *line += 1;
-        let next = index + 1;
-        let indent = bytes[next..].iter().take_while(|&&b| b == b' ').count();
-        let rest = next + indent;
-        let blank = rest >= bytes.len() || matches!(bytes[rest], b'\n' | b'\r');
-        if !blank {
-            let needed = *content_indent.get_or_insert(indent);
-            if indent <= parent_indent || indent < needed {
-                return next;
-            }
-        }
-        index = end_of_line(bytes, rest.min(bytes.len()));
-    }
-    bytes.len()
+    };
+    // SAFETY: initialized above and not used after this.
+    unsafe { sys::yaml_parser_delete(parser) };
+    outcome
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use serde_json::json;
 
     fn strict(text: &str) -> Result<Value, String> {
         let document = yaml_serde::Deserializer::from_str(text).next().unwrap();
         StrictValue::deserialize(document).map(|v| v.0).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn aliases_cannot_expand_past_the_value_budget() {
+        let text = format!("a: &a [{}]\nb: [{}]\n", vec!["x"; 1000].join(", "), vec!["*a"; 5000].join(", "));
+        let document = yaml_serde::Deserializer::from_str(&text).next().unwrap();
+        let (_, error) = read_document(document).unwrap_err();
+        assert!(error.contains("more than 2000000 values"), "{error}");
     }
 
     #[test]
@@ -348,12 +315,11 @@ mod tests {
         );
     }
 
-    /// The true depth of flow nesting of a JSON value written as JSON (which
-    /// is YAML flow style).
-    fn flow_depth(value: &Value) -> usize {
+    /// The nesting depth of a JSON value.
+    fn depth_of(value: &Value) -> usize {
         match value {
-            Value::Array(items) => 1 + items.iter().map(flow_depth).max().unwrap_or(0),
-            Value::Object(map) => 1 + map.values().map(flow_depth).max().unwrap_or(0),
+            Value::Array(items) => 1 + items.iter().map(depth_of).max().unwrap_or(0),
+            Value::Object(map) => 1 + map.values().map(depth_of).max().unwrap_or(0),
             _ => 0,
         }
     }
@@ -361,7 +327,7 @@ mod tests {
     fn nested_json() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             any::<i32>().prop_map(Value::from),
-            "[a-z\\[\\]{}\"', #:-]{0,8}".prop_map(Value::from),
+            "[a-z\\[\\]{}\"', #:|>-]{0,8}".prop_map(Value::from),
             Just(Value::Null),
         ];
         leaf.prop_recursive(12, 64, 4, |inner| {
@@ -374,43 +340,51 @@ mod tests {
     }
 
     proptest! {
-        /// On JSON text, which is YAML flow style, the check finds the exact
-        /// depth: brackets inside strings do not count, none is missed.
+        /// Written as JSON (YAML's flow style) or as block YAML, a value's
+        /// nesting is measured exactly: brackets in strings do not count,
+        /// none is missed. The document itself is depth 1 when it is a
+        /// collection, as for the deserializer.
         #[test]
-        fn flow_depth_is_measured_exactly_on_json(value in nested_json()) {
-            let text = format!("key: {value}\n");
-            let depth = flow_depth(&value);
-            prop_assert!(check_flow_nesting(&text, depth).is_ok(), "{}", text);
-            if depth > 0 {
-                prop_assert!(check_flow_nesting(&text, depth - 1).is_err(), "{}", text);
+        fn nesting_is_measured_exactly(value in nested_json()) {
+            let depth = depth_of(&value) + 1;
+            for text in [format!("key: {value}\n"), yaml_serde::to_string(&json!({"key": value})).unwrap()] {
+                prop_assert!(check_nesting(&text, depth).is_ok(), "{}", text);
+                prop_assert!(check_nesting(&text, depth - 1).is_err(), "{}", text);
             }
-        }
-
-        /// Block style (as yaml_serde writes YAML) nests no flow collection
-        /// beyond the empty `[]` and `{}`.
-        #[test]
-        fn block_yaml_passes(value in nested_json()) {
-            let text = yaml_serde::to_string(&value).unwrap();
-            prop_assert!(check_flow_nesting(&text, 1).is_ok(), "{}", text);
         }
     }
 
+    /// The shapes a review found slipping past a hand-written scanner, and
+    /// the plain ones: each is refused, fast, at any size.
     #[test]
-    fn deep_brackets_are_refused_with_their_line() {
-        let deep = format!("a: 1\nb: {}{}\n", "[".repeat(65), "]".repeat(65));
-        assert_eq!(check_flow_nesting(&deep, MAX_FLOW_DEPTH), Err(TooDeep { line: 2 }));
-        let anchored = format!("b: &x !!seq {}\n", "[".repeat(65));
-        assert!(check_flow_nesting(&anchored, MAX_FLOW_DEPTH).is_err());
-        let quoted = format!("b: \"{}\" # {}\n", "[".repeat(100), "{".repeat(100));
-        assert!(check_flow_nesting(&quoted, MAX_FLOW_DEPTH).is_ok());
-        let plain = format!("members:\n{}", "- x[\n".repeat(1000));
-        assert!(check_flow_nesting(&plain, MAX_FLOW_DEPTH).is_ok(), "brackets inside plain scalars");
-        let block = format!("a: |\n  {}\n  \"\nb: ok\n", "[".repeat(100));
-        assert!(check_flow_nesting(&block, MAX_FLOW_DEPTH).is_ok(), "brackets inside a block scalar");
-        // A quote that goes on past its line cannot hide what follows.
-        let hidden = format!("a: foo\n  \"bar\nb: {}\n", "[".repeat(65));
-        assert_eq!(check_flow_nesting(&hidden, MAX_FLOW_DEPTH), Err(TooDeep { line: 3 }));
-        let after_block = format!("a: |\n  \"\nb: {}\n", "[".repeat(65));
-        assert_eq!(check_flow_nesting(&after_block, MAX_FLOW_DEPTH), Err(TooDeep { line: 3 }));
+    fn deep_nesting_is_refused_whatever_surrounds_it() {
+        let n = 200_000;
+        let (open, close) = ("[".repeat(n), "]".repeat(n));
+        for text in [
+            format!("a: 1\nb: {open}{close}\n"),
+            format!("--- {open}{close}"),
+            format!("\u{feff}{open}{close}"),
+            format!("# c\ra: {open}{close}"),
+            format!("x: [a:'b, {open}{close}, a:'c]"),
+            format!("- a: |\n  ? {open}{close}"),
+            format!("b: &x !!seq {open}{close}\n"),
+            format!("{}{}", "{a: ".repeat(n), "}".repeat(n)),
+        ] {
+            let started = std::time::Instant::now();
+            assert!(check_nesting(&text, MAX_DEPTH).is_err(), "{}", &text[..40]);
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(2),
+                "{:?} for {}",
+                started.elapsed(),
+                &text[..40]
+            );
+        }
+        let quoted = format!("b: \"{}\" # {}\nc: |\n  {}\n", "[".repeat(100), "{".repeat(100), "[".repeat(100));
+        assert!(check_nesting(&quoted, MAX_DEPTH).is_ok());
+        assert_eq!(
+            check_nesting(&format!("a: 1\nb: {}{}\n", "[".repeat(65), "]".repeat(65)), 64),
+            Err(TooDeep { line: 2 })
+        );
+        assert!(check_nesting("a: [unclosed", 64).is_ok(), "syntax errors are the deserializer's to report");
     }
 }

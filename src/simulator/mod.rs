@@ -120,10 +120,15 @@ impl Drop for RunningSimulator {
     }
 }
 
-/// How long a client may take to send a request's headers. A client that
-/// sends half a header would otherwise hold its connection (and a shutdown)
-/// open for as long as it likes.
+/// How long a client may take to send a request's headers (from opening
+/// the connection, or from the previous answer). A client that sends half a
+/// header, or nothing, would otherwise hold its connection, and a shutdown,
+/// as long as it liked.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A kept-alive connection is closed (after its request in flight) this long
+/// after it opened, so no client holds one for ever. Clients reconnect.
+pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(120);
 
 /// How long a stop waits for requests in flight before it drops them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -138,15 +143,19 @@ pub async fn start(config: SimulatorConfig, listen: SocketAddr) -> std::io::Resu
     Ok(RunningSimulator { addr, shutdown: Some(shutdown), task: Some(task) })
 }
 
-/// axum::serve, plus a header-read timeout and a bounded graceful stop.
+/// axum::serve, plus the timeouts above and a bounded graceful stop.
 async fn serve(listener: TcpListener, app: axum::Router, mut stopped: oneshot::Receiver<()>) -> std::io::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
     use hyper_util::service::TowerToHyperService;
 
-    let mut builder = Builder::new(TokioExecutor::new());
+    // HTTP/1 only: hyper's header timeout covers HTTP/1 alone, and protocol
+    // detection would wait for a first byte with no timer. (The gateway
+    // speaks HTTP/1.1; clients negotiate down.)
+    let mut builder = Builder::new(TokioExecutor::new()).http1_only();
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let (closing_tx, closing) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         let stream = tokio::select! {
             _ = &mut stopped => break,
@@ -160,15 +169,32 @@ async fn serve(listener: TcpListener, app: axum::Router, mut stopped: oneshot::R
                 }
             },
         };
-        let service = TowerToHyperService::new(app.clone());
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
+        while connections.try_join_next().is_some() {}
+        let (builder, service, mut closing) = (builder.clone(), TowerToHyperService::new(app.clone()), closing.clone());
+        connections.spawn(async move {
+            // hyper's header timer starts at the first byte: wait for that
+            // one ourselves.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => return,
+                _ = closing.wait_for(|closing| *closing) => {}
+                () = tokio::time::sleep(MAX_CONNECTION_AGE) => {}
+            }
+            connection.as_mut().graceful_shutdown();
             let _ = connection.await;
         });
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+    closing_tx.send_replace(true);
+    let drained =
+        tokio::time::timeout(SHUTDOWN_GRACE, async { while connections.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
         tracing::warn!(grace = ?SHUTDOWN_GRACE, "Simulator stopped with requests still in flight");
     }
     Ok(())
