@@ -29,7 +29,10 @@ pub mod tools;
 /// prints and `crds/groupbanpolicies.yaml` holds.
 pub fn crd_yaml() -> String {
     use kube::CustomResourceExt;
-    let crd = crd::GroupBanPolicy::crd();
+    let mut crd = crd::GroupBanPolicy::crd();
+    // Helm keeps the CRD, and with it every policy, when the chart is
+    // uninstalled; kubectl ignores the annotation.
+    crd.metadata.annotations = Some([("helm.sh/resource-policy".to_string(), "keep".to_string())].into());
     // Serialising a CRD we built cannot fail.
     yaml_serde::to_string(&crd).unwrap_or_default()
 }

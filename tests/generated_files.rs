@@ -6,16 +6,16 @@ use std::path::Path;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// Both copies of the CRD, `crds/` (for kubectl) and the chart's `crds/`
+/// Both copies of the CRD, `crds/` (for kubectl) and the chart's `files/`
 /// (which Helm installs), are exactly what `groupban-operator crd` prints:
 /// drift would ship a schema the operator does not implement.
 #[test]
 fn crd_files_are_exactly_the_crd_command_output() {
-    for copy in ["crds/groupbanpolicies.yaml", "charts/groupban-operator/crds/groupbanpolicies.yaml"] {
+    for copy in ["crds/groupbanpolicies.yaml", "charts/groupban-operator/files/groupbanpolicies.yaml"] {
         let committed = std::fs::read_to_string(Path::new(ROOT).join(copy)).unwrap();
         assert!(
             committed == groupban_operator::crd_yaml(),
-            "{copy} is stale: run `cargo run -q -- crd | tee crds/groupbanpolicies.yaml > charts/groupban-operator/crds/groupbanpolicies.yaml`"
+            "{copy} is stale: run `cargo run -q -- crd | tee crds/groupbanpolicies.yaml > charts/groupban-operator/files/groupbanpolicies.yaml`"
         );
     }
 }

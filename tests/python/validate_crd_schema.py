@@ -29,44 +29,53 @@ def to_json_schema(node):
     return node
 
 
-crd = yaml.safe_load(open(sys.argv[1]))
-(version,) = crd["spec"]["versions"]
-schema = to_json_schema(version["schema"]["openAPIV3Schema"])
-validator = jsonschema.Draft7Validator(schema)
-items = json.load(open(sys.argv[2]))["items"]
-
-report = {"valid": [], "unexpected": []}
-for item in items:
-    errors = [e.message for e in validator.iter_errors(item)]
-    name = item["metadata"]["name"]
-    (report["unexpected"] if errors else report["valid"]).append({"name": name, "errors": errors})
+def crd_validator(path):
+    """A JSON-schema validator for the CRD at `path`."""
+    crd = yaml.safe_load(open(path))
+    (version,) = crd["spec"]["versions"]
+    return jsonschema.Draft7Validator(to_json_schema(version["schema"]["openAPIV3Schema"]))
 
 
-def variant(change):
-    obj = copy.deepcopy(items[0])
-    change(obj)
-    return obj
+def main():
+    validator = crd_validator(sys.argv[1])
+    items = json.load(open(sys.argv[2]))["items"]
+
+    report = {"valid": [], "unexpected": []}
+    for item in items:
+        errors = [e.message for e in validator.iter_errors(item)]
+        name = item["metadata"]["name"]
+        (report["unexpected"] if errors else report["valid"]).append({"name": name, "errors": errors})
 
 
-broken = {
-    "groupId too long": variant(lambda o: o["spec"].update(groupId="g" * 49)),
-    "groupId empty": variant(lambda o: o["spec"].update(groupId="")),
-    "groupId not printable ASCII": variant(lambda o: o["spec"].update(groupId="caf\u00e9")),
-    "groupId missing": variant(lambda o: o["spec"].pop("groupId")),
-    "member too long": variant(lambda o: o["spec"].update(unbannedMembers=["m" * 33])),
-    "member empty": variant(lambda o: o["spec"].update(unbannedMembers=[""])),
-    "member with a tab": variant(lambda o: o["spec"].update(unbannedMembers=["a\tb"])),
-    "5001 members": variant(lambda o: o["spec"].update(unbannedMembers=[f"m{i}" for i in range(5001)])),
-    "suspend not a boolean": variant(lambda o: o["spec"].update(suspend="yes")),
-    "secret ref without name": variant(lambda o: o["spec"].update(credentialsSecretRef={})),
-    "summary count negative": variant(lambda o: o["status"]["summary"].update(desired=-1)),
-}
-report["rejected"] = []
-for label, obj in broken.items():
-    if validator.is_valid(obj):
-        report["unexpected"].append({"name": label, "errors": ["accepted, should be rejected"]})
-    else:
-        report["rejected"].append(label)
+    def variant(change):
+        obj = copy.deepcopy(items[0])
+        change(obj)
+        return obj
 
-print(json.dumps(report))
-sys.exit(1 if report["unexpected"] else 0)
+
+    broken = {
+        "groupId too long": variant(lambda o: o["spec"].update(groupId="g" * 49)),
+        "groupId empty": variant(lambda o: o["spec"].update(groupId="")),
+        "groupId not printable ASCII": variant(lambda o: o["spec"].update(groupId="caf\u00e9")),
+        "groupId missing": variant(lambda o: o["spec"].pop("groupId")),
+        "member too long": variant(lambda o: o["spec"].update(unbannedMembers=["m" * 33])),
+        "member empty": variant(lambda o: o["spec"].update(unbannedMembers=[""])),
+        "member with a tab": variant(lambda o: o["spec"].update(unbannedMembers=["a\tb"])),
+        "5001 members": variant(lambda o: o["spec"].update(unbannedMembers=[f"m{i}" for i in range(5001)])),
+        "suspend not a boolean": variant(lambda o: o["spec"].update(suspend="yes")),
+        "secret ref without name": variant(lambda o: o["spec"].update(credentialsSecretRef={})),
+        "summary count negative": variant(lambda o: o["status"]["summary"].update(desired=-1)),
+    }
+    report["rejected"] = []
+    for label, obj in broken.items():
+        if validator.is_valid(obj):
+            report["unexpected"].append({"name": label, "errors": ["accepted, should be rejected"]})
+        else:
+            report["rejected"].append(label)
+
+    print(json.dumps(report))
+    sys.exit(1 if report["unexpected"] else 0)
+
+
+if __name__ == "__main__":
+    main()
