@@ -4,6 +4,8 @@
 //! `status` and `message` as the health. Skipped (with a notice) without
 //! `lua5.4`, except under GROUPBAN_REQUIRE_LUA (set by CI).
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -12,12 +14,8 @@ use serde_json::Value;
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/gitops/argocd");
 
 fn lua() -> Option<Command> {
-    if Command::new("lua5.4").arg("-v").output().is_ok_and(|o| o.status.success()) {
-        return Some(Command::new("lua5.4"));
-    }
-    assert!(std::env::var_os("GROUPBAN_REQUIRE_LUA").is_none(), "GROUPBAN_REQUIRE_LUA is set but lua5.4 is missing");
-    eprintln!("SKIPPED: no lua5.4 (apt-get install lua5.4)");
-    None
+    support::tool_available("lua5.4", "-v", "GROUPBAN_REQUIRE_LUA", "apt-get install lua5.4")
+        .then(|| Command::new("lua5.4"))
 }
 
 /// A Lua table literal for a JSON value.

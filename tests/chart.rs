@@ -18,12 +18,8 @@ const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/groupban-operat
 const NON_DEFAULT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/groupban-operator/ci/namespaced-values.yaml");
 
 fn helm() -> Option<Command> {
-    if Command::new("helm").arg("version").output().is_ok_and(|o| o.status.success()) {
-        return Some(Command::new("helm"));
-    }
-    assert!(std::env::var_os("GROUPBAN_REQUIRE_HELM").is_none(), "GROUPBAN_REQUIRE_HELM is set but no helm is on PATH");
-    eprintln!("SKIPPED: no helm on PATH (.ci/run installs a pinned one)");
-    None
+    support::tool_available("helm", "version", "GROUPBAN_REQUIRE_HELM", ".ci/run installs a pinned one")
+        .then(|| Command::new("helm"))
 }
 
 fn run(mut command: Command) -> String {

@@ -112,3 +112,16 @@ pub fn python_modules_available(test: &str, modules: &str) -> bool {
     eprintln!("SKIPPED {test}: pip install -r tests/python/requirements.txt");
     false
 }
+
+/// True when `program` runs (`program version_arg` succeeds). When it does
+/// not, the test is skipped with a notice, except under `required_by` (an
+/// environment variable CI sets), where that is a failure.
+pub fn tool_available(program: &str, version_arg: &str, required_by: &str, install: &str) -> bool {
+    let probe = std::process::Command::new(program).arg(version_arg).output();
+    if probe.is_ok_and(|o| o.status.success()) {
+        return true;
+    }
+    assert!(std::env::var_os(required_by).is_none(), "{required_by} is set but {program} does not run: {install}");
+    eprintln!("SKIPPED: no {program} ({install})");
+    false
+}
