@@ -1,0 +1,247 @@
+//! One reconcile against kube's mock service (tower-test), the IM side
+//! against the simulator over loopback: the exact requests the operator
+//! sends to the API server (the Secret read, the server-side apply of the
+//! status with its field manager and `force`, the Event) and that nothing
+//! else is sent. The pattern of kube-rs/controller-rs's ApiServerVerifier.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use groupban_operator::controller::backoff::Backoffs;
+use groupban_operator::controller::{Context, RunOptions, reconcile};
+use groupban_operator::crd::GroupBanPolicy;
+use groupban_operator::engine::clients::ClientPool;
+use groupban_operator::im::RateLimit;
+use http::{Request, Response};
+use kube::Client;
+use kube::client::Body;
+use kube::runtime::events::{Recorder, Reporter};
+use serde_json::{Value, json};
+use support::*;
+use tower_test::mock::{Handle, SendResponse};
+
+type ApiHandle = Handle<Request<Body>, Response<Body>>;
+
+fn context(client: Client) -> Arc<Context> {
+    let options = RunOptions {
+        client: quick_settings(),
+        // No progress write during these short passes.
+        progress_interval: Duration::from_secs(3600),
+        ..RunOptions::default()
+    };
+    let (_, shutdown) = tokio::sync::watch::channel(false);
+    Arc::new(Context {
+        pool: ClientPool::new(RateLimit::per_second(200), options.client.clone()).unwrap(),
+        recorder: Recorder::new(client.clone(), Reporter { controller: "groupban-operator".into(), instance: None }),
+        backoffs: Backoffs::new(options.backoff),
+        options,
+        shutdown,
+        drift_attempts: Default::default(),
+        client,
+    })
+}
+
+fn policy(members: usize, status: Option<Value>) -> Arc<GroupBanPolicy> {
+    let mut object = json!({
+        "apiVersion": "groupban.dev/v1alpha1",
+        "kind": "GroupBanPolicy",
+        "metadata": {"name": "p", "namespace": "team", "generation": 1, "uid": "u-1", "resourceVersion": "7"},
+        "spec": {"groupId": "room", "unbannedMembers": members_list(members)},
+    });
+    if let Some(status) = status {
+        object["status"] = status;
+    }
+    Arc::new(serde_json::from_value(object).unwrap())
+}
+
+fn members_list(n: usize) -> Vec<String> {
+    members("m", n)
+}
+
+/// The record is kept sorted, as a set.
+fn sorted(mut members: Vec<String>) -> Vec<String> {
+    members.sort();
+    members
+}
+
+fn secret_answer(endpoint: &str) -> Value {
+    use base64::Engine as _;
+    let b64 = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "groupban-credentials", "namespace": "team", "resourceVersion": "3"},
+        "data": {"sdkAppId": b64(&SDKAPPID.to_string()), "identifier": b64(ADMIN), "secretKey": b64(KEY), "endpoint": b64(endpoint)},
+    })
+}
+
+async fn next(handle: &mut ApiHandle) -> (Request<Body>, Value, SendResponse<Response<Body>>) {
+    let (request, send) = tokio::time::timeout(Duration::from_secs(10), handle.next_request())
+        .await
+        .expect("a request within 10 s")
+        .expect("the client is alive");
+    let (parts, body) = request.into_parts();
+    let bytes = body.collect_bytes().await.unwrap();
+    let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+    (Request::from_parts(parts, Body::empty()), value, send)
+}
+
+fn answer(send: SendResponse<Response<Body>>, body: &Value) {
+    send.send_response(Response::builder().body(Body::from(serde_json::to_vec(body).unwrap())).unwrap());
+}
+
+/// Timestamps are the clock's; everything else in a status is exact.
+fn without_times(mut value: Value) -> Value {
+    match &mut value {
+        Value::Object(map) => {
+            for (key, field) in map.iter_mut() {
+                if key.ends_with("Time") || key == "eventTime" {
+                    *field = json!("<time>");
+                } else {
+                    *field = without_times(field.take());
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|item| *item = without_times(item.take())),
+        _ => {}
+    }
+    value
+}
+
+async fn expect_secret_read(handle: &mut ApiHandle, endpoint: &str) {
+    let (request, _, send) = next(handle).await;
+    assert_eq!(request.method(), "GET");
+    assert_eq!(request.uri().path(), "/api/v1/namespaces/team/secrets/groupban-credentials");
+    answer(send, &secret_answer(endpoint));
+}
+
+async fn expect_nothing_more(handle: &mut ApiHandle) {
+    let extra = tokio::time::timeout(Duration::from_millis(500), handle.next_request()).await;
+    assert!(
+        !matches!(extra, Ok(Some(_))),
+        "an unexpected request: {:?}",
+        extra.ok().flatten().map(|(r, _)| r.uri().clone())
+    );
+}
+
+#[tokio::test]
+async fn a_new_policy_is_unbanned_written_once_by_apply_and_announced_once() {
+    let sim = start(config(&seed_banned(&[("room", 25)]))).await;
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(service, "default"));
+    let reconcile = tokio::spawn(reconcile::reconcile(policy(25, None), ctx));
+
+    expect_secret_read(&mut handle, &sim.base_url()).await;
+
+    let (request, body, send) = next(&mut handle).await;
+    assert_eq!(request.method(), "PATCH");
+    assert_eq!(request.uri().path(), "/apis/groupban.dev/v1alpha1/namespaces/team/groupbanpolicies/p/status");
+    let query = request.uri().query().unwrap_or_default();
+    assert!(query.contains("fieldManager=groupban-operator") && query.contains("force=true"), "{query}");
+    assert_eq!(request.headers()["content-type"], "application/apply-patch+yaml");
+    let expected = json!({
+        "apiVersion": "groupban.dev/v1alpha1",
+        "kind": "GroupBanPolicy",
+        "status": {
+            "observedGeneration": 1,
+            "groupId": "room",
+            "sdkAppId": SDKAPPID,
+            "endpoint": sim.base_url(),
+            "unbannedMembers": sorted(members_list(25)),
+            "summary": {"desired": 25, "unbanned": 25, "pending": 0, "failed": 0},
+            "lastErrorCode": 0,
+            "lastErrorInfo": "",
+            "lastSyncTime": "<time>",
+            "conditions": [
+                {"type": "Ready", "status": "True", "reason": "AllMembersUnbanned", "message": "25 of 25 members unbanned", "observedGeneration": 1, "lastTransitionTime": "<time>"},
+                {"type": "Reconciling", "status": "False", "reason": "Idle", "message": "no calls pending", "observedGeneration": 1, "lastTransitionTime": "<time>"},
+                {"type": "Stalled", "status": "False", "reason": "NotStalled", "message": "progress is not blocked", "observedGeneration": 1, "lastTransitionTime": "<time>"},
+            ],
+        },
+    });
+    assert_eq!(without_times(body.clone()), expected);
+    answer(
+        send,
+        &json!({"apiVersion": "groupban.dev/v1alpha1", "kind": "GroupBanPolicy", "metadata": {"name": "p", "namespace": "team"}, "spec": {"groupId": "room", "unbannedMembers": []}, "status": body["status"]}),
+    );
+
+    let (request, event, send) = next(&mut handle).await;
+    assert_eq!(request.method(), "POST");
+    assert_eq!(request.uri().path(), "/apis/events.k8s.io/v1/namespaces/team/events");
+    assert_eq!(event["type"], "Normal");
+    assert_eq!(event["reason"], "MembersUnbanned");
+    assert_eq!(event["note"], "Unbanned 25 member(s) in 2 call(s)");
+    assert_eq!(event["regarding"]["name"], "p");
+    assert_eq!(event["reportingController"], "groupban-operator");
+    answer(send, &event);
+
+    assert!(reconcile.await.unwrap().is_ok());
+    expect_nothing_more(&mut handle).await;
+}
+
+/// A policy already converged: the Secret is read, nothing is written, no
+/// Event, no IM call.
+#[tokio::test]
+async fn a_converged_policy_costs_one_secret_read_and_nothing_else() {
+    let sim = start(config(&seed_banned(&[("room", 0)]))).await;
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(service, "default"));
+    let condition = |kind: &str, status: &str, reason: &str, message: &str| json!({"type": kind, "status": status, "reason": reason, "message": message, "observedGeneration": 1, "lastTransitionTime": "2026-11-27T10:00:00Z"});
+    let status = json!({
+        "observedGeneration": 1, "groupId": "room", "sdkAppId": SDKAPPID, "endpoint": sim.base_url(),
+        "unbannedMembers": sorted(members_list(3)),
+        "summary": {"desired": 3, "unbanned": 3, "pending": 0, "failed": 0},
+        "lastErrorCode": 0,
+        "lastErrorInfo": "",
+        "lastSyncTime": "2026-11-27T10:00:00Z",
+        "conditions": [
+            condition("Ready", "True", "AllMembersUnbanned", "3 of 3 members unbanned"),
+            condition("Reconciling", "False", "Idle", "no calls pending"),
+            condition("Stalled", "False", "NotStalled", "progress is not blocked"),
+        ],
+    });
+    let reconcile = tokio::spawn(reconcile::reconcile(policy(3, Some(status)), ctx));
+    expect_secret_read(&mut handle, &sim.base_url()).await;
+    assert!(reconcile.await.unwrap().is_ok());
+    expect_nothing_more(&mut handle).await;
+    assert_eq!(get_json(&sim.base_url(), "/simulator/stats").await["requests"], 0);
+}
+
+/// A group that does not exist: the status says Stalled with the ErrorCode,
+/// one Warning Event says why; re-checked with the same answer, neither is
+/// sent again.
+#[tokio::test]
+async fn a_stall_is_written_and_warned_about_once() {
+    let sim = start(config("groups: []")).await;
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(service, "default"));
+    let reconcile = tokio::spawn(reconcile::reconcile(policy(2, None), ctx.clone()));
+    expect_secret_read(&mut handle, &sim.base_url()).await;
+    let (_, body, send) = next(&mut handle).await;
+    let status = body["status"].clone();
+    assert_eq!(status["lastErrorCode"], 10010);
+    let stalled = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Stalled").unwrap();
+    assert_eq!((stalled["status"].as_str(), stalled["reason"].as_str()), (Some("True"), Some("GroupNotFound")));
+    answer(
+        send,
+        &json!({"apiVersion": "groupban.dev/v1alpha1", "kind": "GroupBanPolicy", "metadata": {"name": "p", "namespace": "team"}, "spec": {"groupId": "room", "unbannedMembers": []}, "status": status}),
+    );
+    let (request, event, send) = next(&mut handle).await;
+    assert_eq!(request.method(), "POST");
+    assert_eq!((event["type"].as_str(), event["reason"].as_str()), (Some("Warning"), Some("GroupNotFound")));
+    assert!(event["note"].as_str().unwrap().contains("10010"), "{event}");
+    answer(send, &event);
+    assert!(reconcile.await.unwrap().is_ok());
+    expect_nothing_more(&mut handle).await;
+
+    // Reconciled again as it is (the controller does so only on the slow
+    // re-check, since an admin may fix the group in the IM console): one
+    // call to see, the same answer, so no status write and no new Event.
+    let calls = get_json(&sim.base_url(), "/simulator/stats").await["requests"].as_u64().unwrap();
+    let reconcile = tokio::spawn(reconcile::reconcile(policy(2, Some(status)), ctx));
+    expect_secret_read(&mut handle, &sim.base_url()).await;
+    assert!(reconcile.await.unwrap().is_ok());
+    expect_nothing_more(&mut handle).await;
+    assert_eq!(get_json(&sim.base_url(), "/simulator/stats").await["requests"], calls + 1);
+}
