@@ -252,9 +252,10 @@ fn parse_duration_flag(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
-/// `HOST:PORT`, or `:PORT` for every address (as controller-runtime writes it).
+/// `HOST:PORT`, or `:PORT` for every address, IPv6 and IPv4 (as
+/// controller-runtime writes it).
 fn parse_bind_address(text: &str) -> Result<SocketAddr, String> {
-    let full = if text.starts_with(':') { format!("0.0.0.0{text}") } else { text.to_string() };
+    let full = if text.starts_with(':') { format!("[::]{text}") } else { text.to_string() };
     full.parse().map_err(|_| format!("{text:?} is not an address such as :8080 or 127.0.0.1:8080"))
 }
 

@@ -73,7 +73,8 @@ pub struct ConditionLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NameLabels {
-    pub name: &'static str,
+    /// The Lease's name, as client-go labels it.
+    pub name: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -180,8 +181,16 @@ impl Metrics {
         self.reconcile_time.get_or_create(&ControllerLabels { controller }).observe(took.as_secs_f64());
     }
 
-    pub fn set_leader(&self, leading: bool) {
-        self.leader.get_or_create(&NameLabels { name: crate::controller::CONTROLLER_NAME }).set(i64::from(leading));
+    /// `name`: the Lease's (the controller's name without an election).
+    pub fn set_leader(&self, name: &str, leading: bool) {
+        self.leader.get_or_create(&NameLabels { name: name.to_string() }).set(i64::from(leading));
+    }
+
+    /// Drops the member and policy gauges: a process that stopped leading
+    /// no longer knows them, and stale values would keep alerts firing.
+    pub fn forget_policies(&self) {
+        self.members.clear();
+        self.policies.clear();
     }
 
     /// Sets the member and policy gauges from the watched policies.
@@ -251,9 +260,15 @@ pub fn render(health: &Health) -> String {
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until the process
-/// ends. Returns the address actually bound (`:0` picks a port).
+/// ends. Returns the address actually bound (`:0` picks a port). `[::]`
+/// (what `:8080` means) falls back to `0.0.0.0` on a host without IPv6.
 pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Err(_) if addr.ip() == std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) => {
+            tokio::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, addr.port())).await?
+        }
+        bound => bound?,
+    };
     let bound = listener.local_addr()?;
     let app = Router::new()
         .route("/metrics", get(scrape))
@@ -291,7 +306,7 @@ mod tests {
         metrics.observe_call("unban_group_member", Some(0), Duration::from_millis(20));
         metrics.observe_call("unban_group_member", None, Duration::from_millis(20));
         metrics.observe_reconcile(false, Duration::from_millis(5));
-        metrics.set_leader(true);
+        metrics.set_leader("groupban-operator", true);
         let text = render(&Health::default());
         for expected in [
             "groupban_im_calls_total{api=\"unban_group_member\",error_code=\"0\"} ",

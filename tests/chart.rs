@@ -184,3 +184,23 @@ fn the_examples_validate_against_the_crd_schema_and_load() {
     assert_eq!(report["invalid"], serde_json::json!([]), "{report}");
     assert_eq!(report["valid"].as_array().unwrap().len(), 6, "{report}");
 }
+
+/// Combinations that would be unsafe are refused at render time, naming
+/// the value to set.
+#[test]
+fn unsafe_value_combinations_are_refused() {
+    for (sets, expected) in [
+        (&["replicaCount=3", "operator.leaderElection.enabled=false"][..], "needs operator.leaderElection.enabled"),
+        (&["serviceAccount.create=false"][..], "serviceAccount.name is required"),
+        (&["operator.maxCallsPerSecond=0"][..], "maxCallsPerSecond"),
+    ] {
+        let Some(mut helm) = helm() else { return };
+        helm.args(["template", "release", CHART]);
+        for set in sets {
+            helm.args(["--set", set]);
+        }
+        let output = helm.output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success() && stderr.contains(expected), "{sets:?}: {stderr}");
+    }
+}

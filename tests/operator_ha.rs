@@ -127,10 +127,28 @@ async fn fleet(cluster: &Cluster) -> (groupban_operator::simulator::RunningSimul
     (sim, started)
 }
 
-fn candidate(cluster: &Cluster, name: &str) -> Operator {
+/// A candidate, and the base URL of its /metrics.
+fn candidate(cluster: &Cluster, name: &str) -> (Operator, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
     let mut args = ELECTION.to_vec();
-    args.push("20");
-    Operator::start_with_env(cluster, &args, &[("POD_NAME", name), ("POD_NAMESPACE", &cluster.namespace)])
+    args.extend(["20", "--metrics-bind-address", &addr]);
+    let operator =
+        Operator::start_with_env(cluster, &args, &[("POD_NAME", name), ("POD_NAMESPACE", &cluster.namespace)]);
+    (operator, format!("http://{addr}"))
+}
+
+/// A standby's own account: it does not lead and has made no IM call.
+async fn assert_idle_standby(metrics: &str, logs: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        if let Some((200, text)) = http_get(&format!("{metrics}/metrics")).await {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "the standby serves no metrics: {logs}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(sample(&text, "leader_election_master_status{name=\"groupban-operator\"}"), Some(0.0), "{text}");
+    assert!(!text.contains("groupban_im_calls_total{"), "the standby made IM calls:\n{text}");
 }
 
 async fn all_ready(cluster: &Cluster) -> bool {
@@ -145,14 +163,15 @@ async fn all_ready(cluster: &Cluster) -> bool {
 async fn a_standby_takes_over_from_a_killed_leader_without_overlap() {
     let cluster = Cluster::start().await;
     let (sim, sim_started) = fleet(&cluster).await;
-    let mut first = candidate(&cluster, "first");
+    let (mut first, _) = candidate(&cluster, "first");
     wait_for_holder(&cluster, "first", Duration::from_secs(20)).await;
-    let second = candidate(&cluster, "second");
+    let (second, second_metrics) = candidate(&cluster, "second");
     let deadline = Instant::now() + Duration::from_secs(30);
     while call_times(&sim.base_url()).await.len() < 30 {
         assert!(Instant::now() < deadline, "the leader made no progress: {}", first.logs());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert_idle_standby(&second_metrics, &second.logs()).await;
     first.signal("KILL");
     let killed = Instant::now();
     first.wait(Duration::from_secs(5)).await;
@@ -181,21 +200,25 @@ async fn a_standby_takes_over_from_a_killed_leader_without_overlap() {
     cluster.cleanup().await;
 }
 
-/// A leader stopped with SIGTERM hands the Lease back: the standby takes
-/// over at its next try, well before the Lease would have expired.
+/// A leader stopped with SIGTERM finishes its calls, then hands the Lease
+/// back: the standby takes over at its next try, well before the Lease
+/// would have expired, and the two never call in the same second.
 #[tokio::test]
 async fn sigterm_hands_the_lease_to_the_standby_at_once() {
     let cluster = Cluster::start().await;
-    let (_sim, _) = fleet(&cluster).await;
-    let mut first = candidate(&cluster, "first");
+    let (sim, sim_started) = fleet(&cluster).await;
+    let (mut first, _) = candidate(&cluster, "first");
     wait_for_holder(&cluster, "first", Duration::from_secs(20)).await;
-    let second = candidate(&cluster, "second");
+    let (second, second_metrics) = candidate(&cluster, "second");
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_idle_standby(&second_metrics, &second.logs()).await;
     first.signal("TERM");
     let status = first.wait(Duration::from_secs(25)).await.expect("exits");
     assert!(status.success(), "{}", first.logs());
     let exited = Instant::now();
-    assert!(first.logs().contains("Handed the Lease back"), "{}", first.logs());
+    let logs = first.logs();
+    let (drained, handed) = (logs.find("Controller stopped").unwrap(), logs.find("Handed the Lease back").unwrap());
+    assert!(drained < handed, "the Lease went back before the calls in flight were done:\n{logs}");
     let acquired = wait_for_holder(&cluster, "second", Duration::from_secs(10)).await;
     assert!(acquired - exited < Duration::from_millis(2500), "took {:?}", acquired - exited);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -203,5 +226,10 @@ async fn sigterm_hands_the_lease_to_the_standby_at_once() {
         assert!(Instant::now() < deadline, "not converged: {}", second.logs());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let handed_over = exited.duration_since(sim_started);
+    let times = call_times(&sim.base_url()).await;
+    let last_before = times.iter().copied().filter(|&t| t <= handed_over).max().expect("the first leader called");
+    let first_after = times.iter().copied().filter(|&t| t > handed_over).min().expect("the second leader called");
+    assert!(first_after - last_before > Duration::from_secs(1), "{last_before:?} then {first_after:?}");
     cluster.cleanup().await;
 }

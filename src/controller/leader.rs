@@ -28,7 +28,7 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 /// Where the Lease is and how it is held.
 #[derive(Debug, Clone)]
@@ -97,25 +97,52 @@ pub fn decide(record: &Record, me: &str, observed: Instant, now: Instant) -> Ste
     if free || ours || expired { Step::Claim } else { Step::Wait }
 }
 
-/// Runs the election until `shutdown` turns true; publishes whether this
-/// candidate leads on the returned channel. Returns when it has handed the
-/// Lease back.
+/// Runs the election until `release` turns true; publishes whether this
+/// candidate leads on the returned channel, and calls `on_round` with
+/// whether each round reached the API server. When released, hands the
+/// Lease back if it holds it. The caller releases only once its work has
+/// drained, so the Lease stays its own (renewed) meanwhile.
 pub fn spawn(
     client: Client,
     config: ElectionConfig,
-    mut shutdown: watch::Receiver<bool>,
+    mut release: watch::Receiver<bool>,
+    on_round: impl Fn(bool) + Send + 'static,
 ) -> (watch::Receiver<bool>, tokio::task::JoinHandle<()>) {
     let (leading_tx, leading) = watch::channel(false);
     let task = tokio::spawn(async move {
         let api: Api<Lease> = Api::namespaced(client, &config.namespace);
         let mut observed: Option<(Record, Instant)> = None;
         let mut last_renewal: Option<Instant> = None;
+        let mut last_problem = String::new();
         loop {
             let now = Instant::now();
-            match try_claim(&api, &config, &mut observed, now).await {
-                Ok(true) => last_renewal = Some(now),
-                Ok(false) => last_renewal = None,
-                Err(error) => debug!(error = %crate::error_chain(&error), "Lease read or write failed"),
+            // A leader's round may not outlast its deadline: a hung request
+            // must not keep it leading while a standby takes over.
+            let budget = match last_renewal {
+                Some(at) => (at + config.renew_deadline).saturating_duration_since(now),
+                None => config.renew_deadline,
+            };
+            let round = tokio::time::timeout(budget, try_claim(&api, &config, &mut observed, now)).await;
+            let problem = match round {
+                Ok(Ok(true)) => {
+                    last_renewal = Some(now);
+                    None
+                }
+                Ok(Ok(false)) => {
+                    last_renewal = None;
+                    None
+                }
+                Ok(Err(error)) => Some(crate::error_chain(&error)),
+                Err(_) => Some(format!("no answer within {budget:?}")),
+            };
+            on_round(problem.is_none());
+            match problem {
+                Some(problem) if problem != last_problem => {
+                    warn!(lease = %config.lease_name, namespace = %config.namespace, %problem, "Cannot read or write the leader Lease");
+                    last_problem = problem;
+                }
+                Some(_) => {}
+                None => last_problem.clear(),
             }
             // Leading means: renewed within the deadline.
             let leads = last_renewal.is_some_and(|at| Instant::now() < at + config.renew_deadline);
@@ -134,16 +161,15 @@ pub fn spawn(
             let next = Instant::now() + config.retry_period;
             let deadline = last_renewal.map(|at| at + config.renew_deadline).unwrap_or(next);
             tokio::select! {
-                _ = shutdown.wait_for(|stop| *stop) => break,
+                _ = release.wait_for(|stop| *stop) => break,
                 () = tokio::time::sleep_until(next.min(deadline)) => {}
             }
         }
         if *leading_tx.borrow() {
             leading_tx.send_replace(false);
-            if let Err(error) = release(&api, &config).await {
-                warn!(error = %crate::error_chain(&error), "Could not hand the Lease back; a standby takes over when it expires");
-            } else {
-                info!(lease = %config.lease_name, "Handed the Lease back");
+            match tokio::time::timeout(config.retry_period, release_lease(&api, &config)).await {
+                Ok(Ok(())) => info!(lease = %config.lease_name, "Handed the Lease back"),
+                _ => warn!("Could not hand the Lease back; a standby takes over when it expires"),
             }
         }
     });
@@ -198,7 +224,9 @@ fn claimed_spec(current: Option<&LeaseSpec>, config: &ElectionConfig) -> LeaseSp
     let transitions = current.and_then(|spec| spec.lease_transitions).unwrap_or(0);
     LeaseSpec {
         holder_identity: Some(config.identity.clone()),
-        lease_duration_seconds: Some(config.lease_duration.as_secs().min(i32::MAX as u64) as i32),
+        // Rounded up: a Lease shorter than configured could expire before
+        // the leader's renew deadline.
+        lease_duration_seconds: Some(whole_seconds_up(config.lease_duration)),
         acquire_time: if held { current.and_then(|spec| spec.acquire_time.clone()) } else { Some(now.clone()) },
         renew_time: Some(now),
         lease_transitions: Some(if held { transitions } else { transitions.saturating_add(1) }),
@@ -206,8 +234,13 @@ fn claimed_spec(current: Option<&LeaseSpec>, config: &ElectionConfig) -> LeaseSp
     }
 }
 
+fn whole_seconds_up(duration: Duration) -> i32 {
+    let seconds = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);
+    seconds.min(i32::MAX as u64) as i32
+}
+
 /// Hands the Lease back: empty holder, duration 1 s (client-go's release).
-async fn release(api: &Api<Lease>, config: &ElectionConfig) -> Result<(), kube::Error> {
+async fn release_lease(api: &Api<Lease>, config: &ElectionConfig) -> Result<(), kube::Error> {
     let Some(mut lease) = api.get_opt(&config.lease_name).await? else { return Ok(()) };
     let Some(spec) = lease.spec.as_mut() else { return Ok(()) };
     if spec.holder_identity.as_deref() != Some(config.identity.as_str()) {
@@ -305,5 +338,7 @@ mod tests {
         assert_eq!(renewed.lease_transitions, Some(4));
         assert_eq!(renewed.acquire_time, taken.acquire_time);
         assert_eq!(renewed.lease_duration_seconds, Some(15));
+        let odd = ElectionConfig { lease_duration: Duration::from_millis(10_200), ..config };
+        assert_eq!(claimed_spec(None, &odd).lease_duration_seconds, Some(11), "never shorter than configured");
     }
 }

@@ -174,7 +174,7 @@ pub async fn run_with_client(
     });
     let metrics = crate::metrics::global();
     let Some(election) = options.leader_election.clone() else {
-        metrics.set_leader(true);
+        metrics.set_leader(CONTROLLER_NAME, true);
         return run_term(&client, &options, stopped).await;
     };
     let namespace = election.namespace.clone().unwrap_or_else(|| leader::own_namespace(client.default_namespace()));
@@ -187,17 +187,24 @@ pub async fn run_with_client(
         retry_period: election.retry_period,
     };
     info!(lease = %config.lease_name, namespace = %config.namespace, identity = %config.identity, "Joining the leader election");
-    let (mut leading, election_task) = leader::spawn(client.clone(), config, stopped.clone());
-    metrics.set_leader(false);
-    // A standby is ready: it does its job, which is to wait.
-    options.health.set_ready(true);
+    let lease_name = config.lease_name.clone();
+    // The Lease is released only after the last term has drained.
+    let (release, released) = watch::channel(false);
+    // A candidate is ready while it reaches the API server: a standby that
+    // cannot read the Lease (RBAC, say) shows as not ready.
+    let health = options.health.clone();
+    let (mut leading, election_task) =
+        leader::spawn(client.clone(), config, released, move |reached| health.set_ready(reached));
+    metrics.set_leader(&lease_name, false);
     let mut process_stop = stopped.clone();
+    let mut led = false;
     let outcome = loop {
         tokio::select! {
             _ = leading.wait_for(|leads| *leads) => {}
             _ = process_stop.wait_for(|stop| *stop) => break Ok(()),
         }
-        metrics.set_leader(true);
+        led = true;
+        metrics.set_leader(&lease_name, true);
         // This term ends on shutdown or when the Lease is lost, whichever
         // comes first: either way, no new call starts.
         let (term_stop, term_stopped) = watch::channel(false);
@@ -211,13 +218,17 @@ pub async fn run_with_client(
         });
         let result = run_term(&client, &options, term_stopped).await;
         ender.abort();
-        metrics.set_leader(false);
+        metrics.set_leader(&lease_name, false);
         if result.is_err() || *stopped.borrow() {
             break result;
         }
     };
-    // Hands the Lease back (one read and one write), bounded.
-    drop(leading);
+    if led {
+        // The last call started at least a second before a standby can
+        // take the Lease and start its own: never two leaders in a second.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    release.send_replace(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), election_task).await;
     outcome
 }
@@ -316,6 +327,7 @@ async fn run_term(client: &Client, options: &RunOptions, stopped: watch::Receive
         )),
     };
     options.health.set_policies(None);
+    crate::metrics::global().forget_policies();
     outcome
 }
 

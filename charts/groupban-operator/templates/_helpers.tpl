@@ -33,7 +33,8 @@ annotations:
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "groupban.fullname" .) .Values.serviceAccount.name -}}
 {{- else -}}
-{{- default "default" .Values.serviceAccount.name -}}
+{{- /* Never the namespace's default account: the roles would reach every pod using it. */ -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
 
