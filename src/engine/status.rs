@@ -467,6 +467,37 @@ mod tests {
         assert!(message.contains("ErrorCode 10010") && message.contains("does not exist"), "{message}");
     }
 
+    /// A status that arrives with more failure entries than are kept (an
+    /// older writer, a hand edit) is cut to the limit, and every dropped
+    /// entry is counted.
+    #[test]
+    fn an_oversized_failure_list_is_cut_and_counted() {
+        let spec = spec(&["a", "x"]);
+        let entry = |i: usize| FailureRecord {
+            members: vec![format!("old{i}")],
+            error_code: 10002,
+            error_info: String::new(),
+            attempts: 1,
+            last_attempt_time: Time(Timestamp::UNIX_EPOCH),
+        };
+        let mut status =
+            GroupBanPolicyStatus { failures: (0..MAX_FAILURE_ENTRIES + 2).map(entry).collect(), ..Default::default() };
+        record_call(&mut status, &spec, &report(&["x"], 10002));
+        assert_eq!(status.failures.len(), MAX_FAILURE_ENTRIES);
+        assert_eq!(status.failures_truncated, Some(3));
+    }
+
+    /// A call that got no IM answer is reported as the README documents it:
+    /// `lastErrorCode: -1`, reason TransportError, and retried.
+    #[test]
+    fn a_call_without_an_answer_reads_as_minus_one_and_transport_error() {
+        let spec = spec(&["a"]);
+        let status = run(&spec, &[report(&["a"], NO_IM_ANSWER)], None);
+        assert_eq!(status.last_error_code, Some(-1));
+        assert_eq!(cond(&status, "Ready"), ("False", "TransportError"));
+        assert_eq!(cond(&status, "Reconciling"), ("True", "RetryPending"));
+    }
+
     #[test]
     fn exhausted_retries_keep_reconciling_not_stalled() {
         let spec = spec(&["a", "b"]);
@@ -694,6 +725,19 @@ mod tests {
         let bad_key = Halt::Terminal { error_code: 70009, error_info: String::new() };
         let other = run(&spec, &[report(&["a"], 70009)], Some(&bad_key));
         assert!(matches!(&notices(&stalled, &other, 0)[..], [Notice::Stalled { .. }]));
+        // The same reason with a different ErrorInfo is news too.
+        let renamed = Halt::Terminal { error_code: 10010, error_info: "group was dissolved".into() };
+        let again = run(&spec, &[report(&["a"], 10010)], Some(&renamed));
+        assert!(matches!(&notices(&stalled, &again, 0)[..], [Notice::Stalled { .. }]), "{stalled:?} vs {again:?}");
+    }
+
+    /// Members neither confirmed nor failed (a pass stopped early) keep the
+    /// policy Reconciling, saying how many are pending.
+    #[test]
+    fn members_not_yet_called_are_pending_and_reconciling() {
+        let status = run(&spec(&["a", "b", "c"]), &[report(&["a"], 0)], None);
+        assert_eq!(cond(&status, "Reconciling"), ("True", "UnbanPending"));
+        assert_eq!(status.summary.as_ref().map(|s| s.pending), Some(2));
     }
 
     /// Failure entries follow the spec: a member removed from it leaves its

@@ -524,6 +524,17 @@ mod tests {
         assert!(busiest_window(&starts, Duration::from_secs(1)) <= 200);
     }
 
+    /// A burst of waiting callers is spread over half a window, not fired
+    /// in one instant (which a gateway sees as a spike).
+    #[test]
+    fn a_burst_is_spread_over_half_a_window() {
+        let limit = RateLimit::per_second(200);
+        let starts = simulate(limit, &[0; 200]);
+        let spacing = limit.window / 400;
+        assert!(starts.windows(2).all(|pair| pair[1] - pair[0] >= spacing), "spaced by at least {spacing:?}");
+        assert!(starts[199] - starts[0] < limit.window / 2 + spacing, "and done within half a window");
+    }
+
     /// The simulator's counter reports what it saw: the busiest-window
     /// figures in tests and benchmarks come from it.
     #[test]
