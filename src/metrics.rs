@@ -96,12 +96,15 @@ pub struct Metrics {
     pub policies: Family<ConditionLabels, Gauge>,
     pub leader: Family<NameLabels, Gauge>,
     build_info: Family<BuildLabels, Gauge>,
+    /// The families above, registered once (they share their values).
+    registry: Registry,
 }
 
 impl Metrics {
     fn new() -> Self {
         let seconds = || Histogram::new(exponential_buckets(0.005, 2.0, 14));
-        let metrics = Self {
+        let mut metrics = Self {
+            registry: Registry::default(),
             reconciles: Family::default(),
             reconcile_errors: Family::default(),
             reconcile_time: Family::new_with_constructor(seconds),
@@ -114,10 +117,11 @@ impl Metrics {
             build_info: Family::default(),
         };
         metrics.build_info.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
+        metrics.registry = metrics.build_registry();
         metrics
     }
 
-    fn registry(&self) -> Registry {
+    fn build_registry(&self) -> Registry {
         let mut registry = Registry::default();
         registry.register("controller_runtime_reconcile", "Reconciles by result", self.reconciles.clone());
         registry.register(
@@ -255,7 +259,7 @@ pub fn render(health: &Health) -> String {
     }
     let mut text = String::new();
     // Writing to a String cannot fail.
-    let _ = prometheus_client::encoding::text::encode(&mut text, &metrics.registry());
+    let _ = prometheus_client::encoding::text::encode(&mut text, &metrics.registry);
     text
 }
 

@@ -175,6 +175,15 @@ struct Pushback {
     learned_guard: Duration,
 }
 
+impl Pushback {
+    /// Extends the cool-down to `until`; never shortens it.
+    fn extend_cooldown(&mut self, until: Instant) {
+        if self.cooldown_until.is_none_or(|current| current < until) {
+            self.cooldown_until = Some(until);
+        }
+    }
+}
+
 /// The async limiter for one SDKAppID.
 #[derive(Debug)]
 pub struct RateLimiter {
@@ -223,10 +232,7 @@ impl RateLimiter {
 
     /// Holds every caller back until `until` (extends, never shortens).
     pub fn cool_down(&self, until: Instant) {
-        let mut pushback = self.pushback();
-        if pushback.cooldown_until.is_none_or(|current| current < until) {
-            pushback.cooldown_until = Some(until);
-        }
+        self.pushback().extend_cooldown(until);
     }
 
     /// A call that started at `started` was answered 60007 at `now`.
@@ -250,10 +256,7 @@ impl RateLimiter {
         pushback.learned_guard = (pushback.learned_guard + LEARNED_GUARD_STEP).min(MAX_LEARNED_GUARD);
         let doubled = first_pause.saturating_mul(1 << (pushback.streak - 1).min(16));
         let pause = doubled.min(self.limit.window.max(first_pause));
-        let until = now + pause;
-        if pushback.cooldown_until.is_none_or(|current| current < until) {
-            pushback.cooldown_until = Some(until);
-        }
+        pushback.extend_cooldown(now + pause);
         pause
     }
 

@@ -1,7 +1,7 @@
 //! Reading YAML the way kubectl's strict field validation does, and within
 //! a bounded time whatever the input.
 //!
-//! - [`StrictValue`] is a JSON value read from YAML that refuses a mapping
+//! - [`read_document`] reads a JSON value from YAML and refuses a mapping
 //!   with a key twice: `suspend: true` then `suspend: false` must not
 //!   silently become `false`, and two documents pasted together without
 //!   `---` (every key twice) must not silently merge.
@@ -17,7 +17,6 @@
 use std::cell::Cell;
 use std::fmt;
 
-use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
@@ -29,17 +28,6 @@ pub const MAX_DEPTH: usize = 64;
 /// `&a [x, x, ...]` then `[*a, *a, ...]` would otherwise build billions.
 /// A GroupBanPolicy of 100,000 members holds about as many.
 pub const MAX_VALUES: usize = 2_000_000;
-
-/// A JSON value read from YAML with duplicate keys refused.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StrictValue(pub Value);
-
-impl<'de> Deserialize<'de> for StrictValue {
-    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let budget = Cell::new(MAX_VALUES);
-        StrictSeed { budget: &budget }.deserialize(deserializer).map(StrictValue)
-    }
-}
 
 /// Reads one document strictly, within [`MAX_VALUES`]; on error, the path
 /// of the value at fault (`spec.suspend`, or `.` for the document) and what
@@ -294,7 +282,7 @@ mod tests {
 
     fn strict(text: &str) -> Result<Value, String> {
         let document = yaml_serde::Deserializer::from_str(text).next().unwrap();
-        StrictValue::deserialize(document).map(|v| v.0).map_err(|e| e.to_string())
+        read_document(document).map_err(|(_, message)| message)
     }
 
     #[test]
