@@ -16,9 +16,19 @@ use support::*;
 const SECRET: &str = "groupban-credentials";
 const LEASE: &str = "groupban-operator";
 
-/// A port nobody listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// The base URL of an operator's /metrics: it binds port 0 and logs the
+/// address it got (a port picked by the test could be taken by another).
+async fn metrics_base(operator: &Operator) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let logs = operator.logs();
+        let bound = logs.lines().find(|l| l.contains("Serving /metrics")).and_then(|l| l.split("addr=").nth(1));
+        if let Some(addr) = bound {
+            return format!("http://{}", addr.trim());
+        }
+        assert!(Instant::now() < deadline, "no metrics address logged: {logs}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn http_get(url: &str) -> Option<(u16, String)> {
@@ -37,10 +47,8 @@ async fn metrics_and_probes_report_a_running_operator() {
     let sim = start(config(&seed_banned(&[("room", 45)]))).await;
     let cluster = Cluster::start().await;
     cluster.put_secret(SECRET, &sim.base_url(), KEY).await;
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let operator = Operator::start(&cluster, &["--metrics-bind-address", &addr]);
-    let base = format!("http://{addr}");
+    let operator = Operator::start(&cluster, &["--metrics-bind-address", "127.0.0.1:0"]);
+    let base = metrics_base(&operator).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while http_get(&format!("{base}/healthz")).await.is_none() {
         assert!(Instant::now() < deadline, "no /healthz: {}", operator.logs());
@@ -127,18 +135,16 @@ async fn fleet(cluster: &Cluster) -> (groupban_operator::simulator::RunningSimul
     (sim, started)
 }
 
-/// A candidate, and the base URL of its /metrics.
-fn candidate(cluster: &Cluster, name: &str) -> (Operator, String) {
-    let addr = format!("127.0.0.1:{}", free_port());
+/// A candidate, serving /metrics on a port of its own choosing.
+fn candidate(cluster: &Cluster, name: &str) -> Operator {
     let mut args = ELECTION.to_vec();
-    args.extend(["20", "--metrics-bind-address", &addr]);
-    let operator =
-        Operator::start_with_env(cluster, &args, &[("POD_NAME", name), ("POD_NAMESPACE", &cluster.namespace)]);
-    (operator, format!("http://{addr}"))
+    args.extend(["20", "--metrics-bind-address", "127.0.0.1:0"]);
+    Operator::start_with_env(cluster, &args, &[("POD_NAME", name), ("POD_NAMESPACE", &cluster.namespace)])
 }
 
 /// A standby's own account: it does not lead and has made no IM call.
-async fn assert_idle_standby(metrics: &str, logs: &str) {
+async fn assert_idle_standby(standby: &Operator) {
+    let (metrics, logs) = (metrics_base(standby).await, standby.logs());
     let deadline = Instant::now() + Duration::from_secs(10);
     let text = loop {
         if let Some((200, text)) = http_get(&format!("{metrics}/metrics")).await {
@@ -163,15 +169,15 @@ async fn all_ready(cluster: &Cluster) -> bool {
 async fn a_standby_takes_over_from_a_killed_leader_without_overlap() {
     let cluster = Cluster::start().await;
     let (sim, sim_started) = fleet(&cluster).await;
-    let (mut first, _) = candidate(&cluster, "first");
+    let mut first = candidate(&cluster, "first");
     wait_for_holder(&cluster, "first", Duration::from_secs(20)).await;
-    let (second, second_metrics) = candidate(&cluster, "second");
+    let second = candidate(&cluster, "second");
     let deadline = Instant::now() + Duration::from_secs(30);
     while call_times(&sim.base_url()).await.len() < 30 {
         assert!(Instant::now() < deadline, "the leader made no progress: {}", first.logs());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_idle_standby(&second_metrics, &second.logs()).await;
+    assert_idle_standby(&second).await;
     first.signal("KILL");
     let killed = Instant::now();
     first.wait(Duration::from_secs(5)).await;
@@ -207,11 +213,11 @@ async fn a_standby_takes_over_from_a_killed_leader_without_overlap() {
 async fn sigterm_hands_the_lease_to_the_standby_at_once() {
     let cluster = Cluster::start().await;
     let (sim, sim_started) = fleet(&cluster).await;
-    let (mut first, _) = candidate(&cluster, "first");
+    let mut first = candidate(&cluster, "first");
     wait_for_holder(&cluster, "first", Duration::from_secs(20)).await;
-    let (second, second_metrics) = candidate(&cluster, "second");
+    let second = candidate(&cluster, "second");
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_idle_standby(&second_metrics, &second.logs()).await;
+    assert_idle_standby(&second).await;
     first.signal("TERM");
     let status = first.wait(Duration::from_secs(25)).await.expect("exits");
     assert!(status.success(), "{}", first.logs());
