@@ -19,7 +19,7 @@ use tracing::debug;
 
 use super::codes::{self, CodeClass};
 use super::endpoint::Endpoint;
-use super::limiter::{ApiLimiters, RateLimiter};
+use super::limiter::{ApiLimiters, CallSlot, RateLimiter};
 use super::usersig::{self, SigRequest};
 use crate::error_chain;
 use crate::secret::Redacted;
@@ -175,13 +175,13 @@ async fn stopped(stop: &mut Option<watch::Receiver<bool>>) {
 }
 
 /// Waits for the limiter, holding a place in `lane` (if any) while queued.
-async fn acquire_in_lane(limiter: &RateLimiter, lane: Option<&Semaphore>) {
+async fn acquire_in_lane<'a>(limiter: &'a RateLimiter, lane: Option<&Semaphore>) -> CallSlot<'a> {
     // A closed semaphore is no lane: queue without one.
     let _place = match lane {
         Some(lane) => lane.acquire().await.ok(),
         None => None,
     };
-    limiter.acquire().await;
+    limiter.acquire().await
 }
 
 /// Unix seconds; injectable so tests can make the client's clock lag.
@@ -397,15 +397,18 @@ impl ImClient {
         let metrics = crate::metrics::global();
         loop {
             let waiting = tokio::time::Instant::now();
-            tokio::select! {
+            let slot = tokio::select! {
                 biased;
                 _ = stopped(&mut stop) => return last.map(|result| Outcome { result, attempts }),
-                _ = acquire_in_lane(limiter, lane) => {}
-            }
+                slot = acquire_in_lane(limiter, lane) => slot,
+            };
             attempts += 1;
             let started = tokio::time::Instant::now();
             metrics.observe_limiter_wait(command.name(), started - waiting);
             let result = self.send_once::<B, T>(command, body).await;
+            // The answer is in: the limiter now knows when the call can at
+            // the latest have reached the gateway.
+            drop(slot);
             let code = result.as_ref().ok().map(|(answer, _)| answer.error_code);
             metrics.observe_call(command.name(), code, started.elapsed());
             let (retry_after, why) = match &result {

@@ -1,31 +1,45 @@
-//! Call-rate limiting: one limiter per SDKAppID, shared by every caller.
+//! Call-rate limiting: one limiter per SDKAppID and API, shared by every caller.
 //!
-//! Guarantee: no more than `max_calls` calls start in any window of
-//! `window` length (1 s plus a small guard by default). A token bucket
-//! cannot promise this: with a full second of burst it admits 2N calls in
-//! one window. We keep the start times of the last `max_calls` calls (a
-//! sliding log) instead: call k may start only once call k-N started a
-//! whole window ago. That is exact, and under steady demand it delivers N
-//! calls per window.
+//! Guarantee: no more than `max_calls` calls *reach the gateway* in any
+//! window of `window` length (1 s plus a small guard by default). The
+//! gateway counts arrivals, and we cannot see an arrival, but we can bound
+//! it: a call reaches the gateway after it starts and before its answer
+//! comes back. So each call holds one of `max_calls` slots from its start
+//! until a window after the latest moment it can have arrived, and a new
+//! call starts only when a slot is free. That holds whatever the network
+//! does: a request held up on the wire keeps its slot until its answer
+//! shows where it was. (Counting starts instead, as a token bucket or a
+//! log of start times does, lets a delayed request arrive in the same
+//! window as the ones that started after it: that is what a 60007 is.)
 //!
-//! Two refinements:
+//! Refinements:
+//! - The latest arrival is taken as the answer's time minus the shortest
+//!   round trip seen so far: a path that always takes 150 ms should not cost
+//!   150 ms of every slot, only what a call took beyond the quickest one.
+//!   Shifting every arrival by the same delay does not change how many
+//!   fall in a window, so this keeps the guarantee up to the error of the
+//!   shortest round trip as an estimate of the delay both ways, which the
+//!   guard covers.
 //! - A minimum spacing of `window / (2 N)` spreads a burst of waiting
 //!   callers over half a window instead of firing them all in one instant,
 //!   which the gateway sees as a spike. It never binds under steady demand
-//!   (the log does), so it costs no throughput.
+//!   (the slots do), so it costs no throughput.
 //! - A 60007 "rate limit exceeded" answer ([`RateLimiter::rate_limited`])
 //!   pauses every caller of the app, and widens the window a little: the
-//!   gateway counts arrivals, which jitter more on some networks and hosts
-//!   than the fixed guard allows for, and each 60007 costs a retry. The
-//!   limiter learns the guard it needs instead of paying for it again.
+//!   gateway's behaviour is not documented to the millisecond, and each
+//!   60007 costs a retry. The limiter learns the guard it needs instead of
+//!   paying for it again.
 //!
-//! Waiters queue on a fair (FIFO) mutex; only the head of the queue sleeps on
-//! a timer, so a grant wakes one task, not all of them.
+//! Waiters queue on a fair (FIFO) mutex; only the head of the queue sleeps,
+//! on a timer or until a call in flight is answered, so a grant wakes one
+//! task, not all of them.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::client::Command;
@@ -41,11 +55,10 @@ pub struct RateLimit {
     pub window: Duration,
 }
 
-/// Added to the 1-second window by [`RateLimit::per_second`]. The gateway
-/// counts arrivals, we count starts; a request that starts a window after
-/// another can still arrive less than a window after it when the first was
-/// slower on the wire. 15 ms absorbs that on ordinary networks and costs
-/// 1.5% of throughput.
+/// Added to the 1-second window by [`RateLimit::per_second`]. It covers
+/// what the bound on arrivals cannot see: the gateway's own clock and
+/// timer granularity, and a call whose trip there was slower than its
+/// round trip suggests. It costs 1.5% of throughput.
 pub const DEFAULT_WINDOW_GUARD: Duration = Duration::from_millis(15);
 
 impl RateLimit {
@@ -61,24 +74,42 @@ impl RateLimit {
     }
 }
 
-/// Start times of recent calls, oldest first. Pure: time is passed in.
+/// Names one started call in a [`SlidingWindow`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CallId(u64);
+
+/// The slots of recent calls. Pure: time is passed in.
 #[derive(Debug, Clone)]
 pub struct SlidingWindow {
     limit: RateLimit,
     /// Added to `limit.window`; only grows (see [`SlidingWindow::widen_to`]).
     learned_guard: Duration,
-    starts: VecDeque<Instant>,
+    /// Start times of calls not yet answered: each holds a slot until it is.
+    in_flight: HashMap<CallId, Instant>,
+    /// For answered calls, the latest moment each can have reached the
+    /// gateway; only the largest `max_calls - in_flight` matter, so no more
+    /// are kept.
+    arrived_by: BinaryHeap<Reverse<Instant>>,
+    /// The shortest start-to-answer time seen so far (see the module doc).
+    shortest_round_trip: Option<Duration>,
+    next_id: u64,
     last_start: Option<Instant>,
+    /// The latest `arrived_by` ever recorded: when the last slot frees.
+    latest_arrival: Option<Instant>,
 }
 
 impl SlidingWindow {
     pub fn new(limit: RateLimit) -> Self {
         Self {
             limit,
-            // Grows on demand: a huge limit must not allocate up front.
-            starts: VecDeque::with_capacity((limit.max_calls as usize).min(4096)),
-            last_start: None,
             learned_guard: Duration::ZERO,
+            // Grow on demand: a huge limit must not allocate up front.
+            in_flight: HashMap::new(),
+            arrived_by: BinaryHeap::new(),
+            shortest_round_trip: None,
+            next_id: 0,
+            last_start: None,
+            latest_arrival: None,
         }
     }
 
@@ -94,27 +125,60 @@ impl SlidingWindow {
         self.learned_guard = self.learned_guard.max(guard);
     }
 
-    /// The earliest moment at or after `now` at which one more call may start.
-    pub fn next_start(&self, now: Instant) -> Instant {
+    fn slots_held(&self) -> usize {
+        self.in_flight.len() + self.arrived_by.len()
+    }
+
+    /// The earliest moment at or after `now` at which one more call may
+    /// start, or `None` while every slot is held by a call in flight (the
+    /// next answer frees one).
+    pub fn next_start(&self, now: Instant) -> Option<Instant> {
         let mut at = now;
-        if self.starts.len() >= self.limit.max_calls as usize
-            && let Some(&oldest) = self.starts.front()
-        {
-            at = at.max(oldest + self.window());
+        if self.slots_held() >= self.limit.max_calls as usize {
+            let Reverse(oldest) = self.arrived_by.peek()?;
+            at = at.max(*oldest + self.window());
         }
         if let Some(last) = self.last_start {
             at = at.max(last + self.limit.min_spacing());
         }
-        at
+        Some(at)
     }
 
     /// Records a call starting at `at`, which must not precede `next_start`.
-    pub fn record(&mut self, at: Instant) {
-        if self.starts.len() >= self.limit.max_calls as usize {
-            self.starts.pop_front();
+    pub fn record(&mut self, at: Instant) -> CallId {
+        if self.slots_held() >= self.limit.max_calls as usize {
+            // Its window has passed (next_start said so): the slot is free.
+            self.arrived_by.pop();
         }
-        self.starts.push_back(at);
+        let id = CallId(self.next_id);
+        self.next_id += 1;
+        self.in_flight.insert(id, at);
         self.last_start = Some(at);
+        id
+    }
+
+    /// The call `id` was answered (or given up) at `at`: its slot is now
+    /// held until a window after the latest moment it can have arrived.
+    pub fn finish(&mut self, id: CallId, at: Instant) {
+        let Some(started) = self.in_flight.remove(&id) else {
+            return;
+        };
+        // The shortest round trip of the calls answered before this one: a
+        // call's own round trip would excuse all of its delay, and the very
+        // first answer (often over a fresh connection) excuses none.
+        let arrived_by = match self.shortest_round_trip {
+            Some(shortest) => at.checked_sub(shortest).unwrap_or(started).max(started),
+            None => at,
+        };
+        let round_trip = at.saturating_duration_since(started);
+        self.shortest_round_trip = Some(self.shortest_round_trip.map_or(round_trip, |s| s.min(round_trip)));
+        self.arrived_by.push(Reverse(arrived_by));
+        self.latest_arrival = Some(self.latest_arrival.map_or(arrived_by, |latest| latest.max(arrived_by)));
+    }
+
+    /// True when no call is in flight and every slot's window has passed.
+    fn is_idle(&self, now: Instant) -> bool {
+        self.in_flight.is_empty() && self.latest_arrival.is_none_or(|latest| latest + self.window() <= now)
     }
 }
 
@@ -188,16 +252,39 @@ impl Pushback {
 #[derive(Debug)]
 pub struct RateLimiter {
     limit: RateLimit,
-    // tokio's Mutex is fair: waiters are granted in arrival order.
-    window: tokio::sync::Mutex<SlidingWindow>,
+    // tokio's Mutex is fair: waiters are granted in arrival order, and only
+    // the head of the queue looks at the window.
+    queue: tokio::sync::Mutex<()>,
+    window: Mutex<SlidingWindow>,
+    /// Wakes the head of the queue when a call in flight is answered.
+    answered: Notify,
     pushback: Mutex<Pushback>,
+}
+
+/// One call's slot, from [`RateLimiter::acquire`]. Dropping it records
+/// that the call was answered (or given up): hold it until the answer is
+/// in, not a moment less.
+#[derive(Debug)]
+#[must_use = "the slot is released when dropped: hold it until the call is answered"]
+pub struct CallSlot<'a> {
+    limiter: &'a RateLimiter,
+    id: CallId,
+}
+
+impl Drop for CallSlot<'_> {
+    fn drop(&mut self) {
+        self.limiter.window().finish(self.id, Instant::now());
+        self.limiter.answered.notify_waiters();
+    }
 }
 
 impl RateLimiter {
     pub fn new(limit: RateLimit) -> Self {
         Self {
             limit,
-            window: tokio::sync::Mutex::new(SlidingWindow::new(limit)),
+            queue: tokio::sync::Mutex::new(()),
+            window: Mutex::new(SlidingWindow::new(limit)),
+            answered: Notify::new(),
             pushback: Mutex::new(Pushback::default()),
         }
     }
@@ -206,27 +293,48 @@ impl RateLimiter {
         self.pushback.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn window(&self) -> std::sync::MutexGuard<'_, SlidingWindow> {
+        self.window.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn limit(&self) -> RateLimit {
         self.limit
     }
 
-    /// Waits until a call may start, then counts it as started.
+    /// Waits until a call may start, then counts it as started; the call
+    /// holds its slot until the returned [`CallSlot`] is dropped.
     /// Cancel-safe: a caller dropped while waiting uses up nothing.
-    pub async fn acquire(&self) {
-        let mut window = self.window.lock().await;
+    pub async fn acquire(&self) -> CallSlot<'_> {
+        let _head = self.queue.lock().await;
         loop {
+            // Registered before the window is read, so an answer that comes
+            // in between still wakes us.
+            let answered = self.answered.notified();
+            tokio::pin!(answered);
+            answered.as_mut().enable();
             let now = Instant::now();
             let (cooldown, learned_guard) = {
                 let pushback = self.pushback();
                 (pushback.cooldown_until, pushback.learned_guard)
             };
-            window.widen_to(learned_guard);
-            let at = window.next_start(now).max(cooldown.unwrap_or(now));
-            if at <= now {
-                window.record(now);
-                return;
+            let next = {
+                let mut window = self.window();
+                window.widen_to(learned_guard);
+                let next = window.next_start(now).map(|at| at.max(cooldown.unwrap_or(now)));
+                if next.is_some_and(|at| at <= now) {
+                    return CallSlot { limiter: self, id: window.record(now) };
+                }
+                next
+            };
+            match next {
+                Some(at) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at) => {}
+                        _ = answered => {}
+                    }
+                }
+                None => answered.await,
             }
-            tokio::time::sleep_until(at).await;
         }
     }
 
@@ -261,16 +369,16 @@ impl RateLimiter {
     }
 
     /// True when forgetting this limiter now cannot break the guarantee: no
-    /// call started within the last window and no cool-down is pending, so a
-    /// fresh limiter would admit no more than this one. False while someone
-    /// holds its queue.
+    /// call is in flight, every slot's window has passed and no cool-down is
+    /// pending, so a fresh limiter would admit no more than this one. False
+    /// while someone holds its queue.
     pub fn is_quiet(&self, now: Instant) -> bool {
-        let Ok(window) = self.window.try_lock() else {
+        let Ok(_head) = self.queue.try_lock() else {
             return false;
         };
-        let started_recently = window.last_start.is_some_and(|last| last + window.window() > now);
+        let idle = self.window().is_idle(now);
         let cooling = self.pushback().cooldown_until.is_some_and(|until| until > now);
-        !started_recently && !cooling
+        idle && !cooling
     }
 }
 
@@ -352,20 +460,44 @@ mod tests {
     }
 
     /// Runs callers arriving at the given offsets through the pure window,
-    /// FIFO, on a virtual clock; returns their start times.
+    /// FIFO, on a virtual clock, each answered the moment it starts; returns
+    /// their start times.
     fn simulate(limit: RateLimit, arrivals_ms: &[u64]) -> Vec<Instant> {
+        let trips: Vec<(u64, u64, u64)> = arrivals_ms.iter().map(|&offset| (offset, 0, 0)).collect();
+        simulate_trips(limit, &trips).into_iter().map(|(start, _)| start).collect()
+    }
+
+    /// Like [`simulate`] for callers `(ready at ms, µs on the way to the
+    /// gateway, µs on the way back)`: returns each call's (start, arrival at
+    /// the gateway). Answers are fed to the window in the order they come.
+    fn simulate_trips(limit: RateLimit, trips: &[(u64, u64, u64)]) -> Vec<(Instant, Instant)> {
         let origin = Instant::now();
         let mut window = SlidingWindow::new(limit);
         let mut free_at = origin; // when the FIFO head may ask
-        let mut starts = Vec::new();
-        for &offset in arrivals_ms {
-            let arrival = (origin + Duration::from_millis(offset)).max(free_at);
-            let start = window.next_start(arrival);
-            window.record(start);
-            free_at = start;
-            starts.push(start);
+        let mut answers: Vec<(Instant, CallId)> = Vec::new();
+        let mut calls = Vec::new();
+        for &(ready_ms, there_us, back_us) in trips {
+            let mut now = (origin + Duration::from_millis(ready_ms)).max(free_at);
+            loop {
+                answers.sort_by_key(|&(at, _)| Reverse(at));
+                while answers.last().is_some_and(|&(at, _)| at <= now) {
+                    let (at, id) = answers.pop().unwrap();
+                    window.finish(id, at);
+                }
+                let next_answer = answers.last().map(|&(at, _)| at);
+                match window.next_start(now) {
+                    Some(at) if at <= now => break,
+                    Some(at) => now = next_answer.map_or(at, |answer| answer.min(at)),
+                    None => now = next_answer.expect("every slot is in flight, so an answer is due"),
+                }
+            }
+            let id = window.record(now);
+            let arrival = now + Duration::from_micros(there_us);
+            answers.push((arrival + Duration::from_micros(back_us), id));
+            free_at = now;
+            calls.push((now, arrival));
         }
-        starts
+        calls
     }
 
     proptest! {
@@ -382,6 +514,56 @@ mod tests {
             let starts = simulate(limit, &arrivals);
             prop_assert_eq!(starts.len(), arrivals.len());
             prop_assert!(busiest_window(&starts, limit.window) <= max_calls as usize);
+        }
+
+        /// Once a quick answer has shown the path's delay, requests held up on
+        /// the wire, on the way there or back, by any amount, cannot put more
+        /// than N arrivals into a window of the gateway's: each keeps its
+        /// slot until its answer shows where it was. No guard needed.
+        #[test]
+        fn requests_held_up_on_the_wire_keep_their_slots(
+            max_calls in 1u32..30,
+            there_us in 0u64..100_000,
+            back_us in 0u64..100_000,
+            trips in proptest::collection::vec((0u64..4000, 0u64..400_000, 0u64..400_000), 1..300),
+        ) {
+            let mut trips: Vec<(u64, u64, u64)> = trips
+                .into_iter()
+                .map(|(ready, held_there, held_back)| (ready + 1, there_us + held_there, back_us + held_back))
+                .collect();
+            trips.sort_unstable();
+            trips.insert(0, (0, there_us, back_us));
+            let limit = RateLimit { max_calls, window: Duration::from_secs(1) };
+            let calls = simulate_trips(limit, &trips);
+            let mut arrivals: Vec<Instant> = calls.iter().map(|&(_, arrival)| arrival).collect();
+            arrivals.sort_unstable();
+            prop_assert!(busiest_window(&arrivals, Duration::from_secs(1)) <= max_calls as usize);
+        }
+
+        /// The guarantee is about arrivals: however long each request spends
+        /// on the wire, as long as the trip to the gateway varies by no more
+        /// than the guard, no 1-second window of the gateway's sees more
+        /// than N arrivals. Answers that come back in any order, quickly or
+        /// slowly, cannot break it.
+        #[test]
+        fn no_gateway_window_ever_sees_more_than_the_limit_of_arrivals(
+            max_calls in 1u32..30,
+            guard_ms in 0u64..40,
+            base_there_us in 0u64..200_000,
+            trips in proptest::collection::vec((0u64..4000, 0u64..1_000_000, 0u64..400_000), 1..300),
+        ) {
+            let guard_us = guard_ms * 1000;
+            let mut trips: Vec<(u64, u64, u64)> = trips
+                .into_iter()
+                .map(|(ready, jitter, back)| (ready, base_there_us + jitter % (guard_us + 1), back))
+                .collect();
+            trips.sort_unstable();
+            let limit = RateLimit { max_calls, window: Duration::from_secs(1) + Duration::from_millis(guard_ms) };
+            let calls = simulate_trips(limit, &trips);
+            prop_assert_eq!(calls.len(), trips.len());
+            let mut arrivals: Vec<Instant> = calls.iter().map(|&(_, arrival)| arrival).collect();
+            arrivals.sort_unstable();
+            prop_assert!(busiest_window(&arrivals, Duration::from_secs(1)) <= max_calls as usize);
         }
 
         /// Under steady demand (everyone waiting from the start), the limiter
@@ -423,8 +605,11 @@ mod tests {
                         let limiter = limiter.clone();
                         tokio::spawn(async move {
                             tokio::time::sleep(Duration::from_millis(offset)).await;
-                            limiter.acquire().await;
-                            Instant::now()
+                            let _slot = limiter.acquire().await;
+                            let started = Instant::now();
+                            // Reaches the gateway at once, answered later.
+                            tokio::time::sleep(Duration::from_millis(offset % 37)).await;
+                            started
                         })
                     })
                     .collect();
@@ -446,9 +631,11 @@ mod tests {
             let limit = RateLimit::per_second(max_calls);
             let mut window = SlidingWindow::new(limit);
             let now = Instant::now();
-            assert!(window.next_start(now) == now);
-            window.record(now);
-            assert!(window.next_start(now) >= now);
+            assert_eq!(window.next_start(now), Some(now));
+            let call = window.record(now);
+            assert!(window.next_start(now).is_some_and(|at| at >= now) || max_calls == 1);
+            window.finish(call, now);
+            assert!(window.next_start(now).is_some_and(|at| at >= now));
         }
     }
 
@@ -457,7 +644,7 @@ mod tests {
         let limiter = RateLimiter::new(RateLimit::per_second(200));
         let begin = Instant::now();
         limiter.cool_down(begin + Duration::from_millis(700));
-        limiter.acquire().await;
+        let _slot = limiter.acquire().await;
         assert!(Instant::now() >= begin + Duration::from_millis(700));
     }
 
@@ -491,15 +678,20 @@ mod tests {
         let registry = LimiterRegistry::default();
         let limit = RateLimit::per_second(200);
         let held = registry.for_app(1, limit);
-        held.for_command(Command::UnbanGroupMember).acquire().await;
+        let unban = held.for_command(Command::UnbanGroupMember).clone();
+        let slot = unban.acquire().await;
         assert_eq!(registry.evict_unused(Instant::now()), 3, "held by a client");
         drop(held);
-        assert_eq!(
-            registry.evict_unused(Instant::now()),
-            1,
-            "the two unused APIs go; the third started a call just now"
-        );
-        tokio::time::advance(limit.window).await;
+        assert_eq!(registry.evict_unused(Instant::now()), 1, "the two unused APIs go; unban is held here");
+        tokio::time::advance(limit.window * 3).await;
+        assert!(!unban.is_quiet(Instant::now()), "a call in flight, however long, keeps it");
+        drop(slot);
+        assert!(!unban.is_quiet(Instant::now()), "answered just now");
+        drop(unban);
+        assert_eq!(registry.evict_unused(Instant::now()), 1, "its call was answered just now");
+        tokio::time::advance(limit.window - Duration::from_millis(1)).await;
+        assert_eq!(registry.evict_unused(Instant::now()), 1, "its slot's window has not passed");
+        tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(registry.evict_unused(Instant::now()), 0);
         let cooling = registry.for_api(1, Command::UnbanGroupMember, limit);
         cooling.cool_down(Instant::now() + Duration::from_secs(5));
@@ -519,8 +711,9 @@ mod tests {
         let mut starts = Vec::new();
         let mut at = origin;
         for _ in 0..1000 {
-            at = window.next_start(at);
-            window.record(at);
+            at = window.next_start(at).unwrap();
+            let call = window.record(at);
+            window.finish(call, at);
             starts.push(at);
         }
         assert!(busiest_window(&starts, Duration::from_millis(1015)) <= 200);
@@ -569,9 +762,9 @@ mod tests {
         assert_eq!(left, Duration::from_millis(95), "the same pause, not a new one");
         assert_eq!(limiter.pushback().learned_guard, LEARNED_GUARD_STEP, "one step per episode");
 
-        limiter.acquire().await;
+        drop(limiter.acquire().await);
         assert_eq!(Instant::now(), now + pause, "every caller waited out the pause");
-        assert_eq!(limiter.window.lock().await.window(), Duration::from_millis(1025));
+        assert_eq!(limiter.window().window(), Duration::from_millis(1025));
 
         // A call started after the pause meets 60007 again: a new episode,
         // close to the last, so the pause doubles.
@@ -622,12 +815,78 @@ mod tests {
                     window.widen_to(guard.min(MAX_LEARNED_GUARD));
                     window.widen_to(Duration::ZERO);
                 }
-                at = window.next_start(at);
-                window.record(at);
+                at = window.next_start(at).unwrap();
+                let call = window.record(at);
+                window.finish(call, at);
                 starts.push(at);
             }
             prop_assert!(busiest_window(&starts, limit.window) <= max_calls as usize);
             prop_assert!(window.window() >= limit.window);
         });
+    }
+
+    /// A request held up on the wire keeps its slot until its answer shows
+    /// where it was. Counting starts, the third call could start a window
+    /// after the slow one *started*, and reach the gateway in the same
+    /// window as it: a 60007.
+    #[test]
+    fn a_slow_request_holds_its_slot_until_a_window_after_it_can_have_arrived() {
+        let limit = RateLimit { max_calls: 2, window: Duration::from_secs(1) };
+        let origin = Instant::now();
+        let ms = |n: u64| origin + Duration::from_millis(n);
+        let mut window = SlidingWindow::new(limit);
+        let warm_up = window.record(ms(0));
+        window.finish(warm_up, ms(2)); // the path's round trip: 2 ms
+        // Recorded by hand, closer together than the spacing allows, to
+        // keep the arithmetic plain.
+        let slow = window.record(ms(1000)); // reaches the gateway at 1300 ms
+        assert_eq!(window.next_start(ms(1000)), Some(ms(1250)), "the spacing still applies");
+        let quick = window.record(ms(1001));
+        assert_eq!(window.next_start(ms(1002)), None, "both slots are in flight");
+        window.finish(quick, ms(1003));
+        window.finish(slow, ms(1310));
+        // The quick call's slot frees a window after it can have arrived,
+        // the slow one's a window after its answer less the 2 ms trip.
+        let third = window.next_start(ms(1310)).unwrap();
+        assert_eq!(third, ms(2001));
+        window.record(third);
+        assert_eq!(window.next_start(third), Some(ms(2308)), "not at 2000 ms, a window after it started");
+    }
+
+    /// The quickest round trip is taken off every answer: a path that always
+    /// takes 150 ms costs (next to) no throughput, where counting from
+    /// answers would lose 15% of it.
+    #[test]
+    fn a_long_but_steady_path_costs_no_throughput() {
+        let limit = RateLimit { max_calls: 50, window: Duration::from_secs(1) };
+        let instant = simulate_trips(limit, &vec![(0, 0, 0); 500]);
+        let steady = simulate_trips(limit, &vec![(0, 100_000, 50_000); 500]);
+        let span = |calls: &[(Instant, Instant)]| calls[calls.len() - 1].0 - calls[0].0;
+        assert_eq!(span(&instant), Duration::from_millis(9_490));
+        // Only the first answer, with no quicker one seen before it, holds
+        // its slot until it came back.
+        assert!(span(&steady) <= span(&instant) + Duration::from_millis(10), "{:?}", span(&steady));
+    }
+
+    /// The async limiter hands the slot back when the call is answered, and
+    /// a caller queued behind a full window of calls in flight starts as soon
+    /// as the window after the first answer allows.
+    #[tokio::test(start_paused = true)]
+    async fn calls_in_flight_hold_the_queue_until_answered() {
+        let limiter = Arc::new(RateLimiter::new(RateLimit { max_calls: 1, window: Duration::from_secs(1) }));
+        let begin = Instant::now();
+        let slot = limiter.acquire().await;
+        let waiter = tokio::spawn({
+            let limiter = limiter.clone();
+            async move {
+                drop(limiter.acquire().await);
+                Instant::now()
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!waiter.is_finished(), "the only slot is in flight");
+        drop(slot);
+        let started = waiter.await.unwrap();
+        assert_eq!(started, begin + Duration::from_secs(6), "a window after the answer");
     }
 }
