@@ -61,6 +61,10 @@ struct Stats {
     http502: u64,
     /// The most requests that arrived in any 1-second window.
     peak_requests_in_window: usize,
+    /// When the first and the latest request arrived, in milliseconds
+    /// since the simulator started: how long a run took as the gateway saw it.
+    first_request_ms: Option<u64>,
+    last_request_ms: Option<u64>,
 }
 
 struct SimState {
@@ -140,6 +144,9 @@ fn count_arrival(sim: &Shared, now: Instant) {
     state.stats.requests += 1;
     let in_window = state.arrivals.observe(now);
     state.stats.peak_requests_in_window = state.stats.peak_requests_in_window.max(in_window);
+    let at_ms = now.saturating_duration_since(sim.started).as_millis() as u64;
+    state.stats.first_request_ms.get_or_insert(at_ms);
+    state.stats.last_request_ms = Some(at_ms);
 }
 
 /// Logged strings are cut to this many bytes: a request may carry
@@ -346,6 +353,8 @@ async fn read_stats(State(sim): State<Arc<Shared>>) -> impl IntoResponse {
         "byErrorCode": state.stats.by_error_code,
         "http502": state.stats.http502,
         "peakRequestsInWindow": state.stats.peak_requests_in_window,
+        "firstRequestAtMs": state.stats.first_request_ms,
+        "lastRequestAtMs": state.stats.last_request_ms,
     }))
 }
 
