@@ -111,6 +111,8 @@ pub struct RecordedRequest {
     pub status: u16,
     /// True when the request changed a stored object (a new resourceVersion was assigned).
     pub changed: bool,
+    /// When the request came in.
+    pub at: std::time::Instant,
 }
 
 impl RecordedRequest {
@@ -560,6 +562,7 @@ async fn handle(axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
         body: Value::Null,
         status: 0,
         changed: false,
+        at: std::time::Instant::now(),
     };
     let reply = match bytes {
         Err(_) => {
