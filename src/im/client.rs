@@ -566,15 +566,26 @@ const MIN_REDACTED_FRAGMENT: usize = 12;
 /// `<redacted>`. Catches a gateway that echoes the URL, a cut-short copy,
 /// or one re-encoded on the way.
 pub fn redact_usersig(text: &str, usersig: &str) -> String {
+    // Every answer passes through here, most with an empty ErrorInfo or
+    // "OK": nothing that short can hold a fragment.
+    if text.len() < MIN_REDACTED_FRAGMENT {
+        return text.to_string();
+    }
     let encode = |upper: bool| -> String {
-        usersig
-            .bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' => char::from(b).to_string(),
-                _ if upper => format!("%{b:02X}"),
-                _ => format!("%{b:02x}"),
-            })
-            .collect()
+        const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+        const HEX_LOWER: &[u8; 16] = b"0123456789abcdef";
+        let hex = if upper { HEX_UPPER } else { HEX_LOWER };
+        let mut encoded = String::with_capacity(usersig.len() * 3);
+        for b in usersig.bytes() {
+            if b.is_ascii_alphanumeric() {
+                encoded.push(char::from(b));
+            } else {
+                encoded.push('%');
+                encoded.push(char::from(hex[usize::from(b >> 4)]));
+                encoded.push(char::from(hex[usize::from(b & 0xf)]));
+            }
+        }
+        encoded
     };
     let (upper, lower) = (encode(true), encode(false));
     let forms = [usersig.as_bytes(), upper.as_bytes(), lower.as_bytes()];
