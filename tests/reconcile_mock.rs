@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use groupban_operator::controller::backoff::Backoffs;
+use groupban_operator::controller::events::EventRecorders;
 use groupban_operator::controller::{Context, RunOptions, reconcile};
 use groupban_operator::crd::GroupBanPolicy;
 use groupban_operator::engine::clients::ClientPool;
@@ -17,7 +18,7 @@ use groupban_operator::im::RateLimit;
 use http::{Request, Response};
 use kube::Client;
 use kube::client::Body;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use serde_json::{Value, json};
 use support::*;
 use tower_test::mock::{Handle, SendResponse};
@@ -34,7 +35,10 @@ fn context(client: Client) -> Arc<Context> {
     let (_, shutdown) = tokio::sync::watch::channel(false);
     Arc::new(Context {
         pool: ClientPool::new(RateLimit::per_second(200), options.client.clone()).unwrap(),
-        recorder: Recorder::new(client.clone(), Reporter { controller: "groupban-operator".into(), instance: None }),
+        recorders: EventRecorders::new(
+            client.clone(),
+            Reporter { controller: "groupban-operator".into(), instance: None },
+        ),
         backoffs: Backoffs::new(options.backoff),
         options,
         shutdown,

@@ -36,7 +36,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ListParams, PartialObjectMeta};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::Controller;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher::{self, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -117,7 +117,7 @@ impl Default for RunOptions {
 pub struct Context {
     pub client: Client,
     pub pool: ClientPool,
-    pub recorder: Recorder,
+    pub recorders: events::EventRecorders,
     pub options: RunOptions,
     pub backoffs: Backoffs,
     /// True once shutdown began: passes start no new call.
@@ -247,7 +247,7 @@ async fn run_term(client: &Client, options: &RunOptions, stopped: watch::Receive
     let ctx = Arc::new(Context {
         client: client.clone(),
         pool,
-        recorder: Recorder::new(client.clone(), reporter),
+        recorders: events::EventRecorders::new(client.clone(), reporter),
         backoffs: Backoffs::new(options.backoff),
         options: options.clone(),
         shutdown: stopped.clone(),
