@@ -39,9 +39,8 @@ pub struct PolicyJob {
 
 /// True when an answer stops every other call of the policy.
 pub fn halts_policy(error_code: i64) -> bool {
-    if error_code == 0 || error_code == NO_IM_ANSWER {
-        return false;
-    }
+    // 0 is a success and NO_IM_ANSWER (no answer at all) an unknown code in
+    // the table: neither is terminal, so neither needs a case of its own.
     let info = codes::lookup(error_code);
     info.reach == Reach::Policy && matches!(info.class, CodeClass::Terminal | CodeClass::SignatureExpired)
 }

@@ -51,6 +51,12 @@ mod tests {
     }
 
     #[test]
+    fn the_plan_counts_the_members_it_will_unban() {
+        assert_eq!(plan(&names("m", 45), &names("m", 3)).members_to_unban(), 42);
+        assert_eq!(plan(&names("m", 3), &names("m", 3)).members_to_unban(), 0);
+    }
+
+    #[test]
     fn members_already_recorded_are_not_called_again() {
         let plan = plan(&names("m", 5), &names("m", 3));
         assert_eq!(plan.batches, vec![vec!["m0003".to_string(), "m0004".to_string()]]);
