@@ -405,10 +405,17 @@ impl ImClient {
             attempts += 1;
             let started = tokio::time::Instant::now();
             metrics.observe_limiter_wait(command.name(), started - waiting);
-            let result = self.send_once::<B, T>(command, body).await;
-            // The answer is in: the limiter now knows when the call can at
-            // the latest have reached the gateway.
-            drop(slot);
+            // reqwest's own timeout bounds this already; this one holds for
+            // any client, so a hung gateway cannot keep a slot for ever.
+            let result = tokio::time::timeout(self.settings.request_timeout, self.send_once::<B, T>(command, body))
+                .await
+                .unwrap_or(Err(TransportError::Timeout(self.settings.request_timeout)));
+            // With an answer in, the limiter knows when the call can at the
+            // latest have reached the gateway; without one, it assumes now.
+            match &result {
+                Ok(_) | Err(TransportError::HttpStatus { .. } | TransportError::InvalidBody(_)) => slot.answered(),
+                Err(_) => drop(slot),
+            }
             let code = result.as_ref().ok().map(|(answer, _)| answer.error_code);
             metrics.observe_call(command.name(), code, started.elapsed());
             let (retry_after, why) = match &result {

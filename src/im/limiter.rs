@@ -6,20 +6,24 @@
 //! it: a call reaches the gateway after it starts and before its answer
 //! comes back. So each call holds one of `max_calls` slots from its start
 //! until a window after the latest moment it can have arrived, and a new
-//! call starts only when a slot is free. That holds whatever the network
-//! does: a request held up on the wire keeps its slot until its answer
-//! shows where it was. (Counting starts instead, as a token bucket or a
-//! log of start times does, lets a delayed request arrive in the same
-//! window as the ones that started after it: that is what a 60007 is.)
+//! call starts only when a slot is free: a request held up on the wire keeps
+//! its slot until its answer shows where it was. (Counting starts instead,
+//! as a token bucket or a log of start times does, lets a delayed request
+//! arrive in the same window as the ones that started after it: that is what
+//! a 60007 is.) A call given up without an answer counts as arriving when it
+//! was given up.
 //!
 //! Refinements:
 //! - The latest arrival is taken as the answer's time minus the shortest
-//!   round trip seen so far: a path that always takes 150 ms should not cost
-//!   150 ms of every slot, only what a call took beyond the quickest one.
-//!   Shifting every arrival by the same delay does not change how many
-//!   fall in a window, so this keeps the guarantee up to the error of the
-//!   shortest round trip as an estimate of the delay both ways, which the
-//!   guard covers.
+//!   round trip answered before it: a path that always takes 150 ms should
+//!   not cost 150 ms of every slot, only what a call took beyond the quickest
+//!   one. Shifting every arrival by the same delay does not change how many
+//!   fall in a window, so this is exact once the quickest round trip seen is
+//!   as quick on the way there as any later call's (a warm connection has
+//!   answered). Until then (a first wave of calls that all open
+//!   connections, say) the error is at most how much slower that quickest
+//!   call was on its way there, which is what counting starts risks too: the
+//!   guard covers it, and a bound is never earlier than the call's start.
 //! - A minimum spacing of `window / (2 N)` spreads a burst of waiting
 //!   callers over half a window instead of firing them all in one instant,
 //!   which the gateway sees as a spike. It never binds under steady demand
@@ -57,8 +61,8 @@ pub struct RateLimit {
 
 /// Added to the 1-second window by [`RateLimit::per_second`]. It covers
 /// what the bound on arrivals cannot see: the gateway's own clock and
-/// timer granularity, and a call whose trip there was slower than its
-/// round trip suggests. It costs 1.5% of throughput.
+/// timer granularity, and a round trip estimate taken before a warm
+/// connection answered (see the module doc). It costs 1.5% of throughput.
 pub const DEFAULT_WINDOW_GUARD: Duration = Duration::from_millis(15);
 
 impl RateLimit {
@@ -157,9 +161,9 @@ impl SlidingWindow {
         id
     }
 
-    /// The call `id` was answered (or given up) at `at`: its slot is now
-    /// held until a window after the latest moment it can have arrived.
-    pub fn finish(&mut self, id: CallId, at: Instant) {
+    /// The gateway answered call `id` at `at`: its slot is now held until a
+    /// window after the latest moment it can have arrived.
+    pub fn answered(&mut self, id: CallId, at: Instant) {
         let Some(started) = self.in_flight.remove(&id) else {
             return;
         };
@@ -172,6 +176,20 @@ impl SlidingWindow {
         };
         let round_trip = at.saturating_duration_since(started);
         self.shortest_round_trip = Some(self.shortest_round_trip.map_or(round_trip, |s| s.min(round_trip)));
+        self.hold_until(arrived_by);
+    }
+
+    /// Call `id` was given up at `at` with no answer (a timeout, a refused
+    /// connection, a caller that went away): nothing shows where the request
+    /// got to, so it is counted as arriving at `at`, and its (perhaps very
+    /// short) time teaches nothing about the path.
+    pub fn given_up(&mut self, id: CallId, at: Instant) {
+        if self.in_flight.remove(&id).is_some() {
+            self.hold_until(at);
+        }
+    }
+
+    fn hold_until(&mut self, arrived_by: Instant) {
         self.arrived_by.push(Reverse(arrived_by));
         self.latest_arrival = Some(self.latest_arrival.map_or(arrived_by, |latest| latest.max(arrived_by)));
     }
@@ -259,19 +277,36 @@ pub struct RateLimiter {
     pushback: Mutex<Pushback>,
 }
 
-/// One call's slot, from [`RateLimiter::acquire`]. Dropping it records
-/// that the call was answered (or given up): hold it until the answer is
-/// in, not a moment less.
+/// One call's slot, from [`RateLimiter::acquire`]. Call
+/// [`CallSlot::answered`] when the gateway's answer is in; dropping it
+/// otherwise counts the call as given up (see [`SlidingWindow::given_up`]).
+/// Hold it until then, not a moment less.
 #[derive(Debug)]
 #[must_use = "the slot is released when dropped: hold it until the call is answered"]
 pub struct CallSlot<'a> {
     limiter: &'a RateLimiter,
     id: CallId,
+    answered: bool,
+}
+
+impl CallSlot<'_> {
+    /// The gateway answered (any HTTP answer, even an error status).
+    pub fn answered(mut self) {
+        self.answered = true;
+    }
 }
 
 impl Drop for CallSlot<'_> {
     fn drop(&mut self) {
-        self.limiter.window().finish(self.id, Instant::now());
+        let now = Instant::now();
+        {
+            let mut window = self.limiter.window();
+            if self.answered {
+                window.answered(self.id, now);
+            } else {
+                window.given_up(self.id, now);
+            }
+        }
         self.limiter.answered.notify_waiters();
     }
 }
@@ -320,7 +355,7 @@ impl RateLimiter {
                 window.widen_to(learned_guard);
                 let next = window.next_start(now).map(|at| at.max(cooldown.unwrap_or(now)));
                 if next.is_some_and(|at| at <= now) {
-                    return CallSlot { limiter: self, id: window.record(now) };
+                    return CallSlot { limiter: self, id: window.record(now), answered: false };
                 }
                 next
             };
@@ -374,8 +409,17 @@ impl RateLimiter {
         let Ok(_head) = self.queue.try_lock() else {
             return false;
         };
-        let idle = self.window().is_idle(now);
-        let cooling = self.pushback().cooldown_until.is_some_and(|until| until > now);
+        let (cooldown, learned_guard) = {
+            let pushback = self.pushback();
+            (pushback.cooldown_until, pushback.learned_guard)
+        };
+        // A 60007 since the last acquire may have widened the window.
+        let idle = {
+            let mut window = self.window();
+            window.widen_to(learned_guard);
+            window.is_idle(now)
+        };
+        let cooling = cooldown.is_some_and(|until| until > now);
         idle && !cooling
     }
 }
@@ -480,7 +524,7 @@ mod tests {
                 answers.sort_by_key(|&(at, _)| Reverse(at));
                 while answers.last().is_some_and(|&(at, _)| at <= now) {
                     let (at, id) = answers.pop().unwrap();
-                    window.finish(id, at);
+                    window.answered(id, at);
                 }
                 let next_answer = answers.last().map(|&(at, _)| at);
                 match window.next_start(now) {
@@ -633,7 +677,7 @@ mod tests {
             assert_eq!(window.next_start(now), Some(now));
             let call = window.record(now);
             assert!(window.next_start(now).is_some_and(|at| at >= now) || max_calls == 1);
-            window.finish(call, now);
+            window.answered(call, now);
             assert!(window.next_start(now).is_some_and(|at| at >= now));
         }
     }
@@ -681,9 +725,9 @@ mod tests {
         assert!(!Arc::ptr_eq(&a, &list), "each API has its own budget");
     }
 
-    /// A limiter is forgotten only when no one holds it and its last call
-    /// started a whole window ago: forgetting it earlier would let a fresh
-    /// one admit a second full window's worth of calls.
+    /// A limiter is forgotten only when no one holds it, no call is in
+    /// flight and its last slot's window has passed: forgetting it earlier
+    /// would let a fresh one admit a second full window's worth of calls.
     #[tokio::test(start_paused = true)]
     async fn unused_limiters_are_evicted_only_once_quiet() {
         let registry = LimiterRegistry::default();
@@ -726,7 +770,7 @@ mod tests {
         for _ in 0..1000 {
             at = window.next_start(at).unwrap();
             let call = window.record(at);
-            window.finish(call, at);
+            window.answered(call, at);
             starts.push(at);
         }
         assert!(busiest_window(&starts, Duration::from_millis(1015)) <= 200);
@@ -838,7 +882,7 @@ mod tests {
                 }
                 at = window.next_start(at).unwrap();
                 let call = window.record(at);
-                window.finish(call, at);
+                window.answered(call, at);
                 starts.push(at);
             }
             prop_assert!(busiest_window(&starts, limit.window) <= max_calls as usize);
@@ -857,21 +901,38 @@ mod tests {
         let ms = |n: u64| origin + Duration::from_millis(n);
         let mut window = SlidingWindow::new(limit);
         let warm_up = window.record(ms(0));
-        window.finish(warm_up, ms(2)); // the path's round trip: 2 ms
+        window.answered(warm_up, ms(2)); // the path's round trip: 2 ms
         // Recorded by hand, closer together than the spacing allows, to
         // keep the arithmetic plain.
         let slow = window.record(ms(1000)); // reaches the gateway at 1300 ms
         assert_eq!(window.next_start(ms(1000)), Some(ms(1250)), "the spacing still applies");
         let quick = window.record(ms(1001));
         assert_eq!(window.next_start(ms(1002)), None, "both slots are in flight");
-        window.finish(quick, ms(1003));
-        window.finish(slow, ms(1310));
+        window.answered(quick, ms(1003));
+        window.answered(slow, ms(1310));
         // The quick call's slot frees a window after it can have arrived,
         // the slow one's a window after its answer less the 2 ms trip.
         let third = window.next_start(ms(1310)).unwrap();
         assert_eq!(third, ms(2001));
         window.record(third);
         assert_eq!(window.next_start(third), Some(ms(2308)), "not at 2000 ms, a window after it started");
+    }
+
+    /// A call given up without an answer counts as arriving when it was
+    /// given up, and its time (a refused connection takes a millisecond)
+    /// teaches nothing about the path.
+    #[test]
+    fn a_call_given_up_counts_as_arriving_then_and_teaches_no_round_trip() {
+        let limit = RateLimit { max_calls: 1, window: Duration::from_secs(1) };
+        let origin = Instant::now();
+        let ms = |n: u64| origin + Duration::from_millis(n);
+        let mut window = SlidingWindow::new(limit);
+        let refused = window.record(ms(0));
+        window.given_up(refused, ms(1));
+        assert_eq!(window.next_start(ms(1)), Some(ms(1001)));
+        let slow = window.record(ms(1001));
+        window.answered(slow, ms(1301));
+        assert_eq!(window.next_start(ms(1301)), Some(ms(2301)), "not 2300: no 1 ms round trip was learned");
     }
 
     /// The quickest round trip is taken off every answer: a path that always
