@@ -330,6 +330,18 @@ impl RateLimiter {
         self.window.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The window, widened by what 60007 answers have taught, and the
+    /// cool-down they imposed.
+    fn current_window(&self) -> (std::sync::MutexGuard<'_, SlidingWindow>, Option<Instant>) {
+        let (cooldown, learned_guard) = {
+            let pushback = self.pushback();
+            (pushback.cooldown_until, pushback.learned_guard)
+        };
+        let mut window = self.window();
+        window.widen_to(learned_guard);
+        (window, cooldown)
+    }
+
     pub fn limit(&self) -> RateLimit {
         self.limit
     }
@@ -346,13 +358,8 @@ impl RateLimiter {
             tokio::pin!(answered);
             answered.as_mut().enable();
             let now = Instant::now();
-            let (cooldown, learned_guard) = {
-                let pushback = self.pushback();
-                (pushback.cooldown_until, pushback.learned_guard)
-            };
             let next = {
-                let mut window = self.window();
-                window.widen_to(learned_guard);
+                let (mut window, cooldown) = self.current_window();
                 let next = window.next_start(now).map(|at| at.max(cooldown.unwrap_or(now)));
                 if next.is_some_and(|at| at <= now) {
                     return CallSlot { limiter: self, id: window.record(now), answered: false };
@@ -409,15 +416,10 @@ impl RateLimiter {
         let Ok(_head) = self.queue.try_lock() else {
             return false;
         };
-        let (cooldown, learned_guard) = {
-            let pushback = self.pushback();
-            (pushback.cooldown_until, pushback.learned_guard)
-        };
         // A 60007 since the last acquire may have widened the window.
-        let idle = {
-            let mut window = self.window();
-            window.widen_to(learned_guard);
-            window.is_idle(now)
+        let (idle, cooldown) = {
+            let (window, cooldown) = self.current_window();
+            (window.is_idle(now), cooldown)
         };
         let cooling = cooldown.is_some_and(|until| until > now);
         idle && !cooling
