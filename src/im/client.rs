@@ -689,6 +689,9 @@ mod tests {
         }
         let unrelated = "group eJw not found: 10010";
         assert_eq!(redact_usersig(unrelated, SIG), unrelated);
+        // A text that is nothing but the shortest fragment hidden.
+        assert_eq!(redact_usersig(&SIG[5..5 + MIN_REDACTED_FRAGMENT], SIG), "<redacted>");
+        assert_eq!(redact_usersig(&SIG[..MIN_REDACTED_FRAGMENT - 1], SIG), &SIG[..MIN_REDACTED_FRAGMENT - 1]);
     }
 
     proptest! {

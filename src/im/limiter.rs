@@ -952,6 +952,24 @@ mod tests {
         assert!(span(&steady) <= span(&instant) + Duration::from_millis(10), "{:?}", span(&steady));
     }
 
+    /// An answered slot takes the quickest earlier round trip off its
+    /// answer; a slot dropped unanswered would not.
+    #[tokio::test(start_paused = true)]
+    async fn an_answered_slot_takes_the_quickest_round_trip_off() {
+        let limiter = RateLimiter::new(RateLimit { max_calls: 1, window: Duration::from_secs(1) });
+        let begin = Instant::now();
+        let ms = |n: u64| begin + Duration::from_millis(n);
+        let first = limiter.acquire().await;
+        tokio::time::advance(Duration::from_millis(100)).await;
+        first.answered(); // the quickest round trip: 100 ms
+        let second = limiter.acquire().await;
+        assert_eq!(Instant::now(), ms(1100));
+        tokio::time::advance(Duration::from_millis(200)).await;
+        second.answered(); // 200 ms: counted as arriving by 1200 ms
+        drop(limiter.acquire().await);
+        assert_eq!(Instant::now(), ms(2200), "not 2300: the answer less the quickest round trip");
+    }
+
     /// The async limiter hands the slot back when the call is answered, and
     /// a caller queued behind a full window of calls in flight starts as soon
     /// as the window after the first answer allows.
