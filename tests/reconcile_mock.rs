@@ -113,6 +113,28 @@ fn without_times(mut value: Value) -> Value {
     value
 }
 
+/// The status of a policy whose `members` are all unbanned, with every
+/// timestamp `time`.
+fn converged_status(members: usize, endpoint: &str, time: &str) -> Value {
+    let condition = |kind: &str, status: &str, reason: &str, message: &str| json!({"type": kind, "status": status, "reason": reason, "message": message, "observedGeneration": 1, "lastTransitionTime": time});
+    json!({
+        "observedGeneration": 1,
+        "groupId": "room",
+        "sdkAppId": SDKAPPID,
+        "endpoint": endpoint,
+        "unbannedMembers": sorted(members_list(members)),
+        "summary": {"desired": members, "unbanned": members, "pending": 0, "failed": 0},
+        "lastErrorCode": 0,
+        "lastErrorInfo": "",
+        "lastSyncTime": time,
+        "conditions": [
+            condition("Ready", "True", "AllMembersUnbanned", &format!("{members} of {members} members unbanned")),
+            condition("Reconciling", "False", "Idle", "no calls pending"),
+            condition("Stalled", "False", "NotStalled", "progress is not blocked"),
+        ],
+    })
+}
+
 async fn expect_secret_read(handle: &mut ApiHandle, endpoint: &str) {
     let (request, _, send) = next(handle).await;
     assert_eq!(request.method(), "GET");
@@ -147,22 +169,7 @@ async fn a_new_policy_is_unbanned_written_once_by_apply_and_announced_once() {
     let expected = json!({
         "apiVersion": "groupban.dev/v1alpha1",
         "kind": "GroupBanPolicy",
-        "status": {
-            "observedGeneration": 1,
-            "groupId": "room",
-            "sdkAppId": SDKAPPID,
-            "endpoint": sim.base_url(),
-            "unbannedMembers": sorted(members_list(25)),
-            "summary": {"desired": 25, "unbanned": 25, "pending": 0, "failed": 0},
-            "lastErrorCode": 0,
-            "lastErrorInfo": "",
-            "lastSyncTime": "<time>",
-            "conditions": [
-                {"type": "Ready", "status": "True", "reason": "AllMembersUnbanned", "message": "25 of 25 members unbanned", "observedGeneration": 1, "lastTransitionTime": "<time>"},
-                {"type": "Reconciling", "status": "False", "reason": "Idle", "message": "no calls pending", "observedGeneration": 1, "lastTransitionTime": "<time>"},
-                {"type": "Stalled", "status": "False", "reason": "NotStalled", "message": "progress is not blocked", "observedGeneration": 1, "lastTransitionTime": "<time>"},
-            ],
-        },
+        "status": converged_status(25, &sim.base_url(), "<time>"),
     });
     assert_eq!(without_times(body.clone()), expected);
     answer(
@@ -191,20 +198,7 @@ async fn a_converged_policy_costs_one_secret_read_and_nothing_else() {
     let sim = start(config(&seed_banned(&[("room", 0)]))).await;
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let ctx = context(Client::new(service, "default"));
-    let condition = |kind: &str, status: &str, reason: &str, message: &str| json!({"type": kind, "status": status, "reason": reason, "message": message, "observedGeneration": 1, "lastTransitionTime": "2026-11-27T10:00:00Z"});
-    let status = json!({
-        "observedGeneration": 1, "groupId": "room", "sdkAppId": SDKAPPID, "endpoint": sim.base_url(),
-        "unbannedMembers": sorted(members_list(3)),
-        "summary": {"desired": 3, "unbanned": 3, "pending": 0, "failed": 0},
-        "lastErrorCode": 0,
-        "lastErrorInfo": "",
-        "lastSyncTime": "2026-11-27T10:00:00Z",
-        "conditions": [
-            condition("Ready", "True", "AllMembersUnbanned", "3 of 3 members unbanned"),
-            condition("Reconciling", "False", "Idle", "no calls pending"),
-            condition("Stalled", "False", "NotStalled", "progress is not blocked"),
-        ],
-    });
+    let status = converged_status(3, &sim.base_url(), "2026-11-27T10:00:00Z");
     let reconcile = tokio::spawn(reconcile::reconcile(policy(3, Some(status)), ctx));
     expect_secret_read(&mut handle, &sim.base_url()).await;
     assert!(reconcile.await.unwrap().is_ok());

@@ -68,6 +68,8 @@ pub fn event_for(notice: &Notice) -> Event {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     /// One object's Events always meet the same recorder (so its repeats
     /// are counted), and a fleet's spread over all of them.
     #[test]
@@ -79,18 +81,13 @@ mod tests {
             ..Default::default()
         };
         let shards: std::collections::BTreeSet<usize> =
-            (0..2000).map(|i| super::shard_of(&reference(format!("room{i}")))).collect();
-        assert_eq!(shards.len(), super::RECORDER_SHARDS);
-        assert!(shards.iter().all(|&s| s < super::RECORDER_SHARDS));
+            (0..2000).map(|i| shard_of(&reference(format!("room{i}")))).collect();
+        assert_eq!(shards.len(), RECORDER_SHARDS);
+        assert!(shards.iter().all(|&s| s < RECORDER_SHARDS));
         for i in 0..50 {
-            assert_eq!(
-                super::shard_of(&reference(format!("room{i}"))),
-                super::shard_of(&reference(format!("room{i}")))
-            );
+            assert_eq!(shard_of(&reference(format!("room{i}"))), shard_of(&reference(format!("room{i}"))));
         }
     }
-
-    use super::*;
 
     #[test]
     fn unbanned_members_are_a_normal_event_with_the_counts() {
