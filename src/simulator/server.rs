@@ -76,6 +76,7 @@ struct SimState {
     log_dropped: u64,
     next_seq: u64,
     rng: StdRng,
+    verified_sigs: gateway::VerifiedSigs,
 }
 
 pub(super) struct Shared {
@@ -100,6 +101,7 @@ impl Shared {
             log_dropped: 0,
             next_seq: 1,
             rng: StdRng::seed_from_u64(config.faults.seed),
+            verified_sigs: gateway::VerifiedSigs::default(),
         };
         let app = AppIdentity {
             sdkappid: config.sdkappid,
@@ -240,7 +242,7 @@ fn decide(
             format!("REST API call frequency limit exceeded ({} calls per second)", sim.config.rate_limit),
         ));
     }
-    if let Err(answer) = gateway::check_auth(&params, &sim.app, unix_now()) {
+    if let Err(answer) = state.verified_sigs.check(&params, &sim.app, unix_now()) {
         return Decision::Answer(answer);
     }
     if service != "group_open_http_svc" {
