@@ -26,7 +26,7 @@ use crate::crd::{GroupBanPolicySpec, GroupBanPolicyStatus, validate_spec};
 use clients::ClientPool;
 use credentials::{AppTarget, CredentialsError};
 use execute::{PolicyJob, halts_policy};
-use status::{Decision, Halt, PassView, RecordOwner};
+use status::{Decision, DesiredMembers, Halt, PassView, RecordOwner};
 
 /// What a pass needs to know about one policy.
 #[derive(Debug, Clone)]
@@ -113,6 +113,7 @@ pub async fn run_pass(
         }
     }
 
+    let desired: Vec<DesiredMembers<'_>> = inputs.iter().map(|input| DesiredMembers::of(&input.spec)).collect();
     let mut failed_in_pass: Vec<BTreeSet<String>> = vec![BTreeSet::new(); inputs.len()];
     let mut succeeded = vec![0usize; inputs.len()];
     let mut failed = vec![0usize; inputs.len()];
@@ -120,7 +121,7 @@ pub async fn run_pass(
     // and condition up to date before anything can be saved.
     let now = Timestamp::now();
     for (index, status) in statuses.iter_mut().enumerate() {
-        status::refresh(status, pass_view(&inputs[index], &halts[index], &failed_in_pass[index]), now);
+        status::refresh(status, pass_view(&inputs[index], &desired[index], &halts[index], &failed_in_pass[index]), now);
     }
     let mut progress = PassProgress { calls_planned: jobs.iter().map(|j| j.batches.len()).sum(), calls_done: 0 };
     let (reports_tx, mut reports) = mpsc::unbounded_channel();
@@ -153,11 +154,11 @@ pub async fn run_pass(
                     halts[index] =
                         Some(Halt::Terminal { error_code: report.error_code, error_info: report.error_info.clone() });
                 }
-                status::record_call(&mut statuses[index], &input.spec, &report);
+                status::record_call(&mut statuses[index], &desired[index], &report);
             }
             let now = Timestamp::now();
             for index in touched {
-                let view = pass_view(&inputs[index], &halts[index], &failed_in_pass[index]);
+                let view = pass_view(&inputs[index], &desired[index], &halts[index], &failed_in_pass[index]);
                 status::refresh(&mut statuses[index], view, now);
             }
             observe(&statuses, progress);
@@ -171,13 +172,18 @@ pub async fn run_pass(
         .into_iter()
         .enumerate()
         .map(|(index, status)| {
-            let view = pass_view(&inputs[index], &halts[index], &failed_in_pass[index]);
+            let view = pass_view(&inputs[index], &desired[index], &halts[index], &failed_in_pass[index]);
             let (status, decision) = status::conclude(status, view, now);
             PassOutcome { status, decision, calls_succeeded: succeeded[index], calls_failed: failed[index] }
         })
         .collect()
 }
 
-fn pass_view<'a>(input: &'a PolicyInput, halt: &'a Option<Halt>, failed_in_pass: &'a BTreeSet<String>) -> PassView<'a> {
-    PassView { spec: &input.spec, generation: input.generation, halt: halt.as_ref(), failed_in_pass }
+fn pass_view<'a>(
+    input: &'a PolicyInput,
+    desired: &'a DesiredMembers<'a>,
+    halt: &'a Option<Halt>,
+    failed_in_pass: &'a BTreeSet<String>,
+) -> PassView<'a> {
+    PassView { desired, generation: input.generation, halt: halt.as_ref(), failed_in_pass }
 }
