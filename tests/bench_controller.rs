@@ -6,7 +6,10 @@
 //! ```
 //!
 //! GROUPBAN_BENCH_POLICIES, GROUPBAN_BENCH_MEMBERS and GROUPBAN_BENCH_RATE
-//! change the fleet (defaults 1000, 100, 200).
+//! change the fleet (defaults 1000, 100, 200); GROUPBAN_BENCH_OPERATOR_ARGS
+//! adds flags to `run` (e.g. `--concurrency 64`); GROUPBAN_BENCH_TRACE=1
+//! prints, every half second, the calls answered so far and the
+//! operator's CPU time.
 
 mod support;
 
@@ -37,6 +40,15 @@ fn cpu_and_peak_rss(pid: i32) -> (f64, u64) {
     (ticks / 100.0, rss)
 }
 
+/// CPU time the hypervisor gave to other guests while this machine's CPUs
+/// wanted it (steal, in seconds, all CPUs), from /proc/stat: on a shared
+/// machine it explains runs that are slower for no reason of their own.
+fn machine_steal_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let cpu = stat.lines().next().unwrap_or_default();
+    cpu.split_whitespace().nth(8).and_then(|v| v.parse::<f64>().ok()).map_or(f64::NAN, |ticks| ticks / 100.0)
+}
+
 // Two workers: the simulator, the fake API server and this loop share the
 // test process, and on one thread a poll would hold up the simulator's
 // answers (and so every call's slot in the operator's limiter).
@@ -63,14 +75,23 @@ async fn fleet_converges_near_the_rate_bound() {
     fake.clear_requests();
 
     let (harness_cpu_before, _) = cpu_and_peak_rss(std::process::id() as i32);
+    let steal_before = machine_steal_seconds();
     let started = Instant::now();
-    let operator = Operator::start(&cluster, &["--max-calls-per-second", &rate.to_string()]);
+    let rate_flag = rate.to_string();
+    let extra = std::env::var("GROUPBAN_BENCH_OPERATOR_ARGS").unwrap_or_default();
+    let mut args = vec!["--max-calls-per-second", &rate_flag];
+    args.extend(extra.split_whitespace());
+    let operator = Operator::start(&cluster, &args);
     let pid = operator.pid();
     let minimum = (policies * per_policy.div_ceil(20)) as u64;
     loop {
         // Cheap until the simulator has answered the minimum number of
         // calls; only then read (and parse) every policy.
         let answered = get_json(&sim.base_url(), "/simulator/stats").await["requests"].as_u64().unwrap_or(0);
+        if std::env::var("GROUPBAN_BENCH_TRACE").is_ok() {
+            let (elapsed, cpu) = (started.elapsed().as_secs_f64(), cpu_and_peak_rss(pid).0);
+            eprintln!("trace: {elapsed:.2} s: {answered} calls answered, operator CPU {cpu:.2} s");
+        }
         let ready = if answered < minimum {
             0
         } else {
@@ -87,6 +108,7 @@ async fn fleet_converges_near_the_rate_bound() {
     }
     let (cpu_converge, peak_rss) = cpu_and_peak_rss(pid);
     let harness_cpu = cpu_and_peak_rss(std::process::id() as i32).0 - harness_cpu_before;
+    let steal = machine_steal_seconds() - steal_before;
     // Converged when the last policy's Ready status was written: exact,
     // where the polling above only notices it up to 500 ms later.
     let requests = fake.requests();
@@ -116,7 +138,7 @@ async fn fleet_converges_near_the_rate_bound() {
         "converge: {policies} policies x {per_policy} members at {rate}/s: {converge:.2} s vs ideal {ideal:.2} s ({:+.1}%); \
          IM calls {calls} (minimum {minimum}); status writes {writes} ({:.2} per policy); busiest 1-s window {}; \
          operator CPU {cpu_converge:.2} s (harness: simulator, fake API server, polling {harness_cpu:.2} s); \
-         peak RSS {:.1} MiB",
+         peak RSS {:.1} MiB; CPU stolen by the hypervisor {steal:.2} s",
         (converge / ideal - 1.0) * 100.0,
         writes as f64 / policies as f64,
         stats["peakRequestsInWindow"],
