@@ -178,12 +178,8 @@ impl<'a> DesiredMembers<'a> {
     }
 
     /// How many distinct members are desired.
-    pub fn len(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.sorted.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.sorted.is_empty()
     }
 }
 
@@ -249,10 +245,10 @@ pub fn summarize(
     failed.dedup();
     let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     Summary {
-        desired: count(desired.len()),
+        desired: count(desired.count()),
         unbanned: count(unbanned.len()),
         failed: count(failed.len()),
-        pending: count(desired.len() - unbanned.len() - failed.len()),
+        pending: count(desired.count() - unbanned.len() - failed.len()),
     }
 }
 
