@@ -243,3 +243,23 @@ async fn a_stall_is_written_and_warned_about_once() {
     expect_nothing_more(&mut handle).await;
     assert_eq!(get_json(&sim.base_url(), "/simulator/stats").await["requests"], calls + 1);
 }
+
+/// What the controller remembers about a policy (its backoff, its last
+/// drift attempt) goes with the policy: on its Delete event, or when a
+/// relist no longer lists it.
+#[tokio::test]
+async fn a_deleted_policy_is_forgotten() {
+    let (service, _handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(service, "default"));
+    for key in ["team/a", "team/b", "team/c"] {
+        ctx.backoffs.next_delay(key);
+        ctx.drift_attempts.lock().unwrap().insert(key.to_string(), k8s_openapi::jiff::Timestamp::now());
+    }
+    ctx.forget_policy("team/a");
+    assert_eq!(ctx.backoffs.len(), 2);
+    ctx.forget_policies_except(&["team/b".to_string()].into());
+    assert_eq!(ctx.backoffs.len(), 1);
+    let remembered: Vec<String> = ctx.drift_attempts.lock().unwrap().keys().cloned().collect();
+    assert_eq!(remembered, ["team/b"]);
+    assert!(ctx.backoffs.next_delay("team/b") >= ctx.options.backoff.base, "team/b kept its count");
+}

@@ -58,6 +58,11 @@ impl Backoffs {
         self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
     }
 
+    /// Keeps the backoffs of the policies `keep` says yes to.
+    pub fn retain(&self, mut keep: impl FnMut(&str) -> bool) {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner()).retain(|key, _| keep(key));
+    }
+
     /// Policies with a backoff in progress.
     pub fn len(&self) -> usize {
         self.failures.lock().unwrap_or_else(|e| e.into_inner()).len()

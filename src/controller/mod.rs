@@ -129,6 +129,20 @@ pub struct Context {
 }
 
 impl Context {
+    /// Drops what is remembered about policies that no longer exist (their
+    /// backoff and last drift attempt): kube-runtime does not reconcile a
+    /// deleted object, and a process that runs for months sees many come
+    /// and go.
+    pub fn forget_policies_except(&self, live: &std::collections::HashSet<String>) {
+        self.backoffs.retain(|key| live.contains(key));
+        self.drift_attempts.lock().unwrap_or_else(|e| e.into_inner()).retain(|key, _| live.contains(key));
+    }
+
+    pub fn forget_policy(&self, key: &str) {
+        self.backoffs.reset(key);
+        self.drift_attempts.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+
     /// The later of the remembered attempt and the last check in status
     /// (which survives a restart).
     pub fn last_drift_attempt(
@@ -264,13 +278,19 @@ async fn run_term(client: &Client, options: &RunOptions, stopped: watch::Receive
     // Ready once the first list is in the cache (the watcher's InitDone).
     options.health.set_policies(Some(reader.clone()));
     let health = options.health.clone();
+    let (forgetting, cache) = (ctx.clone(), reader.clone());
     let policy_stream = watcher(policies, policy_watch)
         .default_backoff()
         .reflect(writer)
-        .inspect(move |event| {
-            if matches!(event, Ok(watcher::Event::InitDone)) {
+        .inspect(move |event| match event {
+            Ok(watcher::Event::Delete(policy)) => forgetting.forget_policy(&reconcile::policy_key(policy)),
+            Ok(watcher::Event::InitDone) => {
                 health.set_ready(true);
+                // A relist brings no Delete for what went during the gap.
+                let live = cache.state().iter().map(|policy| reconcile::policy_key(policy)).collect();
+                forgetting.forget_policies_except(&live);
             }
+            _ => {}
         })
         .applied_objects()
         .predicate_filter(triggers::wake_hash, Default::default());
