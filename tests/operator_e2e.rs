@@ -70,8 +70,16 @@ async fn create_grow_shrink_and_delete() {
     assert_eq!(shrunk.status.unwrap().summary.unwrap().desired, 10);
     assert_eq!(unban_calls(&sim.base_url()).await, 3, "shrinking calls nothing");
 
+    // Deleting: no finalizer holds the policy, and the operator makes no
+    // IM call at all for it (it never bans anyone back).
+    let finalizers = cluster.policies().get("p").await.unwrap().metadata.finalizers;
+    assert!(finalizers.unwrap_or_default().is_empty(), "no finalizer");
+    let requests_before = get_json(&sim.base_url(), "/simulator/stats").await["requests"].as_u64();
     cluster.delete_policy("p").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(cluster.policies().get_opt("p").await.unwrap().is_none(), "deleted at once");
+    let requests_after = get_json(&sim.base_url(), "/simulator/stats").await["requests"].as_u64();
+    assert_eq!(requests_after, requests_before, "no IM call after the delete");
     let state = get_json(&sim.base_url(), "/simulator/state").await;
     let banned = state["groups"][0]["banned"].as_array().unwrap().len();
     assert_eq!(banned, 0, "deleting a policy bans no one");
