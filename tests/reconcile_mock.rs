@@ -19,13 +19,24 @@ use http::{Request, Response};
 use kube::Client;
 use kube::client::Body;
 use kube::runtime::events::Reporter;
+use kube::runtime::{reflector, watcher};
 use serde_json::{Value, json};
 use support::*;
 use tower_test::mock::{Handle, SendResponse};
 
 type ApiHandle = Handle<Request<Body>, Response<Body>>;
 
+/// A context whose cache holds policy `team/p`, as the controller's does
+/// while the policy exists.
 fn context(client: Client) -> Arc<Context> {
+    context_with(client, &[policy(0, None)])
+}
+
+fn context_with(client: Client, cached: &[Arc<GroupBanPolicy>]) -> Arc<Context> {
+    let (policies, mut cache) = reflector::store();
+    for policy in cached {
+        cache.apply_watcher_event(&watcher::Event::Apply(GroupBanPolicy::clone(policy)));
+    }
     let options = RunOptions {
         client: quick_settings(),
         // No progress write during these short passes.
@@ -43,6 +54,7 @@ fn context(client: Client) -> Arc<Context> {
         options,
         shutdown,
         drift_attempts: Default::default(),
+        policies,
         client,
     })
 }
@@ -262,4 +274,35 @@ async fn a_deleted_policy_is_forgotten() {
     let remembered: Vec<String> = ctx.drift_attempts.lock().unwrap().keys().cloned().collect();
     assert_eq!(remembered, ["team/b"]);
     assert!(ctx.backoffs.next_delay("team/b") >= ctx.options.backoff.base, "team/b kept its count");
+}
+
+/// A policy deleted while its reconcile ran (here: before the Secret read
+/// fails) is not retried and leaves no backoff behind; the same failure on
+/// a policy that still exists is an error, retried with backoff.
+#[tokio::test]
+async fn a_reconcile_that_outlives_its_policy_leaves_nothing_behind() {
+    for deleted in [false, true] {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let cached = if deleted { vec![] } else { vec![policy(0, None)] };
+        let ctx = context_with(Client::new(service, "default"), &cached);
+        // An earlier failure, still counted.
+        ctx.backoffs.next_delay("team/p");
+        let reconcile = tokio::spawn(reconcile::reconcile(policy(2, None), ctx.clone()));
+        let (request, _, send) = next(&mut handle).await;
+        assert_eq!(request.uri().path(), "/api/v1/namespaces/team/secrets/groupban-credentials");
+        send.send_response(
+            Response::builder()
+                .status(500)
+                .body(Body::from(br#"{"kind":"Status","apiVersion":"v1","status":"Failure","code":500}"#.to_vec()))
+                .unwrap(),
+        );
+        let result = reconcile.await.unwrap();
+        if deleted {
+            assert_eq!(result.unwrap(), kube::runtime::controller::Action::await_change());
+        } else {
+            assert_eq!(result.unwrap_err().category(), "ReadSecret");
+        }
+        assert_eq!(ctx.backoffs.len(), if deleted { 0 } else { 1 });
+        expect_nothing_more(&mut handle).await;
+    }
 }

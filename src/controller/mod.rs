@@ -126,6 +126,9 @@ pub struct Context {
     /// not). Kept here rather than written: a check that finds nothing
     /// changes nothing a user needs to see.
     pub drift_attempts: std::sync::Mutex<std::collections::HashMap<String, k8s_openapi::jiff::Timestamp>>,
+    /// The controller's cache of policies: tells whether a policy still
+    /// exists when a reconcile of it ends.
+    pub policies: reflector::Store<GroupBanPolicy>,
 }
 
 impl Context {
@@ -136,6 +139,11 @@ impl Context {
     pub fn forget_policies_except(&self, live: &std::collections::HashSet<String>) {
         self.backoffs.retain(|key| live.contains(key));
         self.drift_attempts.lock().unwrap_or_else(|e| e.into_inner()).retain(|key, _| live.contains(key));
+    }
+
+    /// True while the cache holds a policy of this namespace and name.
+    pub fn is_live(&self, policy: &GroupBanPolicy) -> bool {
+        self.policies.get(&ObjectRef::from_obj(policy)).is_some()
     }
 
     pub fn forget_policy(&self, key: &str) {
@@ -258,6 +266,7 @@ async fn run_term(client: &Client, options: &RunOptions, stopped: watch::Receive
     let pool = ClientPool::new(RateLimit::per_second(options.max_calls_per_second), options.client.clone())
         .context("failed to set up the IM HTTP client")?;
     let reporter = Reporter { controller: CONTROLLER_NAME.into(), instance: options.instance.clone() };
+    let (reader, writer) = reflector::store();
     let ctx = Arc::new(Context {
         client: client.clone(),
         pool,
@@ -266,13 +275,13 @@ async fn run_term(client: &Client, options: &RunOptions, stopped: watch::Receive
         options: options.clone(),
         shutdown: stopped.clone(),
         drift_attempts: Default::default(),
+        policies: reader.clone(),
     });
 
     let mut policy_watch = watcher::Config::default();
     if let Some(selector) = &options.selector {
         policy_watch = policy_watch.labels(selector);
     }
-    let (reader, writer) = reflector::store();
     // The store sees every change; only spec and reconcile-request changes
     // wake a policy (our own status writes do not).
     // Ready once the first list is in the cache (the watcher's InitDone).

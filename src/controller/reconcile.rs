@@ -15,7 +15,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 use tokio::sync::watch;
-use tracing::{info, instrument, warn};
+use tracing::{debug, info, instrument, warn};
 
 use super::status_writer::{publish_progress, write_status};
 use super::triggers::{SecretKey, credentials_secret};
@@ -56,8 +56,19 @@ pub fn policy_key(policy: &GroupBanPolicy) -> String {
 /// [`reconcile_once`], counted and timed in the controller-runtime metrics.
 pub async fn reconcile(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let started = std::time::Instant::now();
-    let result = reconcile_once(policy, ctx).await;
+    let result = reconcile_once(policy.clone(), ctx.clone()).await;
     crate::metrics::global().observe_reconcile(result.is_ok(), started.elapsed());
+    // Deleted while this reconcile ran: the Delete event has forgotten the
+    // policy already, and kube-runtime will not reconcile it again, so a
+    // backoff or drift attempt this pass recorded would stay for ever; an
+    // error (a status write to a policy that is gone) needs no retry.
+    if !ctx.is_live(&policy) {
+        ctx.forget_policy(&policy_key(&policy));
+        if let Err(error) = &result {
+            debug!(policy = %policy_key(&policy), error = %crate::error_chain(error), "Policy deleted during its reconcile");
+        }
+        return Ok(Action::await_change());
+    }
     result
 }
 
