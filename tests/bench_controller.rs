@@ -7,8 +7,8 @@
 //!
 //! GROUPBAN_BENCH_POLICIES, GROUPBAN_BENCH_MEMBERS and GROUPBAN_BENCH_RATE
 //! change the fleet (defaults 1000, 100, 200); GROUPBAN_BENCH_OPERATOR_ARGS
-//! adds flags to `run` (e.g. `--concurrency 64`); GROUPBAN_BENCH_TRACE=1
-//! prints, every half second, the calls answered so far and the
+//! adds flags to `run` (e.g. `--concurrency 64`); GROUPBAN_BENCH_TRACE, set
+//! to anything, prints, every half second, the calls answered so far and the
 //! operator's CPU time.
 
 mod support;

@@ -74,11 +74,11 @@ async fn create_grow_shrink_and_delete() {
     // IM call at all for it (it never bans anyone back).
     let finalizers = cluster.policies().get("p").await.unwrap().metadata.finalizers;
     assert!(finalizers.unwrap_or_default().is_empty(), "no finalizer");
-    let requests_before = get_json(&sim.base_url(), "/simulator/stats").await["requests"].as_u64();
+    let requests_before = get_json(&sim.base_url(), "/simulator/stats").await["requests"].as_u64().unwrap();
     cluster.delete_policy("p").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(cluster.policies().get_opt("p").await.unwrap().is_none(), "deleted at once");
-    let requests_after = get_json(&sim.base_url(), "/simulator/stats").await["requests"].as_u64();
+    let requests_after = get_json(&sim.base_url(), "/simulator/stats").await["requests"].as_u64().unwrap();
     assert_eq!(requests_after, requests_before, "no IM call after the delete");
     let state = get_json(&sim.base_url(), "/simulator/state").await;
     let banned = state["groups"][0]["banned"].as_array().unwrap().len();

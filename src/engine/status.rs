@@ -183,8 +183,9 @@ impl<'a> DesiredMembers<'a> {
     }
 }
 
-/// Folds one call's outcome into the status. `unbannedMembers` comes out
-/// sorted and without duplicates, whatever it was before.
+/// Folds one call's outcome into the status. After a success,
+/// `unbannedMembers` comes out sorted and without duplicates, whatever it
+/// was before (a failure leaves it as it was; prepare sorted it).
 pub fn record_call(status: &mut GroupBanPolicyStatus, desired: &DesiredMembers<'_>, report: &CallReport) {
     status.last_error_code = Some(report.error_code);
     status.last_error_info = Some(report.error_info.clone());

@@ -168,5 +168,6 @@ mod tests {
             assert_eq!(check_at(&query_for("admin", "key", NOW + time), NOW + time), Ok(()));
         }
         assert_eq!(check_at(&good, NOW + 61), Err(70001));
+        assert!(sigs.valid_until.len() <= VerifiedSigs::CAPACITY);
     }
 }
