@@ -8,7 +8,7 @@
 //! `leader_election_master_status{name}`. The operator's own are prefixed
 //! `groupban_`: IM calls by API and ErrorCode and their duration, time
 //! waited on the rate limiter, members by state, policies by condition,
-//! build info.
+//! policies retrying on their backoff, build info.
 //!
 //! One process-wide set ([`global`]): the IM client records into it
 //! wherever it runs, and recording costs an atomic add when nobody scrapes.
@@ -95,6 +95,8 @@ pub struct Metrics {
     pub members: Family<StateLabels, Gauge>,
     pub policies: Family<ConditionLabels, Gauge>,
     pub leader: Family<NameLabels, Gauge>,
+    /// Policies waiting to retry on their own backoff.
+    pub retrying: Gauge,
     build_info: Family<BuildLabels, Gauge>,
     /// The families above, registered once (they share their values).
     registry: Registry,
@@ -114,6 +116,7 @@ impl Metrics {
             members: Family::default(),
             policies: Family::default(),
             leader: Family::default(),
+            retrying: Gauge::default(),
             build_info: Family::default(),
         };
         metrics.build_info.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
@@ -155,6 +158,11 @@ impl Metrics {
         );
         registry.register("groupban_policies", "Watched policies whose condition is True", self.policies.clone());
         registry.register(
+            "groupban_policies_retrying",
+            "Policies waiting to retry after a pass that failed or left work, each on its own backoff",
+            self.retrying.clone(),
+        );
+        registry.register(
             "leader_election_master_status",
             "1 while this process holds the leader Lease",
             self.leader.clone(),
@@ -195,6 +203,7 @@ impl Metrics {
     pub fn forget_policies(&self) {
         self.members.clear();
         self.policies.clear();
+        self.retrying.set(0);
     }
 
     /// Sets the member and policy gauges from the watched policies.
@@ -321,6 +330,7 @@ mod tests {
             "groupban_im_call_duration_seconds_count{api=\"unban_group_member\"} ",
             "leader_election_master_status{name=\"groupban-operator\"} 1",
             "groupban_build_info{version=",
+            "groupban_policies_retrying ",
             "# EOF",
         ] {
             assert!(text.contains(expected), "{expected} missing from:\n{text}");

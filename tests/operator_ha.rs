@@ -81,6 +81,40 @@ async fn metrics_and_probes_report_a_running_operator() {
     cluster.cleanup().await;
 }
 
+/// A policy whose calls keep failing waits on its own backoff, counted in
+/// `groupban_policies_retrying`; deleting it forgets the backoff (a
+/// process that runs for months sees many policies come and go).
+#[tokio::test]
+async fn a_deleted_policy_stops_counting_as_retrying() {
+    let mut failing = config(&seed_banned(&[("room", 5)]));
+    failing.faults.fail_http502 = 1.0;
+    let sim = start(failing).await;
+    let cluster = Cluster::start().await;
+    cluster.put_secret(SECRET, &sim.base_url(), KEY).await;
+    let operator = Operator::start(&cluster, &["--metrics-bind-address", "127.0.0.1:0"]);
+    let base = metrics_base(&operator).await;
+    let wait_for_retrying = |wanted: f64| {
+        let url = format!("{base}/metrics");
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let text = http_get(&url).await.map(|(_, text)| text).unwrap_or_default();
+                if sample(&text, "groupban_policies_retrying") == Some(wanted) {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "groupban_policies_retrying is not {wanted}:\n{text}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    cluster.apply_policy("p", json!({"groupId": "room", "unbannedMembers": members("m", 5)})).await;
+    wait_for_retrying(1.0).await;
+    cluster.delete_policy("p").await;
+    wait_for_retrying(0.0).await;
+    drop(operator);
+    cluster.cleanup().await;
+}
+
 async fn lease_holder(cluster: &Cluster) -> Option<String> {
     let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
     leases.get_opt(LEASE).await.ok().flatten()?.spec?.holder_identity.filter(|h| !h.is_empty())

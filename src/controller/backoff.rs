@@ -47,20 +47,29 @@ impl Backoffs {
 
     /// Counts one more failed pass of `key` and returns how long to wait.
     pub fn next_delay(&self, key: &str) -> Duration {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let count = failures.entry(key.to_string()).or_insert(0);
-        *count = count.saturating_add(1);
-        self.policy.delay(*count)
+        self.change(|failures| {
+            let count = failures.entry(key.to_string()).or_insert(0);
+            *count = count.saturating_add(1);
+            self.policy.delay(*count)
+        })
     }
 
     /// The policy settled (done, stalled, suspended) or was deleted.
     pub fn reset(&self, key: &str) {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        self.change(|failures| failures.remove(key));
     }
 
     /// Keeps the backoffs of the policies `keep` says yes to.
     pub fn retain(&self, mut keep: impl FnMut(&str) -> bool) {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner()).retain(|key, _| keep(key));
+        self.change(|failures| failures.retain(|key, _| keep(key)));
+    }
+
+    /// Applies `change` and publishes how many policies are retrying.
+    fn change<T>(&self, change: impl FnOnce(&mut HashMap<String, u32>) -> T) -> T {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let result = change(&mut failures);
+        crate::metrics::global().retrying.set(failures.len() as i64);
+        result
     }
 
     /// Policies with a backoff in progress.
