@@ -108,6 +108,9 @@ async fn a_deleted_policy_stops_counting_as_retrying() {
         }
     };
     cluster.apply_policy("p", json!({"groupId": "room", "unbannedMembers": members("m", 5)})).await;
+    // The count turns 1 as the first pass ends; the delete follows within
+    // a poll, well inside the first backoff (2.5-5 s), when no reconcile
+    // runs: only the Delete event can take the count back to 0.
     wait_for_retrying(1.0).await;
     cluster.delete_policy("p").await;
     wait_for_retrying(0.0).await;

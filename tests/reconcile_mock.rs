@@ -278,12 +278,21 @@ async fn a_deleted_policy_is_forgotten() {
 
 /// A policy deleted while its reconcile ran (here: before the Secret read
 /// fails) is not retried and leaves no backoff behind; the same failure on
-/// a policy that still exists is an error, retried with backoff.
+/// a policy that still exists is an error, retried with backoff. A policy
+/// made again under the same name is another object: the old one's
+/// reconcile forgets its own backoff.
 #[tokio::test]
 async fn a_reconcile_that_outlives_its_policy_leaves_nothing_behind() {
-    for deleted in [false, true] {
+    for (deleted, cached) in [(false, Some("u-1")), (true, None), (true, Some("u-2"))] {
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let cached = if deleted { vec![] } else { vec![policy(0, None)] };
+        let cached: Vec<Arc<GroupBanPolicy>> = cached
+            .map(|uid| {
+                let mut again = GroupBanPolicy::clone(&policy(0, None));
+                again.metadata.uid = Some(uid.to_string());
+                Arc::new(again)
+            })
+            .into_iter()
+            .collect();
         let ctx = context_with(Client::new(service, "default"), &cached);
         // An earlier failure, still counted.
         ctx.backoffs.next_delay("team/p");
@@ -304,5 +313,13 @@ async fn a_reconcile_that_outlives_its_policy_leaves_nothing_behind() {
         }
         assert_eq!(ctx.backoffs.len(), if deleted { 0 } else { 1 });
         expect_nothing_more(&mut handle).await;
+
+        // The error policy, which kube-runtime runs after the reconcile
+        // (a Delete may land in between), asks the cache again.
+        let error = reconcile::ReconcileError::NotNamespaced("p".into());
+        let action = reconcile::error_policy(policy(2, None), &error, ctx.clone());
+        let await_change = kube::runtime::controller::Action::await_change();
+        assert_eq!(action == await_change, deleted, "{action:?}");
+        assert_eq!(ctx.backoffs.len(), if deleted { 0 } else { 1 });
     }
 }

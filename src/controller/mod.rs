@@ -141,9 +141,11 @@ impl Context {
         self.drift_attempts.lock().unwrap_or_else(|e| e.into_inner()).retain(|key, _| live.contains(key));
     }
 
-    /// True while the cache holds a policy of this namespace and name.
+    /// True while the cache holds this policy: same namespace and name, and
+    /// the same object (a policy deleted and made again under its name is
+    /// another one, whose reconciles wait for this one's to end).
     pub fn is_live(&self, policy: &GroupBanPolicy) -> bool {
-        self.policies.get(&ObjectRef::from_obj(policy)).is_some()
+        self.policies.get(&ObjectRef::from_obj(policy)).is_some_and(|cached| cached.uid() == policy.uid())
     }
 
     pub fn forget_policy(&self, key: &str) {

@@ -56,20 +56,30 @@ pub fn policy_key(policy: &GroupBanPolicy) -> String {
 /// [`reconcile_once`], counted and timed in the controller-runtime metrics.
 pub async fn reconcile(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let started = std::time::Instant::now();
-    let result = reconcile_once(policy.clone(), ctx.clone()).await;
-    crate::metrics::global().observe_reconcile(result.is_ok(), started.elapsed());
+    let mut result = reconcile_once(policy.clone(), ctx.clone()).await;
     // Deleted while this reconcile ran: the Delete event has forgotten the
     // policy already, and kube-runtime will not reconcile it again, so a
     // backoff or drift attempt this pass recorded would stay for ever; an
-    // error (a status write to a policy that is gone) needs no retry.
-    if !ctx.is_live(&policy) {
-        ctx.forget_policy(&policy_key(&policy));
+    // error (a status write to a policy that is gone) needs no retry, and
+    // is not counted as one (mass deletions would set off the alert).
+    if forget_if_deleted(&policy, &ctx) {
         if let Err(error) = &result {
             debug!(policy = %policy_key(&policy), error = %crate::error_chain(error), "Policy deleted during its reconcile");
         }
-        return Ok(Action::await_change());
+        result = Ok(Action::await_change());
     }
+    crate::metrics::global().observe_reconcile(result.is_ok(), started.elapsed());
     result
+}
+
+/// Forgets what is remembered about `policy` if the controller's cache no
+/// longer holds it; true when it did.
+fn forget_if_deleted(policy: &GroupBanPolicy, ctx: &Context) -> bool {
+    let deleted = !ctx.is_live(policy);
+    if deleted {
+        ctx.forget_policy(&policy_key(policy));
+    }
+    deleted
 }
 
 #[instrument(skip(policy, ctx), fields(policy = %policy_key(&policy)))]
@@ -266,6 +276,11 @@ fn next_action(ctx: &Context, key: &str, drift_due: Option<Duration>, decision: 
 
 /// kube-runtime's error policy: the policy's own backoff.
 pub fn error_policy(policy: Arc<GroupBanPolicy>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    // This runs on the controller's task, after the reconcile's own check:
+    // a Delete event handled in between must not get a backoff put back.
+    if forget_if_deleted(&policy, &ctx) {
+        return Action::await_change();
+    }
     let key = policy_key(&policy);
     let delay = ctx.backoffs.next_delay(&key);
     warn!(
