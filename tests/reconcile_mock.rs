@@ -55,6 +55,7 @@ fn context_with(client: Client, cached: &[Arc<GroupBanPolicy>]) -> Arc<Context> 
         shutdown,
         drift_attempts: Default::default(),
         policies,
+        echoes: Default::default(),
         client,
     })
 }
@@ -322,4 +323,43 @@ async fn a_reconcile_that_outlives_its_policy_leaves_nothing_behind() {
         assert_eq!(action == await_change, deleted, "{action:?}");
         assert_eq!(ctx.backoffs.len(), if deleted { 0 } else { 1 });
     }
+}
+
+/// A reconcile that starts before the cache shows the previous one's status
+/// write (a Secret event during that reconcile, say) waits for it, rather
+/// than calling again for the members that write recorded.
+#[tokio::test]
+async fn a_reconcile_waits_for_the_echo_of_the_last_status_write() {
+    let sim = start(config(&seed_banned(&[("room", 5)]))).await;
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(service, "default"));
+    let reconcile = tokio::spawn(reconcile::reconcile(policy(5, None), ctx.clone()));
+    expect_secret_read(&mut handle, &sim.base_url()).await;
+    let (request, body, send) = next(&mut handle).await;
+    assert_eq!(request.method(), "PATCH");
+    let status = body["status"].clone();
+    answer(
+        send,
+        &json!({"apiVersion": "groupban.dev/v1alpha1", "kind": "GroupBanPolicy", "metadata": {"name": "p", "namespace": "team", "resourceVersion": "8"}, "spec": {"groupId": "room", "unbannedMembers": members_list(5)}, "status": status}),
+    );
+    let (_, event, send) = next(&mut handle).await;
+    answer(send, &event);
+    assert!(reconcile.await.unwrap().is_ok());
+    let calls = || async { get_json(&sim.base_url(), "/simulator/stats").await["requests"].as_u64().unwrap() };
+    assert_eq!(calls().await, 1);
+
+    // The cache still shows version 7, without that status.
+    let stale = reconcile::reconcile(policy(5, None), ctx.clone()).await.unwrap();
+    assert_eq!(stale, kube::runtime::controller::Action::requeue(Duration::from_millis(250)));
+    assert_eq!(calls().await, 1, "no call from the stale cache");
+
+    // With the echo in the cache: an ordinary converged reconcile.
+    let mut echoed = GroupBanPolicy::clone(&policy(5, Some(status)));
+    echoed.metadata.resource_version = Some("8".into());
+    let reconcile = tokio::spawn(reconcile::reconcile(Arc::new(echoed), ctx.clone()));
+    expect_secret_read(&mut handle, &sim.base_url()).await;
+    assert!(reconcile.await.unwrap().is_ok());
+    expect_nothing_more(&mut handle).await;
+    assert_eq!(calls().await, 1);
+    assert!(ctx.echoes.is_empty());
 }

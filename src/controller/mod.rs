@@ -129,6 +129,8 @@ pub struct Context {
     /// The controller's cache of policies: tells whether a policy still
     /// exists when a reconcile of it ends.
     pub policies: reflector::Store<GroupBanPolicy>,
+    /// Status writes the cache has not shown yet.
+    pub echoes: status_writer::PendingEchoes,
 }
 
 impl Context {
@@ -149,6 +151,7 @@ impl Context {
     }
 
     pub fn forget_policy(&self, key: &str) {
+        self.echoes.forget(key);
         self.backoffs.reset(key);
         self.drift_attempts.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
     }
@@ -278,6 +281,7 @@ async fn run_term(client: &Client, options: &RunOptions, stopped: watch::Receive
         shutdown: stopped.clone(),
         drift_attempts: Default::default(),
         policies: reader.clone(),
+        echoes: Default::default(),
     });
 
     let mut policy_watch = watcher::Config::default();
@@ -294,9 +298,13 @@ async fn run_term(client: &Client, options: &RunOptions, stopped: watch::Receive
         .default_backoff()
         .reflect(writer)
         .inspect(move |event| match event {
+            Ok(watcher::Event::Apply(policy) | watcher::Event::InitApply(policy)) => {
+                forgetting.echoes.seen(&reconcile::policy_key(policy), policy.resource_version().as_deref());
+            }
             Ok(watcher::Event::Delete(policy)) => forgetting.forget_policy(&reconcile::policy_key(policy)),
             Ok(watcher::Event::InitDone) => {
                 health.set_ready(true);
+                forgetting.echoes.clear();
                 // A relist brings no Delete for what went during the gap.
                 let live = cache.state().iter().map(|policy| reconcile::policy_key(policy)).collect();
                 forgetting.forget_policies_except(&live);

@@ -1,7 +1,8 @@
 //! One reconcile of one policy:
 //!
 //! ```text
-//! read the Secret (GET, values never cached) -> drift check (when due)
+//! wait if the cache lacks our last status write (its echo)
+//!   -> read the Secret (GET, values never cached) -> drift check (when due)
 //!   -> engine pass (plan, execute, fold; progress published every few seconds)
 //!   -> write status (server-side apply, only if more than timestamps changed)
 //!   -> Events (what changed) -> next action (from the pass's decision)
@@ -90,6 +91,11 @@ async fn reconcile_once(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Resul
         // Shutting down: start nothing new; the next leader or run takes over.
         return Ok(Action::await_change());
     }
+    if ctx.echoes.awaited(&key, policy.resource_version().as_deref()) {
+        // The cache has not caught up with our last status write: a pass
+        // now would call again for the members it recorded.
+        return Ok(Action::requeue(Duration::from_millis(250)));
+    }
     let name = policy.name_any();
     let api: Api<GroupBanPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
     let recorded = policy.status.clone().unwrap_or_default();
@@ -124,7 +130,7 @@ async fn reconcile_once(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Resul
     let before_pass = GroupBanPolicyStatus { unbanned_members: for_pass_members, ..recorded.clone() };
     let on_server = progress_written.as_ref().unwrap_or(&recorded);
     if differs_beyond_timestamps(on_server, &status) {
-        write_status(&api, &name, &status)
+        write_status(&api, &key, &name, &status, &ctx.echoes)
             .await
             .map_err(|source| ReconcileError::WriteStatus { policy: key.clone(), source })?;
     }
@@ -202,7 +208,8 @@ async fn run_with_progress(
         drop(progress_tx);
         outcomes.pop()
     };
-    let publisher = publish_progress(api, name, progress_rx, recorded);
+    let key = format!("{}/{name}", api.namespace().unwrap_or_default());
+    let publisher = publish_progress(api, (&key, name), progress_rx, recorded, &ctx.echoes);
     let (outcome, written) = tokio::join!(pass, publisher);
     // One input gives one outcome; an empty pass cannot happen.
     let outcome = outcome.unwrap_or_else(|| PassOutcome {

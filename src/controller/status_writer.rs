@@ -1,6 +1,10 @@
 //! Status goes to the API server by server-side apply on `/status`, under
 //! one fixed field manager, and only when something a user can see changed.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
@@ -22,14 +26,85 @@ pub fn status_patch(status: &GroupBanPolicyStatus) -> Value {
     })
 }
 
-/// Writes `status` by server-side apply (forced: we own `.status`).
+/// Writes `status` by server-side apply (forced: we own `.status`), and
+/// notes the written version in `echoes`.
 pub async fn write_status(
     api: &Api<GroupBanPolicy>,
+    key: &str,
     name: &str,
     status: &GroupBanPolicyStatus,
+    echoes: &PendingEchoes,
 ) -> Result<(), kube::Error> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch_status(name, &params, &Patch::Apply(status_patch(status))).await.map(|_| ())
+    let written = api.patch_status(name, &params, &Patch::Apply(status_patch(status))).await?;
+    if let Some(version) = written.metadata.resource_version {
+        echoes.wrote(key, version);
+    }
+    Ok(())
+}
+
+/// Status writes whose watch event (their echo) the controller's cache has
+/// not shown yet. A reconcile that starts before the echo (a Secret event
+/// during the previous reconcile, say) would read a status without what
+/// that write recorded and call for those members again: it waits a moment
+/// instead. Bounded: an echo not seen within [`PendingEchoes::PATIENCE`]
+/// (a watch that broke) no longer holds anything up.
+#[derive(Debug, Default)]
+pub struct PendingEchoes {
+    /// Policy key -> (resourceVersion of our last write, when).
+    pending: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+impl PendingEchoes {
+    pub const PATIENCE: Duration = Duration::from_secs(5);
+
+    pub fn wrote(&self, key: &str, version: String) {
+        self.lock().insert(key.to_string(), (version, Instant::now()));
+    }
+
+    /// The cache now holds `version` of the policy: an echo, if ours.
+    pub fn seen(&self, key: &str, version: Option<&str>) {
+        let mut pending = self.lock();
+        if pending.get(key).is_some_and(|(ours, _)| Some(ours.as_str()) == version) {
+            pending.remove(key);
+        }
+    }
+
+    /// True while the cached `version` of the policy predates our last
+    /// write to it (within the patience). A write that changed nothing keeps
+    /// the version it had, so the cache holding it is up to date.
+    pub fn awaited(&self, key: &str, cached_version: Option<&str>) -> bool {
+        let mut pending = self.lock();
+        match pending.get(key) {
+            Some((ours, at)) if Some(ours.as_str()) != cached_version && at.elapsed() < Self::PATIENCE => true,
+            Some(_) => {
+                pending.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    pub fn forget(&self, key: &str) {
+        self.lock().remove(key);
+    }
+
+    /// A relist: the cache holds what the server has, echoes or not.
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Instant)>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Writes the progress of a long pass as it arrives on `progress` (the pass
@@ -39,9 +114,10 @@ pub async fn write_status(
 /// logged: the final write after the pass still carries everything.
 pub async fn publish_progress(
     api: &Api<GroupBanPolicy>,
-    name: &str,
+    (key, name): (&str, &str),
     mut progress: watch::Receiver<Option<GroupBanPolicyStatus>>,
     on_server: &GroupBanPolicyStatus,
+    echoes: &PendingEchoes,
 ) -> Option<GroupBanPolicyStatus> {
     let mut written: Option<GroupBanPolicyStatus> = None;
     while progress.changed().await.is_ok() {
@@ -51,7 +127,7 @@ pub async fn publish_progress(
         if !differs_beyond_timestamps(written.as_ref().unwrap_or(on_server), &status) {
             continue;
         }
-        match write_status(api, name, &status).await {
+        match write_status(api, key, name, &status, echoes).await {
             Ok(()) => {
                 debug!(policy = name, "Published progress");
                 written = Some(status);
@@ -60,4 +136,42 @@ pub async fn publish_progress(
         }
     }
     written
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reconcile waits while the cache shows a version older than our
+    /// last write, and not once the echo came, the write changed nothing,
+    /// or the patience ran out.
+    #[test]
+    fn a_write_is_awaited_until_its_echo() {
+        let echoes = PendingEchoes::default();
+        assert!(!echoes.awaited("ns/p", Some("7")), "nothing written");
+        echoes.wrote("ns/p", "9".into());
+        assert!(echoes.awaited("ns/p", Some("7")));
+        assert!(!echoes.awaited("ns/q", Some("7")), "another policy");
+        echoes.seen("ns/p", Some("8"));
+        assert!(echoes.awaited("ns/p", Some("8")), "an older event is no echo");
+        echoes.seen("ns/p", Some("9"));
+        assert!(echoes.is_empty());
+        assert!(!echoes.awaited("ns/p", Some("9")));
+
+        echoes.wrote("ns/p", "9".into());
+        assert!(!echoes.awaited("ns/p", Some("9")), "a write that changed nothing");
+        assert!(echoes.is_empty());
+
+        echoes.wrote("ns/p", "10".into());
+        echoes.pending.lock().unwrap().get_mut("ns/p").unwrap().1 -= PendingEchoes::PATIENCE;
+        assert!(!echoes.awaited("ns/p", Some("9")), "patience ran out");
+        assert!(echoes.is_empty());
+
+        echoes.wrote("ns/a", "1".into());
+        echoes.wrote("ns/b", "2".into());
+        echoes.forget("ns/a");
+        assert_eq!(echoes.len(), 1);
+        echoes.clear();
+        assert!(echoes.is_empty());
+    }
 }
