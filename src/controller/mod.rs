@@ -150,6 +150,13 @@ impl Context {
         self.policies.get(&ObjectRef::from_obj(policy)).is_some_and(|cached| cached.uid() == policy.uid())
     }
 
+    /// Notes our status write of `policy` at `version` (see
+    /// [`status_writer::PendingEchoes`]).
+    pub fn wrote_status(&self, policy: &GroupBanPolicy, version: String) {
+        let cached = || self.policies.get(&ObjectRef::from_obj(policy)).and_then(|p| p.resource_version());
+        self.echoes.wrote(&reconcile::policy_key(policy), version, cached);
+    }
+
     pub fn forget_policy(&self, key: &str) {
         self.echoes.forget(key);
         self.backoffs.reset(key);
@@ -298,13 +305,17 @@ async fn run_term(client: &Client, options: &RunOptions, stopped: watch::Receive
         .default_backoff()
         .reflect(writer)
         .inspect(move |event| match event {
-            Ok(watcher::Event::Apply(policy) | watcher::Event::InitApply(policy)) => {
+            Ok(watcher::Event::Apply(policy)) => {
                 forgetting.echoes.seen(&reconcile::policy_key(policy), policy.resource_version().as_deref());
             }
             Ok(watcher::Event::Delete(policy)) => forgetting.forget_policy(&reconcile::policy_key(policy)),
             Ok(watcher::Event::InitDone) => {
                 health.set_ready(true);
-                forgetting.echoes.clear();
+                // A relist fills the cache only now (InitApply goes to a
+                // buffer): echoes it brought are seen now; others time out.
+                for policy in cache.state() {
+                    forgetting.echoes.seen(&reconcile::policy_key(&policy), policy.resource_version().as_deref());
+                }
                 // A relist brings no Delete for what went during the gap.
                 let live = cache.state().iter().map(|policy| reconcile::policy_key(policy)).collect();
                 forgetting.forget_policies_except(&live);

@@ -56,6 +56,12 @@ pub fn policy_key(policy: &GroupBanPolicy) -> String {
 
 /// [`reconcile_once`], counted and timed in the controller-runtime metrics.
 pub async fn reconcile(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    if ctx.echoes.awaited(&policy_key(&policy), policy.resource_version().as_deref()) {
+        // The cache has not caught up with our last status write: a pass
+        // now would call again for the members it recorded. Not counted as
+        // a reconcile.
+        return Ok(Action::requeue(Duration::from_millis(250)));
+    }
     let started = std::time::Instant::now();
     let mut result = reconcile_once(policy.clone(), ctx.clone()).await;
     // Deleted while this reconcile ran: the Delete event has forgotten the
@@ -91,11 +97,7 @@ async fn reconcile_once(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Resul
         // Shutting down: start nothing new; the next leader or run takes over.
         return Ok(Action::await_change());
     }
-    if ctx.echoes.awaited(&key, policy.resource_version().as_deref()) {
-        // The cache has not caught up with our last status write: a pass
-        // now would call again for the members it recorded.
-        return Ok(Action::requeue(Duration::from_millis(250)));
-    }
+
     let name = policy.name_any();
     let api: Api<GroupBanPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
     let recorded = policy.status.clone().unwrap_or_default();
@@ -119,7 +121,7 @@ async fn reconcile_once(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Resul
         recorded: for_pass,
         target,
     };
-    let (outcome, progress_written) = run_with_progress(&ctx, &api, &name, input, &recorded).await;
+    let (outcome, progress_written) = run_with_progress(&ctx, &api, &policy, input, &recorded).await;
     let PassOutcome { mut status, decision, calls_succeeded, calls_failed } = outcome;
     status.drift = drift_status;
     status.last_handled_reconcile_at =
@@ -130,7 +132,7 @@ async fn reconcile_once(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Resul
     let before_pass = GroupBanPolicyStatus { unbanned_members: for_pass_members, ..recorded.clone() };
     let on_server = progress_written.as_ref().unwrap_or(&recorded);
     if differs_beyond_timestamps(on_server, &status) {
-        write_status(&api, &key, &name, &status, &ctx.echoes)
+        write_status(&api, &name, &status, &|version| ctx.wrote_status(&policy, version))
             .await
             .map_err(|source| ReconcileError::WriteStatus { policy: key.clone(), source })?;
     }
@@ -189,7 +191,7 @@ async fn check_drift_if_due(
 async fn run_with_progress(
     ctx: &Context,
     api: &Api<GroupBanPolicy>,
-    name: &str,
+    policy: &GroupBanPolicy,
     input: PolicyInput,
     recorded: &GroupBanPolicyStatus,
 ) -> (PassOutcome, Option<GroupBanPolicyStatus>) {
@@ -208,8 +210,8 @@ async fn run_with_progress(
         drop(progress_tx);
         outcomes.pop()
     };
-    let key = format!("{}/{name}", api.namespace().unwrap_or_default());
-    let publisher = publish_progress(api, (&key, name), progress_rx, recorded, &ctx.echoes);
+    let (name, on_written) = (policy.name_any(), |version| ctx.wrote_status(policy, version));
+    let publisher = publish_progress(api, &name, progress_rx, recorded, &on_written);
     let (outcome, written) = tokio::join!(pass, publisher);
     // One input gives one outcome; an empty pass cannot happen.
     let outcome = outcome.unwrap_or_else(|| PassOutcome {

@@ -27,18 +27,17 @@ pub fn status_patch(status: &GroupBanPolicyStatus) -> Value {
 }
 
 /// Writes `status` by server-side apply (forced: we own `.status`), and
-/// notes the written version in `echoes`.
+/// hands the written resourceVersion to `written` (see [`PendingEchoes`]).
 pub async fn write_status(
     api: &Api<GroupBanPolicy>,
-    key: &str,
     name: &str,
     status: &GroupBanPolicyStatus,
-    echoes: &PendingEchoes,
+    written: &(dyn Fn(String) + Sync),
 ) -> Result<(), kube::Error> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let written = api.patch_status(name, &params, &Patch::Apply(status_patch(status))).await?;
-    if let Some(version) = written.metadata.resource_version {
-        echoes.wrote(key, version);
+    let object = api.patch_status(name, &params, &Patch::Apply(status_patch(status))).await?;
+    if let Some(version) = object.metadata.resource_version {
+        written(version);
     }
     Ok(())
 }
@@ -58,8 +57,16 @@ pub struct PendingEchoes {
 impl PendingEchoes {
     pub const PATIENCE: Duration = Duration::from_secs(5);
 
-    pub fn wrote(&self, key: &str, version: String) {
-        self.lock().insert(key.to_string(), (version, Instant::now()));
+    /// Notes our write of `version`, unless the cache shows it already
+    /// (`cached` is asked under the lock that [`PendingEchoes::seen`] takes
+    /// after the cache is updated, so an echo that came first is not missed).
+    pub fn wrote(&self, key: &str, version: String, cached: impl FnOnce() -> Option<String>) {
+        let mut pending = self.lock();
+        if cached().as_deref() == Some(version.as_str()) {
+            pending.remove(key);
+        } else {
+            pending.insert(key.to_string(), (version, Instant::now()));
+        }
     }
 
     /// The cache now holds `version` of the policy: an echo, if ours.
@@ -89,11 +96,6 @@ impl PendingEchoes {
         self.lock().remove(key);
     }
 
-    /// A relist: the cache holds what the server has, echoes or not.
-    pub fn clear(&self) {
-        self.lock().clear();
-    }
-
     pub fn len(&self) -> usize {
         self.lock().len()
     }
@@ -114,10 +116,10 @@ impl PendingEchoes {
 /// logged: the final write after the pass still carries everything.
 pub async fn publish_progress(
     api: &Api<GroupBanPolicy>,
-    (key, name): (&str, &str),
+    name: &str,
     mut progress: watch::Receiver<Option<GroupBanPolicyStatus>>,
     on_server: &GroupBanPolicyStatus,
-    echoes: &PendingEchoes,
+    on_written: &(dyn Fn(String) + Sync),
 ) -> Option<GroupBanPolicyStatus> {
     let mut written: Option<GroupBanPolicyStatus> = None;
     while progress.changed().await.is_ok() {
@@ -127,7 +129,7 @@ pub async fn publish_progress(
         if !differs_beyond_timestamps(written.as_ref().unwrap_or(on_server), &status) {
             continue;
         }
-        match write_status(api, key, name, &status, echoes).await {
+        match write_status(api, name, &status, on_written).await {
             Ok(()) => {
                 debug!(policy = name, "Published progress");
                 written = Some(status);
@@ -148,8 +150,12 @@ mod tests {
     #[test]
     fn a_write_is_awaited_until_its_echo() {
         let echoes = PendingEchoes::default();
+        let cache_at = |version: &str| {
+            let version = version.to_string();
+            move || Some(version)
+        };
         assert!(!echoes.awaited("ns/p", Some("7")), "nothing written");
-        echoes.wrote("ns/p", "9".into());
+        echoes.wrote("ns/p", "9".into(), cache_at("7"));
         assert!(echoes.awaited("ns/p", Some("7")));
         assert!(!echoes.awaited("ns/q", Some("7")), "another policy");
         echoes.seen("ns/p", Some("8"));
@@ -158,20 +164,25 @@ mod tests {
         assert!(echoes.is_empty());
         assert!(!echoes.awaited("ns/p", Some("9")));
 
-        echoes.wrote("ns/p", "9".into());
-        assert!(!echoes.awaited("ns/p", Some("9")), "a write that changed nothing");
+        // The echo came before the answer to the write, or the write
+        // changed nothing: the cache is up to date, nothing to wait for
+        // (not even after a newer version arrives).
+        echoes.wrote("ns/p", "9".into(), cache_at("9"));
+        assert!(echoes.is_empty());
+        assert!(!echoes.awaited("ns/p", Some("10")));
+
+        echoes.wrote("ns/p", "10".into(), cache_at("9"));
+        assert!(!echoes.awaited("ns/p", Some("10")), "the cache holds the write");
         assert!(echoes.is_empty());
 
-        echoes.wrote("ns/p", "10".into());
+        echoes.wrote("ns/p", "11".into(), || None);
         echoes.pending.lock().unwrap().get_mut("ns/p").unwrap().1 -= PendingEchoes::PATIENCE;
-        assert!(!echoes.awaited("ns/p", Some("9")), "patience ran out");
+        assert!(!echoes.awaited("ns/p", Some("10")), "patience ran out");
         assert!(echoes.is_empty());
 
-        echoes.wrote("ns/a", "1".into());
-        echoes.wrote("ns/b", "2".into());
+        echoes.wrote("ns/a", "1".into(), || None);
+        echoes.wrote("ns/b", "2".into(), || None);
         echoes.forget("ns/a");
         assert_eq!(echoes.len(), 1);
-        echoes.clear();
-        assert!(echoes.is_empty());
     }
 }
