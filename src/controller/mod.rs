@@ -312,12 +312,14 @@ async fn run_term(client: &Client, options: &RunOptions, stopped: watch::Receive
             Ok(watcher::Event::InitDone) => {
                 health.set_ready(true);
                 // A relist fills the cache only now (InitApply goes to a
-                // buffer): echoes it brought are seen now; others time out.
+                // buffer): echoes it brought are seen now, others time out;
+                // and it brings no Delete for what went during the gap.
+                let mut live = std::collections::HashSet::new();
                 for policy in cache.state() {
-                    forgetting.echoes.seen(&reconcile::policy_key(&policy), policy.resource_version().as_deref());
+                    let key = reconcile::policy_key(&policy);
+                    forgetting.echoes.seen(&key, policy.resource_version().as_deref());
+                    live.insert(key);
                 }
-                // A relist brings no Delete for what went during the gap.
-                let live = cache.state().iter().map(|policy| reconcile::policy_key(policy)).collect();
                 forgetting.forget_policies_except(&live);
             }
             _ => {}

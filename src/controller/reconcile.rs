@@ -97,7 +97,6 @@ async fn reconcile_once(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Resul
         // Shutting down: start nothing new; the next leader or run takes over.
         return Ok(Action::await_change());
     }
-
     let name = policy.name_any();
     let api: Api<GroupBanPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
     let recorded = policy.status.clone().unwrap_or_default();

@@ -1878,9 +1878,7 @@ impl WatchStream {
             metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
         let object = json!({"apiVersion": api_version, "kind": kind, "metadata": metadata});
-        let mut line = serde_json::to_vec(&json!({"type": "BOOKMARK", "object": object})).expect("JSON");
-        line.push(b'\n');
-        Bytes::from(line)
+        event_line("BOOKMARK", &object, false)
     }
 
     /// Queues the events after `pos` that this watch sees.
