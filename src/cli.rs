@@ -278,10 +278,13 @@ pub fn main() -> ExitCode {
     crate::install_crypto_provider();
     let outcome = match cli.command {
         Command::Usersig(args) => print_usersig(args),
-        Command::Crd => {
-            crate::write_stdout(&crate::crd_yaml());
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Crd => match crate::crd_yaml() {
+            Ok(yaml) => {
+                crate::write_stdout(&yaml);
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(error) => Err(Failure::Failed(anyhow::Error::new(error).context("failed to render the CRD"))),
+        },
         Command::Run(args) => block_on(run_controller(args)),
         Command::Apply(args) => block_on(apply(args)),
         Command::Demo => block_on(async {

@@ -89,7 +89,18 @@ pub struct GroupBanPolicySpec {
     /// no drift check. The check uses get_group_ban_member, whose call
     /// budget is separate from unban_group_member's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    // The API server refuses what the operator would report as SpecInvalid:
+    // the syntax by pattern, the bounds by CEL (its duration() reads the
+    // same Go syntax). check_spec keeps the same rules for `apply` and for
+    // servers older than CEL validation.
+    #[schemars(
+        length(max = 64),
+        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"),
+        extend("x-kubernetes-validations" = [
+            {"rule": "duration(self) >= duration('1s')", "message": "must be at least 1s"},
+            {"rule": "duration(self) <= duration('8760h')", "message": "must be at most a year (8760h)"}
+        ])
+    )]
     pub drift_check_interval: Option<String>,
 }
 
@@ -241,6 +252,40 @@ pub mod reasons {
     pub const SPEC_INVALID: &str = "SpecInvalid";
 }
 
+/// Rewrites the integer formats schemars derives from Rust types into the
+/// ones Kubernetes knows, keeping the range they promised as bounds.
+///
+/// schemars writes `format: uint32` for a `u32`; the API server recognizes
+/// only `int32` and `int64` for integers, ignores anything else (so the
+/// range was never enforced) and, from 1.34, warns `unrecognized format` on
+/// every apply of the CRD.
+pub fn kubernetes_integer_formats(schema: &mut serde_json::Value) {
+    use serde_json::Value;
+    match schema {
+        Value::Object(object) => {
+            let bounds = match object.get("format").and_then(Value::as_str) {
+                Some("uint8") => Some((0, Some(u64::from(u8::MAX)))),
+                Some("uint16") => Some((0, Some(u64::from(u16::MAX)))),
+                Some("uint32") => Some((0, Some(u64::from(u32::MAX)))),
+                // int64's own maximum is below u64's: the API server stores
+                // integers as int64 and refuses larger ones anyway.
+                Some("uint64") | Some("uint") => Some((0, None)),
+                _ => None,
+            };
+            if let Some((minimum, maximum)) = bounds {
+                object.insert("format".into(), Value::from("int64"));
+                object.insert("minimum".into(), Value::from(minimum));
+                if let Some(maximum) = maximum {
+                    object.insert("maximum".into(), Value::from(maximum));
+                }
+            }
+            object.values_mut().for_each(kubernetes_integer_formats);
+        }
+        Value::Array(items) => items.iter_mut().for_each(kubernetes_integer_formats),
+        _ => {}
+    }
+}
+
 /// A spec that breaks a rule, with the field named in the message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -375,6 +420,36 @@ mod tests {
                 proptest::prop_assert!(duration.as_secs() <= 365 * 86400);
             }
         }
+    }
+
+    /// Every format in the rendered CRD is one Kubernetes knows, and the
+    /// unsigned fields keep their range as bounds the server enforces.
+    #[test]
+    fn the_crd_uses_only_formats_kubernetes_recognizes() {
+        let crd: serde_json::Value = yaml_serde::from_str(&crate::crd_yaml().unwrap()).unwrap();
+        let mut formats = Vec::new();
+        fn collect<'a>(value: &'a serde_json::Value, found: &mut Vec<&'a serde_json::Value>) {
+            match value {
+                serde_json::Value::Object(object) => {
+                    if object.get("format").is_some_and(|f| f.is_string()) {
+                        found.push(value);
+                    }
+                    object.values().for_each(|v| collect(v, found));
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|v| collect(v, found)),
+                _ => {}
+            }
+        }
+        collect(&crd, &mut formats);
+        assert!(!formats.is_empty());
+        for schema in formats {
+            let format = schema["format"].as_str().unwrap();
+            assert!(["int32", "int64", "date-time"].contains(&format), "unrecognized format {format}: {schema}");
+        }
+        let summary = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["summary"]
+            ["properties"]["desired"];
+        assert_eq!(summary["minimum"], 0);
+        assert_eq!(summary["maximum"], u64::from(u32::MAX));
     }
 
     #[test]
