@@ -253,7 +253,7 @@ async fn publish_events(
     let reference = policy.object_ref(&());
     for notice in notices(before, after, calls_succeeded) {
         let event = events::event_for(&notice);
-        if let Err(error) = ctx.recorders.for_object(&reference).publish(&event, &reference).await {
+        if let Err(error) = ctx.recorders.publish(&event, &reference).await {
             warn!(reason = %event.reason, error = %crate::error_chain(&error), "Failed to publish an Event");
         }
     }
