@@ -138,6 +138,11 @@ fn one_watched_namespace_gets_roles_and_every_option_renders() {
     for expected in ["--namespace=team-a", "--selector=shard=a", "--max-calls-per-second=150"] {
         assert!(args.contains(expected), "{expected}: {args}");
     }
+    // Egress to the API server is to the endpoint behind the kubernetes
+    // Service: 6443 on kubeadm and kind, 443 on most managed clusters.
+    let egress = &find(&documents, "NetworkPolicy")["spec"]["egress"][1]["ports"];
+    let ports: Vec<u64> = egress.as_array().unwrap().iter().map(|p| p["port"].as_u64().unwrap()).collect();
+    assert_eq!(ports, [443, 6443], "the API server's ports and the IM gateway's 443, once each");
     let alerts = find(&documents, "PrometheusRule")["spec"]["groups"][0]["rules"].to_string();
     for alert in ["GroupBanPolicyStalled", "GroupBanRateLimited", "GroupBanNoLeader"] {
         assert!(alerts.contains(alert), "{alert}");
