@@ -14,7 +14,6 @@ use support::cluster::{Cluster, Operator, is_ready};
 use support::*;
 
 const SECRET: &str = "groupban-credentials";
-const LEASE: &str = "groupban-operator";
 
 /// The base URL of an operator's /metrics: it binds port 0 and logs the
 /// address it got (a port picked by the test could be taken by another).
@@ -119,8 +118,8 @@ async fn a_deleted_policy_stops_counting_as_retrying() {
 }
 
 async fn lease_holder(cluster: &Cluster) -> Option<String> {
-    let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
-    leases.get_opt(LEASE).await.ok().flatten()?.spec?.holder_identity.filter(|h| !h.is_empty())
+    let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), &cluster.lease_namespace);
+    leases.get_opt(&cluster.lease_name).await.ok().flatten()?.spec?.holder_identity.filter(|h| !h.is_empty())
 }
 
 async fn wait_for_holder(cluster: &Cluster, who: &str, timeout: Duration) -> Instant {
@@ -175,12 +174,12 @@ async fn fleet(cluster: &Cluster) -> (groupban_operator::simulator::RunningSimul
 /// A candidate, serving /metrics on a port of its own choosing.
 fn candidate(cluster: &Cluster, name: &str) -> Operator {
     let mut args = ELECTION.to_vec();
-    args.extend(["20", "--metrics-bind-address", "127.0.0.1:0"]);
-    Operator::start_with_env(cluster, &args, &[("POD_NAME", name), ("POD_NAMESPACE", &cluster.namespace)])
+    args.extend(["20", "--metrics-bind-address", "127.0.0.1:0", "--leader-election-id", &cluster.lease_name]);
+    Operator::start_with_env(cluster, &args, &[("POD_NAME", name)])
 }
 
 /// A standby's own account: it does not lead and has made no IM call.
-async fn assert_idle_standby(standby: &Operator) {
+async fn assert_idle_standby(cluster: &Cluster, standby: &Operator) {
     let (metrics, logs) = (metrics_base(standby).await, standby.logs());
     let deadline = Instant::now() + Duration::from_secs(10);
     let text = loop {
@@ -190,7 +189,8 @@ async fn assert_idle_standby(standby: &Operator) {
         assert!(Instant::now() < deadline, "the standby serves no metrics: {logs}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(sample(&text, "leader_election_master_status{name=\"groupban-operator\"}"), Some(0.0), "{text}");
+    let series = format!("leader_election_master_status{{name=\"{}\"}}", cluster.lease_name);
+    assert_eq!(sample(&text, &series), Some(0.0), "{text}");
     assert!(!text.contains("groupban_im_calls_total{"), "the standby made IM calls:\n{text}");
 }
 
@@ -214,7 +214,7 @@ async fn a_standby_takes_over_from_a_killed_leader_without_overlap() {
         assert!(Instant::now() < deadline, "the leader made no progress: {}", first.logs());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_idle_standby(&second).await;
+    assert_idle_standby(&cluster, &second).await;
     first.signal("KILL");
     let killed = Instant::now();
     first.wait(Duration::from_secs(5)).await;
@@ -256,7 +256,7 @@ async fn sigterm_hands_the_lease_to_the_standby_at_once() {
     wait_for_holder(&cluster, "first", Duration::from_secs(20)).await;
     let second = candidate(&cluster, "second");
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_idle_standby(&second).await;
+    assert_idle_standby(&cluster, &second).await;
     first.signal("TERM");
     let status = first.wait(Duration::from_secs(25)).await.expect("exits");
     assert!(status.success(), "{}", first.logs());

@@ -1,7 +1,15 @@
-//! A cluster for end-to-end tests of `groupban-operator run`: the fake API
-//! server in-process, or a real cluster when `GROUPBAN_E2E_KUBECONFIG`
-//! names a kubeconfig (each test then works in a namespace of its own,
-//! deleted afterwards). Tests talk to either through kube clients only.
+//! A cluster for end-to-end tests of `groupban-operator run`, one of three:
+//! - a real cluster (kind, say) when `GROUPBAN_E2E_KUBECONFIG` names a
+//!   kubeconfig: the operator runs with that kubeconfig;
+//! - the real control plane of [`super::control_plane`] when
+//!   `GROUPBAN_CONTROL_PLANE` names its binaries (CI): the chart is installed
+//!   with default values and the operator runs as the chart's
+//!   ServiceAccount, with a TokenRequest token and nothing else, so every
+//!   request it makes is authorized by the chart's own RBAC;
+//! - otherwise the in-process fake API server, for fast local runs.
+//!
+//! On a real server each test works in a namespace of its own. Tests talk
+//! to any of them through kube clients only.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -14,6 +22,7 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
+use super::control_plane::{self, ControlPlane};
 use super::fake_apiserver::FakeApiServer;
 use super::{ADMIN, SDKAPPID};
 
@@ -23,42 +32,102 @@ const TEST_MANAGER: &str = "e2e-test";
 
 pub struct Cluster {
     pub fake: Option<FakeApiServer>,
+    /// The local real control plane, when the tests run on it.
+    pub plane: Option<&'static ControlPlane>,
     pub client: Client,
     pub namespace: String,
+    /// The tests' own credentials (an admin).
     pub kubeconfig: PathBuf,
+    /// What `run` connects with: on the local control plane, the chart's
+    /// ServiceAccount token; elsewhere the tests' own.
+    pub operator_kubeconfig: PathBuf,
+    /// Where a leader-electing operator keeps its Lease, and the Lease's
+    /// name (one per test: tests run side by side on one server).
+    pub lease_namespace: String,
+    pub lease_name: String,
     _dir: tempfile::TempDir,
+}
+
+/// A client for the cluster a kubeconfig file names.
+pub async fn client_from(kubeconfig: &std::path::Path) -> Client {
+    let options = kube::config::KubeConfigOptions::default();
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(kubeconfig).expect("the kubeconfig is readable"),
+        &options,
+    )
+    .await
+    .expect("a valid kubeconfig");
+    Client::try_from(config).unwrap()
+}
+
+async fn create_namespace(client: &Client, prefix: &str) -> String {
+    let namespace = format!("{prefix}-{}", rand::random::<u32>());
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap())
+        .await
+        .expect("create the test namespace");
+    namespace
 }
 
 impl Cluster {
     pub async fn start() -> Cluster {
         groupban_operator::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
+        let lease_name = format!("groupban-operator-{}", rand::random::<u32>());
         if let Some(path) = std::env::var_os("GROUPBAN_E2E_KUBECONFIG") {
             let kubeconfig = PathBuf::from(path);
-            let options = kube::config::KubeConfigOptions::default();
-            let config = kube::Config::from_custom_kubeconfig(
-                kube::config::Kubeconfig::read_from(&kubeconfig).expect("GROUPBAN_E2E_KUBECONFIG is readable"),
-                &options,
-            )
-            .await
-            .expect("GROUPBAN_E2E_KUBECONFIG is a valid kubeconfig");
-            let client = Client::try_from(config).unwrap();
-            let namespace = format!("groupban-e2e-{}", rand::random::<u32>());
-            let namespaces: Api<Namespace> = Api::all(client.clone());
-            namespaces
-                .create(
-                    &PostParams::default(),
-                    &serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap(),
-                )
+            let client = client_from(&kubeconfig).await;
+            let namespace = create_namespace(&client, "groupban-e2e").await;
+            return Cluster {
+                fake: None,
+                plane: None,
+                client,
+                lease_namespace: namespace.clone(),
+                namespace,
+                operator_kubeconfig: kubeconfig.clone(),
+                kubeconfig,
+                lease_name,
+                _dir: dir,
+            };
+        }
+        // Starting the control plane blocks (processes, certificates): off
+        // the test's runtime, which may be serving a simulator already.
+        let plane =
+            tokio::task::spawn_blocking(|| control_plane::shared().map(|plane| (plane, plane.default_release())))
                 .await
-                .expect("create the test namespace");
-            return Cluster { fake: None, client, namespace, kubeconfig, _dir: dir };
+                .expect("the control plane starts");
+        if let Some((plane, release)) = plane {
+            let kubeconfig = plane.admin_kubeconfig.clone();
+            let client = client_from(&kubeconfig).await;
+            let namespace = create_namespace(&client, "e2e").await;
+            return Cluster {
+                fake: None,
+                plane: Some(plane),
+                client,
+                namespace,
+                kubeconfig,
+                operator_kubeconfig: release.kubeconfig.clone(),
+                lease_namespace: release.namespace.clone(),
+                lease_name,
+                _dir: dir,
+            };
         }
         let fake = FakeApiServer::start().await;
         let kubeconfig = dir.path().join("kubeconfig");
         fake.write_kubeconfig(&kubeconfig);
         let client = fake.client();
-        Cluster { fake: Some(fake), client, namespace: "e2e".into(), kubeconfig, _dir: dir }
+        Cluster {
+            fake: Some(fake),
+            plane: None,
+            client,
+            namespace: "e2e".into(),
+            operator_kubeconfig: kubeconfig.clone(),
+            kubeconfig,
+            lease_namespace: "e2e".into(),
+            lease_name,
+            _dir: dir,
+        }
     }
 
     pub fn policies(&self) -> Api<GroupBanPolicy> {
@@ -146,6 +215,9 @@ impl Cluster {
     }
 
     pub async fn cleanup(self) {
+        // A real server's namespace deletion never finishes without a
+        // controller-manager; the request is enough (the objects go with
+        // the control plane at the end of the run).
         if self.fake.is_none() {
             let namespaces: Api<Namespace> = Api::all(self.client.clone());
             let _ = namespaces.delete(&self.namespace, &DeleteParams::default()).await;
@@ -178,7 +250,8 @@ impl Operator {
             .args(["--stalled-recheck-interval", "1h", "--max-attempts", "3"])
             .args(extra)
             .envs(env.iter().copied())
-            .env("KUBECONFIG", &cluster.kubeconfig)
+            .env("KUBECONFIG", &cluster.operator_kubeconfig)
+            .env("POD_NAMESPACE", &cluster.lease_namespace)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(file)

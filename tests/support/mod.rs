@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod cluster;
+pub mod control_plane;
 pub mod fake_apiserver;
 
 use std::net::SocketAddr;
