@@ -310,3 +310,48 @@ async fn sigkill_then_restart_never_records_an_unconfirmed_member() {
     assert_eq!(done.status.unwrap().unbanned_members.len(), 2000);
     cluster.cleanup().await;
 }
+
+/// A policy deleted and made again under the same name while a pass for
+/// the old one runs: status computed for the old object never lands on the
+/// new one (a uid precondition), so a Flux or Argo CD reader never sees the
+/// new policy Ready, or with the old group's members, before its own pass.
+#[tokio::test]
+async fn a_policy_recreated_under_its_name_never_gets_the_old_ones_status() {
+    let mut config = config(&format!(
+        "groups: [{{groupId: g1, type: AVChatRoom, banned: [{}]}}, {{groupId: g2, type: AVChatRoom, banned: [{}]}}]",
+        members("m", 400).join(", "),
+        members("n", 40).join(", ")
+    ));
+    config.rate_limit = 2;
+    let sim = start(config).await;
+    let cluster = Cluster::start().await;
+    cluster.put_secret(SECRET, &sim.base_url(), KEY).await;
+    let operator = Operator::start(&cluster, &["--max-calls-per-second", "2"]);
+    cluster.apply_policy("p", spec("g1", &members("m", 400))).await;
+    // A long pass is under way (2 calls/s, 20 members each) and has
+    // published progress.
+    cluster.wait_for("p", WAIT, |p| p.status.as_ref().is_some_and(|s| s.unbanned_members.len() >= 40)).await;
+    cluster.delete_policy("p").await;
+    cluster.apply_policy("p", spec("g2", &members("n", 40))).await;
+    let new_uid = cluster.policies().get("p").await.unwrap().metadata.uid;
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let policy = cluster.policies().get("p").await.unwrap();
+        assert_eq!(policy.metadata.uid, new_uid, "the test re-created p once");
+        let status = policy.status.clone().unwrap_or_default();
+        assert_ne!(status.group_id.as_deref(), Some("g1"), "the old pass wrote onto the new policy: {status:#?}");
+        assert!(
+            status.unbanned_members.iter().all(|m| m.starts_with('n')),
+            "the new policy shows members of the old one: {:?}",
+            status.unbanned_members
+        );
+        if is_ready(&policy) {
+            assert_eq!(status.unbanned_members.len(), 40);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not Ready: {status:#?}\n{}", operator.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.cleanup().await;
+}

@@ -18,7 +18,7 @@ use kube::{Api, Resource, ResourceExt};
 use tokio::sync::watch;
 use tracing::{debug, info, instrument, warn};
 
-use super::status_writer::{publish_progress, write_status};
+use super::status_writer::{STATUS_WRITE, StatusTarget, Written, is_forbidden, publish_progress, write_status};
 use super::triggers::{SecretKey, credentials_secret};
 use super::{Context, drift, events};
 use crate::crd::{DriftStatus, GroupBanPolicy, GroupBanPolicyStatus, RECONCILE_REQUESTED_AT};
@@ -36,6 +36,11 @@ pub enum ReconcileError {
     ReadSecret { secret: SecretKey, source: kube::Error },
     #[error("failed to write the status of {policy}")]
     WriteStatus { policy: String, source: kube::Error },
+    #[error(
+        "may not write the status of {policy}: RBAC must allow patch on groupbanpolicies/status (the chart's role does); \
+         members unbanned meanwhile are called again at each retry"
+    )]
+    StatusForbidden { policy: String, source: kube::Error },
 }
 
 impl ReconcileError {
@@ -45,6 +50,7 @@ impl ReconcileError {
             ReconcileError::NotNamespaced(_) => "NotNamespaced",
             ReconcileError::ReadSecret { .. } => "ReadSecret",
             ReconcileError::WriteStatus { .. } => "WriteStatus",
+            ReconcileError::StatusForbidden { .. } => "StatusForbidden",
         }
     }
 }
@@ -97,7 +103,6 @@ async fn reconcile_once(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Resul
         // Shutting down: start nothing new; the next leader or run takes over.
         return Ok(Action::await_change());
     }
-    let name = policy.name_any();
     let api: Api<GroupBanPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
     let recorded = policy.status.clone().unwrap_or_default();
 
@@ -120,7 +125,8 @@ async fn reconcile_once(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Resul
         recorded: for_pass,
         target,
     };
-    let (outcome, progress_written) = run_with_progress(&ctx, &api, &policy, input, &recorded).await;
+    let target = StatusTarget::of(&policy);
+    let (outcome, progress_written) = run_with_progress(&ctx, &api, &policy, &target, input, &recorded).await;
     let PassOutcome { mut status, decision, calls_succeeded, calls_failed } = outcome;
     status.drift = drift_status;
     status.last_handled_reconcile_at =
@@ -131,9 +137,22 @@ async fn reconcile_once(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Resul
     let before_pass = GroupBanPolicyStatus { unbanned_members: for_pass_members, ..recorded.clone() };
     let on_server = progress_written.as_ref().unwrap_or(&recorded);
     if differs_beyond_timestamps(on_server, &status) {
-        write_status(&api, &name, &status, &|version| ctx.wrote_status(&policy, version))
+        let written = write_status(&api, &target, &status, &|version| ctx.wrote_status(&policy, version))
             .await
-            .map_err(|source| ReconcileError::WriteStatus { policy: key.clone(), source })?;
+            .map_err(|source| {
+                if is_forbidden(&source) {
+                    crate::metrics::global().observe_forbidden(STATUS_WRITE.0, STATUS_WRITE.1);
+                    ReconcileError::StatusForbidden { policy: key.clone(), source }
+                } else {
+                    ReconcileError::WriteStatus { policy: key.clone(), source }
+                }
+            })?;
+        if written == Written::ObjectReplaced {
+            // Deleted, or made again under its name: the new object has a
+            // reconcile of its own; nothing of this pass is its.
+            debug!("Policy deleted or replaced during its reconcile; status not written");
+            return Ok(Action::await_change());
+        }
     }
     if calls_succeeded + calls_failed > 0 {
         info!(calls_succeeded, calls_failed, ?decision, "Pass done");
@@ -191,6 +210,7 @@ async fn run_with_progress(
     ctx: &Context,
     api: &Api<GroupBanPolicy>,
     policy: &GroupBanPolicy,
+    target: &StatusTarget,
     input: PolicyInput,
     recorded: &GroupBanPolicyStatus,
 ) -> (PassOutcome, Option<GroupBanPolicyStatus>) {
@@ -209,8 +229,8 @@ async fn run_with_progress(
         drop(progress_tx);
         outcomes.pop()
     };
-    let (name, on_written) = (policy.name_any(), |version| ctx.wrote_status(policy, version));
-    let publisher = publish_progress(api, &name, progress_rx, recorded, &on_written);
+    let on_written = |version| ctx.wrote_status(policy, version);
+    let publisher = publish_progress(api, target, progress_rx, recorded, &on_written);
     let (outcome, written) = tokio::join!(pass, publisher);
     // One input gives one outcome; an empty pass cannot happen.
     let outcome = outcome.unwrap_or_else(|| PassOutcome {
@@ -253,8 +273,19 @@ async fn publish_events(
     let reference = policy.object_ref(&());
     for notice in notices(before, after, calls_succeeded) {
         let event = events::event_for(&notice);
-        if let Err(error) = ctx.recorders.publish(&event, &reference).await {
-            warn!(reason = %event.reason, error = %crate::error_chain(&error), "Failed to publish an Event");
+        match ctx.recorders.publish(&event, &reference).await {
+            Ok(()) => {}
+            Err(error) if is_forbidden(&error) => {
+                crate::metrics::global().observe_forbidden("create", "events.events.k8s.io");
+                warn!(
+                    reason = %event.reason,
+                    error = %crate::error_chain(&error),
+                    "May not publish Events (RBAC must allow create and patch on events.k8s.io events); going on without them"
+                );
+            }
+            Err(error) => {
+                warn!(reason = %event.reason, error = %crate::error_chain(&error), "Failed to publish an Event");
+            }
         }
     }
 }

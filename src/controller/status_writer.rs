@@ -17,30 +17,112 @@ use crate::engine::status::differs_beyond_timestamps;
 /// The field manager of every status write: one owner of `.status`.
 pub const FIELD_MANAGER: &str = "groupban-operator";
 
-/// The server-side apply body for a status.
-pub fn status_patch(status: &GroupBanPolicyStatus) -> Value {
-    json!({
+/// The server-side apply body for a status, with the resourceVersion it
+/// was computed against as a precondition when known.
+pub fn status_patch(status: &GroupBanPolicyStatus, resource_version: Option<&str>) -> Value {
+    let mut patch = json!({
         "apiVersion": "groupban.dev/v1alpha1",
         "kind": "GroupBanPolicy",
         "status": status,
-    })
+    });
+    if let Some(version) = resource_version {
+        patch["metadata"] = json!({"resourceVersion": version});
+    }
+    patch
 }
 
-/// Writes `status` by server-side apply (forced: we own `.status`), and
-/// hands the written resourceVersion to `written` (see [`PendingEchoes`]).
+/// The one object a pass's status is for. A policy deleted and made again
+/// under the same name is another object (another uid): a status computed
+/// for the old one must never land on it, or a reader would see the new
+/// policy Ready for members never unbanned in its group.
+///
+/// The API server's status subresource ignores a uid in the body, so the
+/// guard is the resourceVersion: each write carries the version last seen
+/// of this object, and a conflict is resolved by reading the object again,
+/// writing again only when it is still the same one.
+#[derive(Debug)]
+pub struct StatusTarget {
+    pub name: String,
+    pub uid: Option<String>,
+    /// The object's version as last read or written by us.
+    version: Mutex<Option<String>>,
+}
+
+impl StatusTarget {
+    pub fn of(policy: &GroupBanPolicy) -> Self {
+        Self {
+            name: policy.metadata.name.clone().unwrap_or_default(),
+            uid: policy.metadata.uid.clone(),
+            version: Mutex::new(policy.metadata.resource_version.clone()),
+        }
+    }
+
+    fn version(&self) -> Option<String> {
+        self.version.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_version(&self, version: Option<String>) {
+        *self.version.lock().unwrap_or_else(|e| e.into_inner()) = version;
+    }
+}
+
+/// What became of a status write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    Yes,
+    /// The object is gone, or another object has its name now: nothing
+    /// was written.
+    ObjectReplaced,
+}
+
+/// Conflicts resolved by reading the object again before a write gives up
+/// (each means someone else wrote the policy in between).
+const CONFLICT_RETRIES: usize = 3;
+
+/// Writes `status` by server-side apply (forced: we own `.status`) to the
+/// object `target` names, and hands the written resourceVersion to
+/// `written` (see [`PendingEchoes`]).
 pub async fn write_status(
     api: &Api<GroupBanPolicy>,
-    name: &str,
+    target: &StatusTarget,
     status: &GroupBanPolicyStatus,
     written: &(dyn Fn(String) + Sync),
-) -> Result<(), kube::Error> {
+) -> Result<Written, kube::Error> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let object = api.patch_status(name, &params, &Patch::Apply(status_patch(status))).await?;
-    if let Some(version) = object.metadata.resource_version {
-        written(version);
+    let mut conflicts = 0;
+    loop {
+        let patch = status_patch(status, target.version().as_deref());
+        match api.patch_status(&target.name, &params, &Patch::Apply(patch)).await {
+            Ok(object) => {
+                target.set_version(object.metadata.resource_version.clone());
+                if let Some(version) = object.metadata.resource_version {
+                    written(version);
+                }
+                return Ok(Written::Yes);
+            }
+            Err(kube::Error::Api(answer)) if answer.code == 409 && conflicts < CONFLICT_RETRIES => {
+                conflicts += 1;
+                match api.get_opt(&target.name).await? {
+                    Some(current) if current.metadata.uid == target.uid => {
+                        target.set_version(current.metadata.resource_version);
+                    }
+                    _ => return Ok(Written::ObjectReplaced),
+                }
+            }
+            Err(kube::Error::Api(answer)) if answer.code == 404 => return Ok(Written::ObjectReplaced),
+            Err(error) => return Err(error),
+        }
     }
-    Ok(())
 }
+
+/// True for the API server's 403: RBAC does not allow the request.
+pub fn is_forbidden(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 403)
+}
+
+/// The verb and resource of a status write, for
+/// [`crate::metrics::Metrics::observe_forbidden`].
+pub const STATUS_WRITE: (&str, &str) = ("patch", "groupbanpolicies.groupban.dev/status");
 
 /// Status writes whose watch event (their echo) the controller's cache has
 /// not shown yet. A reconcile that starts before the echo (a Secret event
@@ -116,7 +198,7 @@ impl PendingEchoes {
 /// logged: the final write after the pass still carries everything.
 pub async fn publish_progress(
     api: &Api<GroupBanPolicy>,
-    name: &str,
+    target: &StatusTarget,
     mut progress: watch::Receiver<Option<GroupBanPolicyStatus>>,
     on_server: &GroupBanPolicyStatus,
     on_written: &(dyn Fn(String) + Sync),
@@ -129,12 +211,21 @@ pub async fn publish_progress(
         if !differs_beyond_timestamps(written.as_ref().unwrap_or(on_server), &status) {
             continue;
         }
-        match write_status(api, name, &status, on_written).await {
-            Ok(()) => {
-                debug!(policy = name, "Published progress");
+        match write_status(api, target, &status, on_written).await {
+            Ok(Written::Yes) => {
+                debug!(policy = %target.name, "Published progress");
                 written = Some(status);
             }
-            Err(error) => warn!(policy = name, error = %crate::error_chain(&error), "Failed to publish progress"),
+            Ok(Written::ObjectReplaced) => {
+                debug!(policy = %target.name, "Policy deleted or replaced; no more progress for it");
+                break;
+            }
+            Err(error) => {
+                if is_forbidden(&error) {
+                    crate::metrics::global().observe_forbidden(STATUS_WRITE.0, STATUS_WRITE.1);
+                }
+                warn!(policy = %target.name, error = %crate::error_chain(&error), "Failed to publish progress");
+            }
         }
     }
     written
