@@ -77,6 +77,15 @@ pub struct NameLabels {
     pub name: String,
 }
 
+/// A request the API server refused: its verb and resource, from a fixed
+/// set (never an object name).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ForbiddenLabels {
+    pub verb: &'static str,
+    /// `resource` or `resource/subresource`, with its API group.
+    pub resource: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: &'static str,
@@ -97,6 +106,8 @@ pub struct Metrics {
     pub leader: Family<NameLabels, Gauge>,
     /// Policies waiting to retry on their own backoff.
     pub retrying: Gauge,
+    /// Requests the API server refused with 403: what RBAC does not allow.
+    pub forbidden: Family<ForbiddenLabels, Counter>,
     build_info: Family<BuildLabels, Gauge>,
     /// The families above, registered once (they share their values).
     registry: Registry,
@@ -117,6 +128,7 @@ impl Metrics {
             policies: Family::default(),
             leader: Family::default(),
             retrying: Gauge::default(),
+            forbidden: Family::default(),
             build_info: Family::default(),
         };
         metrics.build_info.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
@@ -167,8 +179,18 @@ impl Metrics {
             "1 while this process holds the leader Lease",
             self.leader.clone(),
         );
+        registry.register(
+            "groupban_kubernetes_forbidden_requests",
+            "Count of requests the API server refused as forbidden (RBAC), by verb and resource",
+            self.forbidden.clone(),
+        );
         registry.register("groupban_build_info", "The operator's version", self.build_info.clone());
         registry
+    }
+
+    /// Counts a request the API server refused with 403.
+    pub fn observe_forbidden(&self, verb: &'static str, resource: &'static str) {
+        self.forbidden.get_or_create(&ForbiddenLabels { verb, resource }).inc();
     }
 
     /// Records one IM call: its API, its ErrorCode (`None`: no answer) and

@@ -15,21 +15,6 @@ use support::*;
 
 const SECRET: &str = "groupban-credentials";
 
-/// The base URL of an operator's /metrics: it binds port 0 and logs the
-/// address it got (a port picked by the test could be taken by another).
-async fn metrics_base(operator: &Operator) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let logs = operator.logs();
-        let bound = logs.lines().find(|l| l.contains("Serving /metrics")).and_then(|l| l.split("addr=").nth(1));
-        if let Some(addr) = bound {
-            return format!("http://{}", addr.trim());
-        }
-        assert!(Instant::now() < deadline, "no metrics address logged: {logs}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn http_get(url: &str) -> Option<(u16, String)> {
     let response = reqwest::get(url).await.ok()?;
     let status = response.status().as_u16();
@@ -47,7 +32,7 @@ async fn metrics_and_probes_report_a_running_operator() {
     let cluster = Cluster::start().await;
     cluster.put_secret(SECRET, &sim.base_url(), KEY).await;
     let operator = Operator::start(&cluster, &["--metrics-bind-address", "127.0.0.1:0"]);
-    let base = metrics_base(&operator).await;
+    let base = operator.metrics_base().await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while http_get(&format!("{base}/healthz")).await.is_none() {
         assert!(Instant::now() < deadline, "no /healthz: {}", operator.logs());
@@ -91,7 +76,7 @@ async fn a_deleted_policy_stops_counting_as_retrying() {
     let cluster = Cluster::start().await;
     cluster.put_secret(SECRET, &sim.base_url(), KEY).await;
     let operator = Operator::start(&cluster, &["--metrics-bind-address", "127.0.0.1:0"]);
-    let base = metrics_base(&operator).await;
+    let base = operator.metrics_base().await;
     let wait_for_retrying = |wanted: f64| {
         let url = format!("{base}/metrics");
         async move {
@@ -180,7 +165,7 @@ fn candidate(cluster: &Cluster, name: &str) -> Operator {
 
 /// A standby's own account: it does not lead and has made no IM call.
 async fn assert_idle_standby(cluster: &Cluster, standby: &Operator) {
-    let (metrics, logs) = (metrics_base(standby).await, standby.logs());
+    let (metrics, logs) = (standby.metrics_base().await, standby.logs());
     let deadline = Instant::now() + Duration::from_secs(10);
     let text = loop {
         if let Some((200, text)) = http_get(&format!("{metrics}/metrics")).await {

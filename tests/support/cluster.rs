@@ -261,6 +261,49 @@ impl Operator {
         Operator { child, log }
     }
 
+    /// `groupban-operator` with exactly `args` and `env` (no kubeconfig or
+    /// flags of the test's own): as a chart's pod runs it, say.
+    pub fn start_raw(args: &[String], env: &[(String, String)]) -> Operator {
+        Self::start_program(BIN, args, env)
+    }
+
+    /// `program` (a wrapper that ends by running the operator) with
+    /// exactly `args` and `env`, logging to a file like the others.
+    pub fn start_program(program: &str, args: &[String], env: &[(String, String)]) -> Operator {
+        let log = std::env::temp_dir().join(format!("groupban-e2e-{}.log", rand::random::<u64>()));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(program)
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start groupban-operator");
+        Operator { child, log }
+    }
+
+    /// The base URL of the operator's /metrics: it binds port 0 and logs
+    /// the address it got (a port picked by the test could be taken).
+    pub async fn metrics_base(&self) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let logs = self.logs();
+            let bound = logs.lines().find(|l| l.contains("Serving /metrics")).and_then(|l| {
+                let at = l.find("addr")? + "addr".len();
+                let rest = l[at..].trim_start_matches(['=', '"', ':', ' ']);
+                Some(rest.split(['"', ' ', ',']).next()?.to_string())
+            });
+            if let Some(addr) = bound {
+                return format!("http://{addr}");
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no metrics address logged: {logs}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
