@@ -229,16 +229,32 @@ async fn a_converged_policy_makes_no_write_and_no_call() {
     if let Some(fake) = &cluster.fake {
         fake.clear_requests();
     }
+    let audited_before = cluster.operator_requests().map(|r| r.len());
     let version = cluster.policies().get("p").await.unwrap().metadata.resource_version;
     let calls = unban_calls(&sim.base_url()).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(cluster.policies().get("p").await.unwrap().metadata.resource_version, version, "no write");
     assert_eq!(unban_calls(&sim.base_url()).await, calls, "no IM call");
     assert!(ready.status.unwrap().unbanned_members.len() == 40);
-    if let Some(fake) = &cluster.fake {
-        let secret_reads = fake.requests().iter().filter(|r| r.method == "GET" && r.path.contains("/secrets/")).count();
+    // Reconciled meanwhile (a Secret read each time), and nothing written.
+    let (secret_reads, writes) = match (&cluster.fake, cluster.operator_requests()) {
+        (Some(fake), _) => {
+            let requests = fake.requests();
+            let secret_reads = requests.iter().filter(|r| r.method == "GET" && r.path.contains("/secrets/")).count();
+            (Some(secret_reads), requests.iter().filter(|r| r.method != "GET").count())
+        }
+        (None, Some(audited)) => {
+            let quiet = &audited[audited_before.unwrap_or_default()..];
+            let secret_reads = quiet.iter().filter(|r| r.verb == "get" && r.resource == "secrets").count();
+            let writes = quiet.iter().filter(|r| !["get", "list", "watch"].contains(&r.verb.as_str())).count();
+            (Some(secret_reads), writes)
+        }
+        (None, None) => (None, 0),
+    };
+    if let Some(secret_reads) = secret_reads {
         assert!(secret_reads >= 3, "it was reconciled during the quiet period ({secret_reads} Secret reads)");
     }
+    assert_eq!(writes, 0, "no write request of any kind");
     drop(operator);
     cluster.cleanup().await;
 }

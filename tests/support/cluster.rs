@@ -130,6 +130,15 @@ impl Cluster {
         }
     }
 
+    /// The requests the operator made in this test's namespace, as the
+    /// real API server's audit log recorded them (the local control plane
+    /// only; `None` elsewhere).
+    pub fn operator_requests(&self) -> Option<Vec<control_plane::AuditedRequest>> {
+        let plane = self.plane?;
+        let user = plane.default_release().user();
+        Some(plane.requests_by(&user).into_iter().filter(|r| r.namespace == self.namespace).collect())
+    }
+
     pub fn policies(&self) -> Api<GroupBanPolicy> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
