@@ -163,3 +163,99 @@ async fn fleet_converges_near_the_rate_bound() {
     );
     drop(operator);
 }
+
+/// The same fleet through the real API server of the local control plane
+/// (`GROUPBAN_CONTROL_PLANE`), the operator as the chart's ServiceAccount:
+/// the policies are created by server-side apply under a GitOps tool's
+/// field manager, so the server keeps their `managedFields` as it would
+/// for Argo CD or Flux. Status writes and their times come from the API
+/// server's audit log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with --ignored in release mode, with GROUPBAN_CONTROL_PLANE set"]
+async fn fleet_converges_through_the_real_api_server() {
+    let policies = env_or("GROUPBAN_BENCH_POLICIES", 1000);
+    let per_policy = env_or("GROUPBAN_BENCH_MEMBERS", 100);
+    let rate = env_or("GROUPBAN_BENCH_RATE", 200) as u32;
+    let groups: Vec<String> = (0..policies).map(|i| format!("room{i}")).collect();
+    let seeded: Vec<(&str, usize)> = groups.iter().map(|g| (g.as_str(), per_policy)).collect();
+    let mut config = config(&seed_banned(&seeded));
+    config.rate_limit = rate;
+    config.request_log_limit = 1000;
+    let sim = start(config).await;
+    let cluster = Cluster::start().await;
+    let plane = cluster.plane.expect("set GROUPBAN_CONTROL_PLANE: this benchmark needs the real API server");
+    cluster.put_secret("groupban-credentials", &sim.base_url(), KEY).await;
+    let created = Instant::now();
+    for group in &groups {
+        let policy = json!({
+            "apiVersion": "groupban.dev/v1alpha1", "kind": "GroupBanPolicy",
+            "metadata": {"name": group},
+            "spec": {"groupId": group, "unbannedMembers": members("m", per_policy)},
+        });
+        let params = kube::api::PatchParams::apply("argocd-controller");
+        cluster.policies().patch(group, &params, &kube::api::Patch::Apply(&policy)).await.unwrap();
+    }
+    let sample = plane.kubectl(&["get", "gbp", &groups[0], "-n", &cluster.namespace, "-o", "json"]);
+    let sample: serde_json::Value = serde_json::from_str(&sample).unwrap();
+    let managed = serde_json::to_string(&sample["metadata"]["managedFields"]).unwrap().len();
+    println!(
+        "created {policies} policies by server-side apply in {:.2} s; one policy is {} bytes as JSON, {managed} of them managedFields",
+        created.elapsed().as_secs_f64(),
+        serde_json::to_string(&sample).unwrap().len(),
+    );
+
+    let user = plane.default_release().user();
+    let audited_before = plane.requests_by(&user).len();
+    let started_wall = k8s_openapi::jiff::Timestamp::now();
+    let started = Instant::now();
+    let steal_before = machine_steal_seconds();
+    let rate_flag = rate.to_string();
+    let operator = Operator::start(&cluster, &["--max-calls-per-second", &rate_flag]);
+    let pid = operator.pid();
+    let minimum = (policies * per_policy.div_ceil(20)) as u64;
+    loop {
+        let answered = get_json(&sim.base_url(), "/simulator/stats").await["requests"].as_u64().unwrap_or(0);
+        let ready = if answered < minimum {
+            0
+        } else {
+            cluster.policies().list(&Default::default()).await.unwrap().items.iter().filter(|p| is_ready(p)).count()
+        };
+        if ready == policies {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(900), "{ready} of {policies} Ready after 15 minutes");
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    let (cpu, peak_rss) = cpu_and_peak_rss(pid);
+    let steal = machine_steal_seconds() - steal_before;
+    let audit = plane.audit_events();
+    let status_writes: Vec<f64> = audit
+        .iter()
+        .filter(|e| {
+            e["stage"] == "ResponseComplete"
+                && e["user"]["username"] == user.as_str()
+                && e["verb"] == "patch"
+                && e["objectRef"]["subresource"] == "status"
+                && e["objectRef"]["namespace"] == cluster.namespace.as_str()
+        })
+        .filter_map(|e| e["stageTimestamp"].as_str()?.parse::<k8s_openapi::jiff::Timestamp>().ok())
+        .map(|at| (at - started_wall).total(k8s_openapi::jiff::Unit::Second).unwrap_or(f64::NAN))
+        .collect();
+    let converge = status_writes.iter().copied().fold(0.0, f64::max);
+    let stats = get_json(&sim.base_url(), "/simulator/stats").await;
+    let calls = stats["requests"].as_u64().unwrap_or(0);
+    let ideal = minimum as f64 / f64::from(rate);
+    println!(
+        "real API server: {policies} policies x {per_policy} members at {rate}/s: {converge:.2} s vs ideal {ideal:.2} s ({:+.1}%); \
+         IM calls {calls} (minimum {minimum}); status writes {} ({:.2} per policy); busiest 1-s window {}; \
+         operator CPU {cpu:.2} s; peak RSS {:.1} MiB; CPU stolen by the hypervisor {steal:.2} s",
+        (converge / ideal - 1.0) * 100.0,
+        status_writes.len(),
+        status_writes.len() as f64 / policies as f64,
+        stats["peakRequestsInWindow"],
+        peak_rss as f64 / 1024.0,
+    );
+    let requests = plane.requests_by(&user).len() - audited_before;
+    println!("API requests by the operator until converged: {requests}");
+    drop(operator);
+}
