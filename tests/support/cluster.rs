@@ -45,6 +45,8 @@ pub struct Cluster {
     /// name (one per test: tests run side by side on one server).
     pub lease_namespace: String,
     pub lease_name: String,
+    /// The user name the real API server sees for the operator.
+    pub operator_user: Option<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -87,20 +89,32 @@ impl Cluster {
                 namespace,
                 operator_kubeconfig: kubeconfig.clone(),
                 kubeconfig,
+                operator_user: None,
                 lease_name,
                 _dir: dir,
             };
         }
         // Starting the control plane blocks (processes, certificates): off
         // the test's runtime, which may be serving a simulator already.
-        let plane =
-            tokio::task::spawn_blocking(|| control_plane::shared().map(|plane| (plane, plane.default_release())))
-                .await
-                .expect("the control plane starts");
-        if let Some((plane, release)) = plane {
+        let plane = tokio::task::spawn_blocking(|| {
+            control_plane::shared().inspect(|plane| {
+                plane.default_release();
+            })
+        })
+        .await
+        .expect("the control plane starts");
+        if let Some(plane) = plane {
             let kubeconfig = plane.admin_kubeconfig.clone();
             let client = client_from(&kubeconfig).await;
             let namespace = create_namespace(&client, "e2e").await;
+            // The namespaced values: a release of its own watching only
+            // this test's namespace.
+            let release = if std::env::var_os("GROUPBAN_E2E_NAMESPACED_RELEASE").is_some() {
+                let watched = namespace.clone();
+                tokio::task::spawn_blocking(move || plane.namespaced_release(&watched)).await.unwrap()
+            } else {
+                plane.default_release().clone()
+            };
             return Cluster {
                 fake: None,
                 plane: Some(plane),
@@ -109,6 +123,7 @@ impl Cluster {
                 kubeconfig,
                 operator_kubeconfig: release.kubeconfig.clone(),
                 lease_namespace: release.namespace.clone(),
+                operator_user: Some(release.user()),
                 lease_name,
                 _dir: dir,
             };
@@ -125,6 +140,7 @@ impl Cluster {
             operator_kubeconfig: kubeconfig.clone(),
             kubeconfig,
             lease_namespace: "e2e".into(),
+            operator_user: None,
             lease_name,
             _dir: dir,
         }
@@ -134,9 +150,8 @@ impl Cluster {
     /// real API server's audit log recorded them (the local control plane
     /// only; `None` elsewhere).
     pub fn operator_requests(&self) -> Option<Vec<control_plane::AuditedRequest>> {
-        let plane = self.plane?;
-        let user = plane.default_release().user();
-        Some(plane.requests_by(&user).into_iter().filter(|r| r.namespace == self.namespace).collect())
+        let (plane, user) = (self.plane?, self.operator_user.as_ref()?);
+        Some(plane.requests_by(user).into_iter().filter(|r| r.namespace == self.namespace).collect())
     }
 
     pub fn policies(&self) -> Api<GroupBanPolicy> {

@@ -351,6 +351,24 @@ impl ControlPlane {
         })
     }
 
+    /// A release of its own for one test namespace, with the namespaced
+    /// values (`operator.watchNamespace`: a Role there, not a ClusterRole)
+    /// and `crds.install=false` (the default release owns the CRD): the
+    /// e2e suites run this way under `GROUPBAN_E2E_NAMESPACED_RELEASE`.
+    pub fn namespaced_release(&'static self, watched: &str) -> ChartRelease {
+        self.default_release();
+        let release = format!("ns-{}", rand::random::<u32>());
+        let namespace = format!("{release}-ops");
+        let watch = format!("operator.watchNamespace={watched}");
+        self.helm_install(&release, &namespace, &["crds.install=false", &watch])
+            .unwrap_or_else(|e| panic!("helm install {release}: {e}"));
+        let service_account = format!("{release}-groupban-operator");
+        let token = self.service_account_token(&namespace, &service_account);
+        let kubeconfig = self.dir.join(format!("{release}.kubeconfig"));
+        self.token_kubeconfig(&kubeconfig, &token, &namespace);
+        ChartRelease { namespace, service_account, kubeconfig, token }
+    }
+
     /// Every audited request (Metadata level), oldest first.
     pub fn audit_events(&self) -> Vec<Value> {
         let text = std::fs::read_to_string(&self.audit_log).unwrap_or_default();
@@ -387,6 +405,7 @@ pub struct AuditedRequest {
 }
 
 /// A release of the chart, and a kubeconfig with its ServiceAccount's token.
+#[derive(Debug, Clone)]
 pub struct ChartRelease {
     pub namespace: String,
     pub service_account: String,
