@@ -274,9 +274,17 @@ pub fn kubernetes_integer_formats(schema: &mut serde_json::Value) {
             };
             if let Some((minimum, maximum)) = bounds {
                 object.insert("format".into(), Value::from("int64"));
-                object.insert("minimum".into(), Value::from(minimum));
+                // A bound the field already has (a schemars range) wins
+                // where it is tighter than the type's.
+                let tighter_min = object.get("minimum").and_then(Value::as_f64).is_some_and(|m| m > minimum as f64);
+                if !tighter_min {
+                    object.insert("minimum".into(), Value::from(minimum));
+                }
                 if let Some(maximum) = maximum {
-                    object.insert("maximum".into(), Value::from(maximum));
+                    let tighter_max = object.get("maximum").and_then(Value::as_f64).is_some_and(|m| m < maximum as f64);
+                    if !tighter_max {
+                        object.insert("maximum".into(), Value::from(maximum));
+                    }
                 }
             }
             object.values_mut().for_each(kubernetes_integer_formats);
@@ -450,6 +458,21 @@ mod tests {
             ["properties"]["desired"];
         assert_eq!(summary["minimum"], 0);
         assert_eq!(summary["maximum"], u64::from(u32::MAX));
+    }
+
+    /// The rewrite keeps a field's own tighter bounds.
+    #[test]
+    fn integer_formats_keep_tighter_bounds() {
+        let mut schema = serde_json::json!({"properties": {
+            "a": {"type": "integer", "format": "uint32", "minimum": 1.0, "maximum": 10.0},
+            "b": {"type": "integer", "format": "uint64", "minimum": 0.0},
+        }});
+        kubernetes_integer_formats(&mut schema);
+        assert_eq!(
+            schema["properties"]["a"],
+            serde_json::json!({"type": "integer", "format": "int64", "minimum": 1.0, "maximum": 10.0})
+        );
+        assert_eq!(schema["properties"]["b"], serde_json::json!({"type": "integer", "format": "int64", "minimum": 0}));
     }
 
     #[test]

@@ -69,7 +69,8 @@ impl Release {
 
 fn install(plane: &ControlPlane, release: &str, namespace: &str, options: &[&str]) -> Release {
     let chart = format!("{ROOT}/charts/groupban-operator");
-    let mut args = vec!["install", release, chart.as_str(), "--namespace", namespace, "--create-namespace"];
+    let mut args =
+        vec!["install", release, chart.as_str(), "--namespace", namespace, "--create-namespace", "--timeout", "60s"];
     args.extend(options);
     plane.helm(&args).unwrap_or_else(|e| panic!("helm install {release}: {e}"));
     let manifest = plane.helm(&["get", "manifest", release, "-n", namespace]).unwrap();

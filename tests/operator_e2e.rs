@@ -252,7 +252,8 @@ async fn a_converged_policy_makes_no_write_and_no_call() {
         (None, None) => (None, 0),
     };
     if let Some(secret_reads) = secret_reads {
-        assert!(secret_reads >= 3, "it was reconciled during the quiet period ({secret_reads} Secret reads)");
+        // A resync every second, plus the reconcile's own time: at least two.
+        assert!(secret_reads >= 2, "it was reconciled during the quiet period ({secret_reads} Secret reads)");
     }
     assert_eq!(writes, 0, "no write request of any kind");
     drop(operator);

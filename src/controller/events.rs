@@ -61,7 +61,7 @@ impl EventRecorders {
     }
 
     /// Creates the Event, or counts a repeat on the one already published.
-    pub async fn publish(&self, event: &Event, regarding: &ObjectReference) -> Result<(), kube::Error> {
+    pub async fn publish(&self, event: &Event, regarding: &ObjectReference) -> Result<(), PublishError> {
         let now = Timestamp::now();
         let key = EventKey {
             warning: event.type_ == EventType::Warning,
@@ -84,12 +84,18 @@ impl EventRecorders {
                 let count = repeat.series.as_ref().map_or(2, |series| series.count + 1);
                 repeat.series = Some(EventSeries { count, last_observed_time: MicroTime(now) });
                 let name = repeat.metadata.name.clone().unwrap_or_default();
-                events.patch(&name, &PatchParams::default(), &Patch::Merge(&repeat)).await?;
+                events
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&repeat))
+                    .await
+                    .map_err(|source| PublishError { verb: "patch", source })?;
                 repeat
             }
             None => {
                 let new = self.new_event(event, regarding, now);
-                events.create(&PostParams::default(), &new).await?;
+                events
+                    .create(&PostParams::default(), &new)
+                    .await
+                    .map_err(|source| PublishError { verb: "create", source })?;
                 new
             }
         };
@@ -119,6 +125,16 @@ impl EventRecorders {
             ..Default::default()
         }
     }
+}
+
+/// An Event the API server did not take, and the request that asked.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to {verb} an Event")]
+pub struct PublishError {
+    /// `create` for a new Event, `patch` for a repeat's count.
+    pub verb: &'static str,
+    #[source]
+    pub source: kube::Error,
 }
 
 fn last_seen(event: &K8sEvent) -> Option<Timestamp> {

@@ -275,8 +275,8 @@ async fn publish_events(
         let event = events::event_for(&notice);
         match ctx.recorders.publish(&event, &reference).await {
             Ok(()) => {}
-            Err(error) if is_forbidden(&error) => {
-                crate::metrics::global().observe_forbidden("create", "events.events.k8s.io");
+            Err(error) if is_forbidden(&error.source) => {
+                crate::metrics::global().observe_forbidden(error.verb, "events.events.k8s.io");
                 warn!(
                     reason = %event.reason,
                     error = %crate::error_chain(&error),

@@ -113,6 +113,22 @@ fn spawn_tied(program: &Path, args: &[String], log: &Path) -> (Child, ChildStdin
     (child, stdin)
 }
 
+/// A watchdog that removes `dir` once our end of its standard input closes
+/// (the test process ended), after the servers' watchdogs had time to stop
+/// them.
+fn remove_when_done(dir: &Path) -> (Child, ChildStdin) {
+    let mut child = Command::new("bash")
+        .args(["-c", r#"read -r _; sleep 5; rm -rf -- "$1""#, "cleanup"])
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the cleanup watchdog");
+    let stdin = child.stdin.take().unwrap();
+    (child, stdin)
+}
+
 /// Waits until `ready()` holds, or panics with the tail of `log`.
 fn wait_until(what: &str, timeout: Duration, log: &Path, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
@@ -210,7 +226,10 @@ impl ControlPlane {
         openssl(&dir, &["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"]);
         std::fs::write(dir.join("audit-policy.yaml"), AUDIT_POLICY).unwrap();
 
-        let mut lifelines = Vec::new();
+        // The folder (etcd's data, the audit log, the CA's key) goes when the
+        // test process does: a static's TempDir is never dropped. A third
+        // watchdog removes it once both servers have had time to stop.
+        let mut lifelines = vec![remove_when_done(&dir)];
         let (etcd_port, etcd_peer, port) = (free_port(), free_port(), free_port());
         let etcd_log = dir.join("etcd.log");
         let etcd_args: Vec<String> = vec![
@@ -278,7 +297,7 @@ impl ControlPlane {
             _dir: tmp,
         };
         wait_until("kube-apiserver", Duration::from_secs(90), &apiserver_log, || {
-            plane.kubectl_status(&["get", "--raw", "/readyz"]).is_ok()
+            plane.kubectl_status(&["get", "--raw", "/readyz", "--request-timeout=5s"]).is_ok()
         });
         eprintln!("control plane: kube-apiserver ready at {} in {:?}", plane.url, started.elapsed());
         plane
@@ -320,7 +339,16 @@ impl ControlPlane {
     /// need be), with `--set` pairs.
     pub fn helm_install(&self, release: &str, namespace: &str, sets: &[&str]) -> Result<String, String> {
         let chart = format!("{ROOT}/charts/groupban-operator");
-        let mut args = vec!["install", release, chart.as_str(), "--namespace", namespace, "--create-namespace"];
+        let mut args = vec![
+            "install",
+            release,
+            chart.as_str(),
+            "--namespace",
+            namespace,
+            "--create-namespace",
+            "--timeout",
+            "60s",
+        ];
         for set in sets {
             args.extend(["--set", set]);
         }
@@ -405,12 +433,24 @@ pub struct AuditedRequest {
 }
 
 /// A release of the chart, and a kubeconfig with its ServiceAccount's token.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ChartRelease {
     pub namespace: String,
     pub service_account: String,
     pub kubeconfig: PathBuf,
     pub token: String,
+}
+
+/// Never prints the token: a failing assertion must not put a live
+/// credential in the CI log.
+impl std::fmt::Debug for ChartRelease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChartRelease")
+            .field("namespace", &self.namespace)
+            .field("service_account", &self.service_account)
+            .field("kubeconfig", &self.kubeconfig)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ChartRelease {

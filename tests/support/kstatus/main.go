@@ -4,7 +4,7 @@
 // sigs.k8s.io/cli-utils/pkg/kstatus/status library.
 //
 // The test suite builds it with .ci/control-plane and feeds it policies read
-// from a real API server (tests/kstatus.rs).
+// from a real API server (tests/control_plane.rs).
 package main
 
 import (
