@@ -66,7 +66,7 @@ async fn fleet_converges_near_the_rate_bound() {
     let sim = start(config).await;
     // The simulator's clock (firstRequestAtMs...) starts a moment before this.
     let sim_started = Instant::now();
-    let cluster = Cluster::start().await;
+    let cluster = Cluster::start_fake().await;
     cluster.put_secret("groupban-credentials", &sim.base_url(), KEY).await;
     for group in &groups {
         cluster.apply_policy(group, json!({"groupId": group, "unbannedMembers": members("m", per_policy)})).await;
@@ -195,7 +195,8 @@ async fn fleet_converges_through_the_real_api_server() {
         let params = kube::api::PatchParams::apply("argocd-controller");
         cluster.policies().patch(group, &params, &kube::api::Patch::Apply(&policy)).await.unwrap();
     }
-    let sample = plane.kubectl(&["get", "gbp", &groups[0], "-n", &cluster.namespace, "-o", "json"]);
+    let sample =
+        plane.kubectl(&["get", "gbp", &groups[0], "-n", &cluster.namespace, "-o", "json", "--show-managed-fields"]);
     let sample: serde_json::Value = serde_json::from_str(&sample).unwrap();
     let managed = serde_json::to_string(&sample["metadata"]["managedFields"]).unwrap().len();
     println!(

@@ -128,6 +128,17 @@ impl Cluster {
                 _dir: dir,
             };
         }
+        Self::start_fake_in(dir, lease_name).await
+    }
+
+    /// The in-process fake API server, whatever the environment says (the
+    /// fake-server benchmark compares against it).
+    pub async fn start_fake() -> Cluster {
+        groupban_operator::install_crypto_provider();
+        Self::start_fake_in(tempfile::tempdir().unwrap(), format!("groupban-operator-{}", rand::random::<u32>())).await
+    }
+
+    async fn start_fake_in(dir: tempfile::TempDir, lease_name: String) -> Cluster {
         let fake = FakeApiServer::start().await;
         let kubeconfig = dir.path().join("kubeconfig");
         fake.write_kubeconfig(&kubeconfig);
