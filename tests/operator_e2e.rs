@@ -123,8 +123,12 @@ async fn a_terminal_error_code_stalls_until_the_spec_is_fixed() {
     let stalled = cluster.wait_for("p", WAIT, |p| condition(p, "Stalled").is_some_and(|(s, _)| s == "True")).await;
     assert_eq!(condition(&stalled, "Stalled").unwrap().1, "GroupNotFound");
     assert_eq!(stalled.status.as_ref().unwrap().last_error_code, Some(10010));
+    // At start the Secret watch's first list may re-check the policy once
+    // (a Secret event wakes the policies using it); let that pass, then
+    // watch longer than the first backoff (2.5-5 s) a loop would wait.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let calls = unban_calls(&sim.base_url()).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(unban_calls(&sim.base_url()).await, calls, "a Stalled policy is not retried in a loop");
     let events = cluster.event_reasons("p").await;
     assert_eq!(events.iter().filter(|e| e.0 == "Warning").count(), 1, "{events:?}");
@@ -268,14 +272,15 @@ async fn a_hundred_policies_at_once() {
     let sim = start(config(&seed_banned(&refs))).await;
     let cluster = Cluster::start().await;
     cluster.put_secret(SECRET, &sim.base_url(), KEY).await;
-    let _operator = Operator::start(&cluster, &[]);
+    let operator = Operator::start(&cluster, &[]);
     for (group, _) in &groups {
         cluster.apply_policy(group, spec(group, &members("m", 25))).await;
     }
     for (group, _) in &groups {
         cluster.wait_for(group, Duration::from_secs(60), is_ready).await;
     }
-    assert_eq!(unban_calls(&sim.base_url()).await, 200, "25 members: 2 calls each");
+    let stats = get_json(&sim.base_url(), "/simulator/stats").await;
+    assert_eq!(unban_calls(&sim.base_url()).await, 200, "25 members: 2 calls each; {stats}\n{}", operator.logs());
     cluster.cleanup().await;
 }
 
@@ -349,6 +354,7 @@ async fn a_policy_recreated_under_its_name_never_gets_the_old_ones_status() {
     // published progress.
     cluster.wait_for("p", WAIT, |p| p.status.as_ref().is_some_and(|s| s.unbanned_members.len() >= 40)).await;
     cluster.delete_policy("p").await;
+    let calls_at_delete = group_calls(&sim.base_url(), "g1").await;
     cluster.apply_policy("p", spec("g2", &members("n", 40))).await;
     let new_uid = cluster.policies().get("p").await.unwrap().metadata.uid;
 
@@ -370,5 +376,58 @@ async fn a_policy_recreated_under_its_name_never_gets_the_old_ones_status() {
         assert!(tokio::time::Instant::now() < deadline, "not Ready: {status:#?}\n{}", operator.logs());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The old pass stopped starting calls at the delete: one call may have
+    // been on its way already (before the fix: 5.4 s of calls, about 10).
+    let late = group_calls(&sim.base_url(), "g1").await - calls_at_delete;
+    assert!(late <= 1, "{late} calls for the deleted policy's group after the delete\n{}", operator.logs());
+    cluster.cleanup().await;
+}
+
+/// How many requests the simulator has logged.
+async fn logged_requests(sim_url: &str) -> usize {
+    get_json(sim_url, "/simulator/requests").await["requests"].as_array().unwrap().len()
+}
+
+/// Unban calls the simulator received for `group`.
+async fn group_calls(sim_url: &str, group: &str) -> usize {
+    get_json(sim_url, "/simulator/requests").await["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["command"] == "unban_group_member" && r["groupId"] == group)
+        .count()
+}
+
+/// A policy shrunk in the middle of a long pass: the pass stops starting
+/// calls for members no longer desired within one call, and the policy
+/// converges on its new spec.
+#[tokio::test]
+async fn a_spec_change_reaches_a_running_pass_within_one_call() {
+    let mut config = config(&seed_banned(&[("room", 400)]));
+    config.rate_limit = 2;
+    let sim = start(config).await;
+    let cluster = Cluster::start().await;
+    cluster.put_secret(SECRET, &sim.base_url(), KEY).await;
+    let operator = Operator::start(&cluster, &["--max-calls-per-second", "2"]);
+    cluster.apply_policy("p", spec("room", &members("m", 400))).await;
+    cluster.wait_for("p", WAIT, |p| p.status.as_ref().is_some_and(|s| s.unbanned_members.len() >= 40)).await;
+    cluster.apply_policy("p", spec("room", &members("m", 30))).await;
+    let calls_at_edit = logged_requests(&sim.base_url()).await;
+    let done =
+        cluster.wait_for("p", WAIT, |p| is_ready(p) && p.status.as_ref().unwrap().unbanned_members.len() == 30).await;
+    assert_eq!(done.status.unwrap().summary.unwrap().desired, 30);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Calls carrying a member no longer desired, after the edit: one may
+    // have been on its way (before the fix: 10 or more). Members are
+    // planned in sorted order (m0, m1, m10, m100, ...), so the new spec
+    // may still need calls of its own.
+    let kept: std::collections::HashSet<String> = members("m", 30).into_iter().collect();
+    let requests = get_json(&sim.base_url(), "/simulator/requests").await;
+    let late = requests["requests"].as_array().unwrap()[calls_at_edit..]
+        .iter()
+        .filter(|r| r["command"] == "unban_group_member")
+        .filter(|r| r["members"].as_array().unwrap().iter().any(|m| !kept.contains(m.as_str().unwrap())))
+        .count();
+    assert!(late <= 1, "{late} calls for removed members after the edit\n{}", operator.logs());
     cluster.cleanup().await;
 }

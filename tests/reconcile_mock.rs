@@ -56,6 +56,7 @@ fn context_with(client: Client, cached: &[Arc<GroupBanPolicy>]) -> Arc<Context> 
         drift_attempts: Default::default(),
         policies,
         echoes: Default::default(),
+        passes: Default::default(),
         client,
     })
 }

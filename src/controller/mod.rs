@@ -23,6 +23,7 @@ pub mod backoff;
 pub mod drift;
 pub mod events;
 pub mod leader;
+pub mod passes;
 pub mod reconcile;
 pub mod status_writer;
 pub mod triggers;
@@ -131,6 +132,8 @@ pub struct Context {
     pub policies: reflector::Store<GroupBanPolicy>,
     /// Status writes the cache has not shown yet.
     pub echoes: status_writer::PendingEchoes,
+    /// Passes under way, stopped when their policy changes or goes.
+    pub passes: passes::RunningPasses,
 }
 
 impl Context {
@@ -289,6 +292,7 @@ async fn run_term(client: &Client, options: &RunOptions, stopped: watch::Receive
         drift_attempts: Default::default(),
         policies: reader.clone(),
         echoes: Default::default(),
+        passes: Default::default(),
     });
 
     let mut policy_watch = watcher::Config::default();
@@ -307,9 +311,15 @@ async fn run_term(client: &Client, options: &RunOptions, stopped: watch::Receive
         .reflect(writer)
         .inspect(move |event| match event {
             Ok(watcher::Event::Apply(policy)) => {
-                forgetting.echoes.seen(&reconcile::policy_key(policy), policy.resource_version().as_deref());
+                let key = reconcile::policy_key(policy);
+                forgetting.echoes.seen(&key, policy.resource_version().as_deref());
+                forgetting.passes.seen(&key, &passes::PassFor::of(policy));
             }
-            Ok(watcher::Event::Delete(policy)) => forgetting.forget_policy(&reconcile::policy_key(policy)),
+            Ok(watcher::Event::Delete(policy)) => {
+                let key = reconcile::policy_key(policy);
+                forgetting.passes.deleted(&key);
+                forgetting.forget_policy(&key);
+            }
             Ok(watcher::Event::InitDone) => {
                 health.set_ready(true);
                 // A relist fills the cache only now (InitApply goes to a

@@ -18,6 +18,7 @@ use kube::{Api, Resource, ResourceExt};
 use tokio::sync::watch;
 use tracing::{debug, info, instrument, warn};
 
+use super::passes::PassFor;
 use super::status_writer::{STATUS_WRITE, StatusTarget, Written, is_forbidden, publish_progress, write_status};
 use super::triggers::{SecretKey, credentials_secret};
 use super::{Context, drift, events};
@@ -126,7 +127,11 @@ async fn reconcile_once(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Resul
         target,
     };
     let target = StatusTarget::of(&policy);
-    let (outcome, progress_written) = run_with_progress(&ctx, &api, &policy, &target, input, &recorded).await;
+    // Stops starting calls on shutdown, and as soon as the watch shows the
+    // policy edited, deleted or made again.
+    let pass = ctx.passes.start(&key, PassFor::of(&policy), ctx.shutdown.clone());
+    let (outcome, progress_written) =
+        run_with_progress(&ctx, &api, &policy, &target, input, &recorded, pass.stop.clone()).await;
     let PassOutcome { mut status, decision, calls_succeeded, calls_failed } = outcome;
     status.drift = drift_status;
     status.last_handled_reconcile_at =
@@ -158,6 +163,13 @@ async fn reconcile_once(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Resul
         info!(calls_succeeded, calls_failed, ?decision, "Pass done");
     }
     publish_events(&ctx, &policy, &before_pass, &status, calls_succeeded).await;
+    if let Some(why) = pass.changed() {
+        // What was confirmed is written; the watch event that stopped the
+        // pass schedules the next reconcile, from the new spec. No backoff:
+        // nothing failed.
+        info!(why, "Pass stopped: its policy changed");
+        return Ok(Action::await_change());
+    }
     let drift_due = match (decision, runnable) {
         (Decision::Idle, true) => {
             drift::next_check_in(&policy.spec, ctx.last_drift_attempt(&key, &status), Timestamp::now())
@@ -213,13 +225,14 @@ async fn run_with_progress(
     target: &StatusTarget,
     input: PolicyInput,
     recorded: &GroupBanPolicyStatus,
+    stop: watch::Receiver<bool>,
 ) -> (PassOutcome, Option<GroupBanPolicyStatus>) {
     let (progress_tx, progress_rx) = watch::channel(None);
     let interval = ctx.options.progress_interval;
     let pass = async move {
         let mut last_sent = tokio::time::Instant::now();
         let inputs = [input];
-        let mut outcomes = run_pass(&inputs, &ctx.pool, ctx.shutdown.clone(), |statuses, _| {
+        let mut outcomes = run_pass(&inputs, &ctx.pool, stop, |statuses, _| {
             if last_sent.elapsed() >= interval {
                 last_sent = tokio::time::Instant::now();
                 progress_tx.send_replace(statuses.first().cloned());
