@@ -269,11 +269,18 @@ pub struct Health {
     ready: AtomicBool,
     /// The leader's policy cache, for the member and policy gauges.
     policies: Mutex<Option<Store<GroupBanPolicy>>>,
+    /// What the process waits for while not ready, for `/readyz`'s body.
+    waiting_for: Mutex<Option<String>>,
 }
 
 impl Health {
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Says what the process is waiting for (`None`: nothing said).
+    pub fn set_waiting_for(&self, what: Option<String>) {
+        *self.waiting_for.lock().unwrap_or_else(|e| e.into_inner()) = what;
     }
 
     pub fn set_policies(&self, store: Option<Store<GroupBanPolicy>>) {
@@ -325,10 +332,10 @@ async fn scrape(State(health): State<Arc<Health>>) -> impl IntoResponse {
 
 async fn ready(State(health): State<Arc<Health>>) -> impl IntoResponse {
     if health.ready.load(Ordering::SeqCst) {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet")
+        return (StatusCode::OK, "ok".to_string());
     }
+    let waiting = health.waiting_for.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    (StatusCode::SERVICE_UNAVAILABLE, waiting.unwrap_or_else(|| "caches not synced yet".into()))
 }
 
 #[cfg(test)]

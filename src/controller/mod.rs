@@ -201,14 +201,15 @@ pub async fn run_with_client(
         Some(namespace) => Api::namespaced(client.clone(), namespace),
         None => Api::all(client.clone()),
     };
-    preflight(&policies, options.selector.as_deref()).await?;
-
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
         info!("Shutting down: no new IM calls; waiting for calls in flight");
         stop.send_replace(true);
     });
+    if !preflight(&policies, options.selector.as_deref(), &options.health, stopped.clone()).await? {
+        return Ok(()); // stopped while waiting for the API server
+    }
     let metrics = crate::metrics::global();
     let Some(election) = options.leader_election.clone() else {
         metrics.set_leader(CONTROLLER_NAME, true);
@@ -448,29 +449,60 @@ fn secret_watches(client: &Client, options: &RunOptions) -> Vec<SecretWatch> {
     watches
 }
 
-/// Fails fast, with a message that says what to do, when the API server
-/// cannot be reached, the CRD is missing, access is denied or the
-/// selector is invalid: otherwise the watch would retry forever in silence.
-async fn preflight(policies: &Api<GroupBanPolicy>, selector: Option<&str>) -> anyhow::Result<()> {
+/// Checks that policies can be listed before the controller starts. What
+/// retrying cannot fix (no CRD: 404; forbidden: 403; a bad selector: 400)
+/// fails at once with a message that says what to do. Anything else (an
+/// API server restarting: 5xx, refused connections, timeouts) is retried
+/// with backoff, saying what it waits for in the log and in `/readyz`:
+/// exiting would only turn an API-server restart into a CrashLoopBackOff.
+/// Returns false when shutdown came first.
+async fn preflight(
+    policies: &Api<GroupBanPolicy>,
+    selector: Option<&str>,
+    health: &crate::metrics::Health,
+    mut stopped: watch::Receiver<bool>,
+) -> anyhow::Result<bool> {
     let mut params = ListParams::default().limit(1);
     if let Some(selector) = selector {
         params = params.labels(selector);
     }
-    match policies.list_metadata(&params).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Err(anyhow::anyhow!(
-            "the GroupBanPolicy CRD (groupbanpolicies.groupban.dev) is not installed: kubectl apply -f crds/groupbanpolicies.yaml, or install the Helm chart"
-        )),
-        Err(kube::Error::Api(status)) if status.code == 403 => Err(anyhow::anyhow!(
-            "access denied listing GroupBanPolicies ({}); the service account needs get/list/watch on groupbanpolicies.groupban.dev",
-            status.message
-        )),
-        Err(kube::Error::Api(status)) if status.code == 400 => {
-            Err(anyhow::anyhow!("the API server refused the list: {} (check --selector)", status.message))
+    let mut delay = PREFLIGHT_FIRST_RETRY;
+    loop {
+        let error = match policies.list_metadata(&params).await {
+            Ok(_) => {
+                health.set_waiting_for(None);
+                return Ok(true);
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                return Err(anyhow::anyhow!(
+                    "the GroupBanPolicy CRD (groupbanpolicies.groupban.dev) is not installed: kubectl apply -f crds/groupbanpolicies.yaml, or install the Helm chart"
+                ));
+            }
+            Err(kube::Error::Api(status)) if status.code == 403 => {
+                return Err(anyhow::anyhow!(
+                    "access denied listing GroupBanPolicies ({}); the service account needs get/list/watch on groupbanpolicies.groupban.dev",
+                    status.message
+                ));
+            }
+            Err(kube::Error::Api(status)) if status.code == 400 => {
+                return Err(anyhow::anyhow!("the API server refused the list: {} (check --selector)", status.message));
+            }
+            Err(error) => error,
+        };
+        let problem = crate::cut_text(&crate::error_chain(&error), 512);
+        warn!(error = %problem, retry_in_s = delay.as_secs(), "Waiting for the API server: cannot list GroupBanPolicies yet");
+        health.set_waiting_for(Some(format!("waiting for the API server to list GroupBanPolicies: {problem}")));
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = stopped.wait_for(|stop| *stop) => return Ok(false),
         }
-        Err(error) => Err(anyhow::Error::new(error).context("failed to list GroupBanPolicies")),
+        delay = (delay * 2).min(PREFLIGHT_MAX_RETRY);
     }
 }
+
+/// The first wait before listing policies again, and the longest.
+const PREFLIGHT_FIRST_RETRY: Duration = Duration::from_secs(1);
+const PREFLIGHT_MAX_RETRY: Duration = Duration::from_secs(30);
 
 fn log_controller_error(error: &ControllerError) {
     match error {

@@ -1,0 +1,74 @@
+//! `groupban-operator run` under API-server faults, through the fake API
+//! server (the one that can inject them: status codes, refused requests,
+//! hung watches) and the IM simulator: what a user sees in the process's
+//! exit, its log, `/readyz` and the policies' status.
+//!
+//! These always use the in-process fake, with or without the local control
+//! plane: a real API server cannot be told to fail on cue.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::cluster::{Cluster, Operator, is_ready};
+use support::*;
+
+const SECRET: &str = "groupban-credentials";
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn readyz(operator: &Operator) -> Option<(u16, String)> {
+    let base = operator.metrics_base().await;
+    let response = reqwest::get(format!("{base}/readyz")).await.ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().await.ok()?))
+}
+
+/// The operator's start-up check: a list of one policy (kube writes the
+/// query as `?&limit=1`).
+const STARTUP_LIST: &str = "groupbanpolicies?&limit=1";
+
+/// A blip at start (the API server answering 500 while it restarts) is
+/// waited out with backoff, `/readyz` saying what it waits for, instead of
+/// exiting: in a cluster an exit is a CrashLoopBackOff.
+#[tokio::test]
+async fn a_blip_at_start_is_waited_out_not_a_crash() {
+    let sim = start(config(&seed_banned(&[("room", 5)]))).await;
+    let cluster = Cluster::start_fake().await;
+    let fake = cluster.fake.as_ref().unwrap();
+    cluster.put_secret(SECRET, &sim.base_url(), KEY).await;
+    cluster.apply_policy("p", json!({"groupId": "room", "unbannedMembers": members("m", 5)})).await;
+    fake.fail_requests(Some("GET"), STARTUP_LIST, 500, 2);
+    let mut operator = Operator::start(&cluster, &["--metrics-bind-address", "127.0.0.1:0"]);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some((503, body)) = readyz(&operator).await
+            && body.contains("waiting for the API server")
+        {
+            break;
+        }
+        assert!(operator.child.try_wait().unwrap().is_none(), "exited: {}", operator.logs());
+        assert!(Instant::now() < deadline, "/readyz never said what it waits for: {}", operator.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.wait_for("p", WAIT, is_ready).await;
+    assert_eq!(readyz(&operator).await.map(|r| r.0), Some(200));
+    assert!(operator.logs().contains("Waiting for the API server"), "{}", operator.logs());
+    operator.signal("TERM");
+    assert_eq!(operator.wait(Duration::from_secs(25)).await.and_then(|s| s.code()), Some(0));
+    cluster.cleanup().await;
+}
+
+/// What retrying cannot fix still ends the process at once, naming the fix.
+#[tokio::test]
+async fn a_missing_crd_or_a_denied_list_exits_at_once_naming_the_fix() {
+    for (status, expected) in [(404, "CRD (groupbanpolicies.groupban.dev) is not installed"), (403, "access denied")] {
+        let cluster = Cluster::start_fake().await;
+        cluster.fake.as_ref().unwrap().fail_requests(Some("GET"), STARTUP_LIST, status, 1);
+        let mut operator = Operator::start(&cluster, &[]);
+        let exit = operator.wait(Duration::from_secs(10)).await.expect("exits at once");
+        assert_eq!(exit.code(), Some(1), "{}", operator.logs());
+        assert!(operator.logs().contains(expected), "{status}: {}", operator.logs());
+        cluster.cleanup().await;
+    }
+}
