@@ -150,8 +150,18 @@ struct RunArgs {
     /// Serve `/metrics` (OpenMetrics), `/healthz` and `/readyz` here, e.g. `:8080`.
     #[arg(long, env = "GROUPBAN_METRICS_BIND_ADDRESS", value_parser = parse_bind_address)]
     metrics_bind_address: Option<SocketAddr>,
-    /// Elect one leader among replicas on a Lease; only the leader makes IM calls and writes status.
-    #[arg(long, env = "GROUPBAN_LEADER_ELECT")]
+    /// Elect one leader on a Lease; only the leader makes IM calls and writes status. On by
+    /// default, so two processes started the same way never both spend one app's budget;
+    /// `--leader-elect=false` for a process that must act alone (it says so loudly).
+    #[arg(
+        long,
+        env = "GROUPBAN_LEADER_ELECT",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
     leader_elect: bool,
     /// Name of the Lease.
     #[arg(long, default_value = "groupban-operator")]
@@ -391,6 +401,11 @@ async fn run_controller(args: RunArgs) -> Result<ExitCode, Failure> {
 /// the leader time to step down before a standby may take over.
 fn leader_election(args: &RunArgs) -> Result<Option<crate::controller::LeaderElection>, Failure> {
     if !args.leader_elect {
+        tracing::warn!(
+            "Leader election is off (--leader-elect=false): this process calls the IM API without asking \
+             anyone, and a second one started the same way spends the same app's budget (200 calls/s) \
+             twice over; run exactly one"
+        );
         return Ok(None);
     }
     let (duration, deadline, retry) =

@@ -209,3 +209,14 @@ fn unsafe_value_combinations_are_refused() {
         assert!(!output.status.success() && stderr.contains(expected), "{sets:?}: {stderr}");
     }
 }
+
+/// `run` elects a leader unless told not to: the chart with leader
+/// election off must say `--leader-elect=false`, not merely omit the flag.
+#[test]
+fn leader_election_off_in_the_chart_turns_it_off_in_run() {
+    let Some(mut helm) = helm() else { return };
+    helm.args(["template", "release", CHART, "--set", "operator.leaderElection.enabled=false"]);
+    let text = run(helm);
+    assert!(text.contains("- --leader-elect=false"), "{text}");
+    assert!(!text.contains("- --leader-elect\n"), "{text}");
+}

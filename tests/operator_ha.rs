@@ -59,7 +59,8 @@ async fn metrics_and_probes_report_a_running_operator() {
     assert_eq!(value("groupban_policies{condition=\"Suspended\"}"), 1.0);
     assert_eq!(value("groupban_members{state=\"desired\"}"), 46.0);
     assert_eq!(value("groupban_members{state=\"unbanned\"}"), 45.0);
-    assert_eq!(value("leader_election_master_status{name=\"groupban-operator\"}"), 1.0);
+    let leader = format!("leader_election_master_status{{name=\"{}\"}}", cluster.lease_name);
+    assert_eq!(value(&leader), 1.0, "leader election is on by default");
     assert!(text.contains("groupban_build_info{version=\"") && text.trim_end().ends_with("# EOF"));
     drop(operator);
     cluster.cleanup().await;
@@ -159,7 +160,7 @@ async fn fleet(cluster: &Cluster) -> (groupban_operator::simulator::RunningSimul
 /// A candidate, serving /metrics on a port of its own choosing.
 fn candidate(cluster: &Cluster, name: &str) -> Operator {
     let mut args = ELECTION.to_vec();
-    args.extend(["20", "--metrics-bind-address", "127.0.0.1:0", "--leader-election-id", &cluster.lease_name]);
+    args.extend(["20", "--metrics-bind-address", "127.0.0.1:0"]);
     Operator::start_with_env(cluster, &args, &[("POD_NAME", name)])
 }
 
@@ -261,5 +262,38 @@ async fn sigterm_hands_the_lease_to_the_standby_at_once() {
     let last_before = times.iter().copied().filter(|&t| t <= handed_over).max().expect("the first leader called");
     let first_after = times.iter().copied().filter(|&t| t > handed_over).min().expect("the second leader called");
     assert!(first_after - last_before > Duration::from_secs(1), "{last_before:?} then {first_after:?}");
+    cluster.cleanup().await;
+}
+
+/// Two processes started the same way, with no election flags, against one
+/// app: leader election is on by default, so one calls and the other waits,
+/// and together they make exactly the calls needed, none answered 60007
+/// (before: twice the calls, and 60007s that neither process mentioned).
+/// Opting out is possible, and said loudly.
+#[tokio::test]
+async fn two_processes_started_alike_never_both_call() {
+    let mut config = config(&seed_banned(&[("room", 2000)]));
+    config.rate_limit = 100;
+    let sim = start(config).await;
+    let cluster = Cluster::start().await;
+    cluster.put_secret(SECRET, &sim.base_url(), KEY).await;
+    cluster.apply_policy("p", json!({"groupId": "room", "unbannedMembers": members("m", 2000)})).await;
+    let first = Operator::start(&cluster, &["--max-calls-per-second", "100"]);
+    let second = Operator::start(&cluster, &["--max-calls-per-second", "100"]);
+    cluster.wait_for("p", Duration::from_secs(60), is_ready).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats = get_json(&sim.base_url(), "/simulator/stats").await;
+    assert_eq!(stats["requests"], 100, "2,000 members: 100 calls, made once: {stats}");
+    assert_eq!(stats["byErrorCode"]["60007"], serde_json::Value::Null, "{stats}");
+    let leaders = [&first, &second].iter().filter(|o| o.logs().contains("Became the leader")).count();
+    assert_eq!(leaders, 1, "{}\n---\n{}", first.logs(), second.logs());
+    drop((first, second));
+
+    let alone = Operator::start(&cluster, &["--leader-elect=false"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !alone.logs().contains("Leader election is off") {
+        assert!(Instant::now() < deadline, "no warning: {}", alone.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     cluster.cleanup().await;
 }

@@ -283,6 +283,9 @@ impl Operator {
         let child = Command::new(BIN)
             .args(["run", "--namespace", &cluster.namespace, "--progress-interval", "1s"])
             .args(["--stalled-recheck-interval", "1h", "--max-attempts", "3"])
+            // Leader election is on by default: a Lease of the test's own,
+            // as tests run side by side on one API server.
+            .args(["--leader-election-id", &cluster.lease_name])
             .args(extra)
             .envs(env.iter().copied())
             .env("KUBECONFIG", &cluster.operator_kubeconfig)
