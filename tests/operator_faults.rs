@@ -72,3 +72,59 @@ async fn a_missing_crd_or_a_denied_list_exits_at_once_naming_the_fix() {
         cluster.cleanup().await;
     }
 }
+
+/// Applies a policy whatever its spec, through an untyped client (the
+/// typed one could not read the answer back).
+async fn apply_untyped(cluster: &Cluster, name: &str, spec: serde_json::Value) {
+    use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+    let resource = ApiResource::erase::<groupban_operator::crd::GroupBanPolicy>(&());
+    let api: kube::Api<DynamicObject> =
+        kube::Api::namespaced_with(cluster.client.clone(), &cluster.namespace, &resource);
+    let object = json!({"apiVersion": "groupban.dev/v1alpha1", "kind": "GroupBanPolicy", "metadata": {"name": name}, "spec": spec});
+    api.patch(name, &PatchParams::apply("e2e-test").force(), &Patch::Apply(object)).await.expect("apply the policy");
+}
+
+/// One wrong-typed policy (a spec that slipped past the schema, as happens
+/// when a CRD's schema changes under stored objects) hides no other: the
+/// good one converges and `/readyz` is 200; the bad one is named with its
+/// field in the log and in a Warning Event, at start and when one is made
+/// while running; no member list reaches the log; SIGTERM exits 0 at once.
+#[tokio::test]
+async fn one_wrong_typed_policy_hides_no_other() {
+    let sim = start(config(&seed_banned(&[("room", 5)]))).await;
+    let cluster = Cluster::start_fake().await;
+    cluster.put_secret(SECRET, &sim.base_url(), KEY).await;
+    cluster.apply_policy("good", json!({"groupId": "room", "unbannedMembers": members("m", 5)})).await;
+    apply_untyped(&cluster, "bad", json!({"groupId": "room", "unbannedMembers": ["alice-the-member", 7]})).await;
+    let mut operator = Operator::start(&cluster, &["--metrics-bind-address", "127.0.0.1:0"]);
+    cluster.wait_for("good", WAIT, is_ready).await;
+    assert_eq!(readyz(&operator).await.map(|r| r.0), Some(200), "{}", operator.logs());
+
+    apply_untyped(&cluster, "worse", json!({"groupId": 42, "unbannedMembers": ["bob-the-member"]})).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let logs = operator.logs();
+        let named = |name: &str, field: &str| {
+            logs.lines()
+                .any(|l| l.contains(&format!("e2e/{name}")) && l.contains(field) && l.contains("cannot be read"))
+        };
+        if named("bad", "spec.unbannedMembers[1]") && named("worse", "spec.groupId") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the bad policies were not named: {logs}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for name in ["bad", "worse"] {
+        let deadline = Instant::now() + WAIT;
+        while !cluster.event_reasons(name).await.contains(&("Warning".into(), "SpecInvalid".into())) {
+            assert!(Instant::now() < deadline, "no Warning Event for {name}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let logs = operator.logs();
+    assert!(!logs.contains("alice-the-member") && !logs.contains("bob-the-member"), "members logged: {logs}");
+    operator.signal("TERM");
+    let exit = operator.wait(Duration::from_secs(10)).await.expect("exits well within the grace period");
+    assert_eq!(exit.code(), Some(0), "{}", operator.logs());
+    cluster.cleanup().await;
+}

@@ -57,6 +57,7 @@ fn context_with(client: Client, cached: &[Arc<GroupBanPolicy>]) -> Arc<Context> 
         policies,
         echoes: Default::default(),
         passes: Default::default(),
+        undecodable: Default::default(),
         client,
     })
 }

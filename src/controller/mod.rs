@@ -20,6 +20,7 @@
 //! second per app, whatever the concurrency.
 
 pub mod backoff;
+pub mod decode;
 pub mod drift;
 pub mod events;
 pub mod leader;
@@ -34,7 +35,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{ListParams, PartialObjectMeta};
+use kube::api::{ApiResource, DynamicObject, ListParams, PartialObjectMeta};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::Reporter;
@@ -134,6 +135,9 @@ pub struct Context {
     pub echoes: status_writer::PendingEchoes,
     /// Passes under way, stopped when their policy changes or goes.
     pub passes: passes::RunningPasses,
+    /// Policies that do not decode, by uid, with the generation reported:
+    /// each bad generation is logged and announced once.
+    pub undecodable: std::sync::Mutex<std::collections::HashMap<String, Option<i64>>>,
 }
 
 impl Context {
@@ -158,6 +162,46 @@ impl Context {
     pub fn wrote_status(&self, policy: &GroupBanPolicy, version: String) {
         let cached = || self.policies.get(&ObjectRef::from_obj(policy)).and_then(|p| p.resource_version());
         self.echoes.wrote(&reconcile::policy_key(policy), version, cached);
+    }
+
+    /// Says once per generation that a policy cannot be read, and why: a
+    /// log line and a Warning Event on it, naming the field.
+    pub fn report_undecodable(self: &Arc<Self>, bad: decode::Undecodable) {
+        let key = bad.uid.clone().unwrap_or_else(|| format!("{}/{}", bad.namespace, bad.name));
+        let first = self.undecodable.lock().unwrap_or_else(|e| e.into_inner()).insert(key, bad.generation)
+            != Some(bad.generation);
+        if !first {
+            return;
+        }
+        warn!(
+            policy = %format!("{}/{}", bad.namespace, bad.name),
+            problem = %bad.problem,
+            "Policy cannot be read; it is left out until its spec is fixed"
+        );
+        let ctx = self.clone();
+        tokio::spawn(async move {
+            let regarding = k8s_openapi::api::core::v1::ObjectReference {
+                api_version: Some("groupban.dev/v1alpha1".into()),
+                kind: Some("GroupBanPolicy".into()),
+                namespace: Some(bad.namespace.clone()),
+                name: Some(bad.name.clone()),
+                uid: bad.uid.clone(),
+                ..Default::default()
+            };
+            let event = kube::runtime::events::Event {
+                type_: kube::runtime::events::EventType::Warning,
+                reason: crate::crd::reasons::SPEC_INVALID.into(),
+                note: Some(crate::cut_text(
+                    &format!("the policy cannot be read: {}", bad.problem),
+                    events::MAX_NOTE_BYTES,
+                )),
+                action: "Read".into(),
+                secondary: None,
+            };
+            if let Err(error) = ctx.recorders.publish(&event, &regarding).await {
+                warn!(error = %crate::error_chain(&error), "Failed to publish an Event");
+            }
+        });
     }
 
     pub fn forget_policy(&self, key: &str) {
@@ -275,10 +319,6 @@ pub async fn run_with_client(
 /// until `stopped` turns true. Returns once running reconciles have written
 /// what they confirmed, or fails after [`SHUTDOWN_BUDGET`].
 async fn run_term(client: &Client, options: &RunOptions, stopped: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let policies: Api<GroupBanPolicy> = match &options.namespace {
-        Some(namespace) => Api::namespaced(client.clone(), namespace),
-        None => Api::all(client.clone()),
-    };
     let pool = ClientPool::new(RateLimit::per_second(options.max_calls_per_second), options.client.clone())
         .context("failed to set up the IM HTTP client")?;
     let reporter = Reporter { controller: CONTROLLER_NAME.into(), instance: options.instance.clone() };
@@ -294,6 +334,7 @@ async fn run_term(client: &Client, options: &RunOptions, stopped: watch::Receive
         policies: reader.clone(),
         echoes: Default::default(),
         passes: Default::default(),
+        undecodable: Default::default(),
     });
 
     let mut policy_watch = watcher::Config::default();
@@ -306,8 +347,28 @@ async fn run_term(client: &Client, options: &RunOptions, stopped: watch::Receive
     options.health.set_policies(Some(reader.clone()));
     let health = options.health.clone();
     let (forgetting, cache) = (ctx.clone(), reader.clone());
-    let policy_stream = watcher(policies, policy_watch)
+    // Untyped, decoded one object at a time (see decode): one bad policy
+    // must not stop the watch of all the others.
+    let untyped: Api<DynamicObject> = {
+        let resource = ApiResource::erase::<GroupBanPolicy>(&());
+        match &options.namespace {
+            Some(namespace) => Api::namespaced_with(client.clone(), namespace, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        }
+    };
+    let reporting = ctx.clone();
+    let policy_stream = watcher(untyped, policy_watch)
         .default_backoff()
+        .filter_map(move |event| {
+            let decoded = event.map(|event| {
+                let (event, bad) = decode::decode_event(event);
+                if let Some(bad) = bad {
+                    reporting.report_undecodable(bad);
+                }
+                event
+            });
+            std::future::ready(decoded.transpose())
+        })
         .modify(trim_for_cache)
         .reflect(writer)
         .inspect(move |event| match event {
