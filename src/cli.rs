@@ -144,6 +144,10 @@ struct RunArgs {
     /// A long pass writes its progress to status at most this often.
     #[arg(long, default_value = "5s", value_parser = parse_duration_flag)]
     progress_interval: Duration,
+    /// A watch that delivers neither an event nor a bookmark for this long
+    /// (API servers send a bookmark about every minute) is cut and restarted.
+    #[arg(long, default_value = "2m", value_parser = parse_duration_flag)]
+    watch_idle_timeout: Duration,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value = "text", env = "GROUPBAN_LOG_FORMAT")]
     log_format: crate::telemetry::LogFormat,
@@ -366,6 +370,7 @@ async fn run_controller(args: RunArgs) -> Result<ExitCode, Failure> {
         stalled_recheck: args.stalled_recheck_interval,
         idle_resync: args.resync_interval,
         progress_interval: args.progress_interval,
+        watch_idle_timeout: args.watch_idle_timeout,
         instance: std::env::var("POD_NAME").ok().or_else(|| std::env::var("HOSTNAME").ok()),
         leader_election,
         ..Default::default()

@@ -128,3 +128,48 @@ async fn one_wrong_typed_policy_hides_no_other() {
     assert_eq!(exit.code(), Some(0), "{}", operator.logs());
     cluster.cleanup().await;
 }
+
+/// A policy watch that sends headers and then nothing hid every change
+/// until the client's 290 s timeout. Cut after `--watch-idle-timeout` (2 m
+/// by default; 2 s here) and restarted: the change comes through, and
+/// `/readyz` says what happened until the API server answers again.
+#[tokio::test]
+async fn a_hung_watch_is_cut_and_restarted() {
+    let sim = start(config(&seed_banned(&[("room", 5)]))).await;
+    let cluster = Cluster::start_fake().await;
+    let fake = cluster.fake.as_ref().unwrap();
+    cluster.put_secret(SECRET, &sim.base_url(), KEY).await;
+    let operator = Operator::start(&cluster, &["--metrics-bind-address", "127.0.0.1:0", "--watch-idle-timeout", "2s"]);
+    // Ready once the first list is in; then the next policy watch hangs.
+    let deadline = Instant::now() + WAIT;
+    while readyz(&operator).await.map(|r| r.0) != Some(200) {
+        assert!(Instant::now() < deadline, "never ready: {}", operator.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let started_hanging = std::time::Instant::now();
+    fake.hang_watches("groupbanpolicies", 1);
+    fake.drop_watches();
+    // The old watch closes and the new one hangs before the change is made.
+    let deadline = Instant::now() + WAIT;
+    while !fake
+        .requests()
+        .iter()
+        .any(|r| r.path.ends_with("/groupbanpolicies") && r.is_watch() && r.status == 200 && r.at > started_hanging)
+    {
+        assert!(Instant::now() < deadline, "no new watch");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cluster.apply_policy("p", json!({"groupId": "room", "unbannedMembers": members("m", 5)})).await;
+    let started = Instant::now();
+    cluster.wait_for("p", WAIT, is_ready).await;
+    assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
+    let logs = operator.logs();
+    assert!(logs.contains("The policy watch failed; restarting it"), "{logs}");
+    let deadline = Instant::now() + WAIT;
+    while readyz(&operator).await.map(|r| r.0) != Some(200) {
+        assert!(Instant::now() < deadline, "not ready again: {}", operator.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.cleanup().await;
+}

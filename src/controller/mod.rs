@@ -74,6 +74,8 @@ pub struct RunOptions {
     pub idle_resync: Duration,
     /// A long pass publishes its progress at most this often.
     pub progress_interval: Duration,
+    /// A watch (or any answer) silent this long is cut and restarted.
+    pub watch_idle_timeout: Duration,
     pub backoff: BackoffPolicy,
     /// The pod name (or host name), for Events.
     pub instance: Option<String>,
@@ -107,6 +109,7 @@ impl Default for RunOptions {
             stalled_recheck: Duration::from_secs(600),
             idle_resync: Duration::from_secs(3600),
             progress_interval: Duration::from_secs(5),
+            watch_idle_timeout: Duration::from_secs(120),
             backoff: BackoffPolicy::default(),
             instance: None,
             leader_election: None,
@@ -230,7 +233,11 @@ pub const SHUTDOWN_BUDGET: Duration = Duration::from_secs(20);
 /// Connects with the usual Kubernetes configuration (in-cluster, else
 /// `KUBECONFIG`, else `~/.kube/config`) and runs until `shutdown` resolves.
 pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let config = kube::Config::infer().await.context("failed to find a Kubernetes configuration")?;
+    let mut config = kube::Config::infer().await.context("failed to find a Kubernetes configuration")?;
+    // A read that waits longer than this ends the request: an API server
+    // sends a watch that asks for them a bookmark about every minute, so a
+    // watch silent for longer has hung, and is restarted.
+    config.read_timeout = Some(options.watch_idle_timeout);
     let client = Client::try_from(config).context("failed to create a Kubernetes client")?;
     run_with_client(client, options, shutdown).await
 }
@@ -357,6 +364,7 @@ async fn run_term(client: &Client, options: &RunOptions, stopped: watch::Receive
         }
     };
     let reporting = ctx.clone();
+    let recovery = Arc::new(WatchRecovery::new(client, options, stopped.clone()));
     let policy_stream = watcher(untyped, policy_watch)
         .default_backoff()
         .filter_map(move |event| {
@@ -395,6 +403,7 @@ async fn run_term(client: &Client, options: &RunOptions, stopped: watch::Receive
                 }
                 forgetting.forget_policies_except(&live);
             }
+            Err(error) => recovery.failed(error),
             _ => {}
         })
         .applied_objects()
@@ -454,6 +463,56 @@ async fn run_term(client: &Client, options: &RunOptions, stopped: watch::Receive
     options.health.set_policies(None);
     crate::metrics::global().forget_policies();
     outcome
+}
+
+/// Readiness while the policy watch recovers from a failure. A watch that
+/// fails (an API server restarting; one that went silent for
+/// `--watch-idle-timeout`, the client's read timeout, and was cut) makes
+/// the process not ready, saying why in `/readyz`, until the API server
+/// answers a list again: the watcher restarts on its own backoff, but
+/// resumes silently, so readiness cannot wait for its next event (a quiet
+/// cluster may have none for hours).
+struct WatchRecovery {
+    policies: Api<GroupBanPolicy>,
+    health: Arc<crate::metrics::Health>,
+    stopped: watch::Receiver<bool>,
+    probing: std::sync::atomic::AtomicBool,
+}
+
+impl WatchRecovery {
+    fn new(client: &Client, options: &RunOptions, stopped: watch::Receiver<bool>) -> Self {
+        let policies = match &options.namespace {
+            Some(namespace) => Api::namespaced(client.clone(), namespace),
+            None => Api::all(client.clone()),
+        };
+        Self { policies, health: options.health.clone(), stopped, probing: Default::default() }
+    }
+
+    fn failed(self: &Arc<Self>, error: &watcher::Error) {
+        let problem = crate::cut_text(&crate::error_chain(error), 512);
+        warn!(error = %problem, "The policy watch failed; restarting it");
+        self.health.set_ready(false);
+        self.health.set_waiting_for(Some(format!("the policy watch failed and is restarting: {problem}")));
+        if self.probing.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let recovery = self.clone();
+        tokio::spawn(async move {
+            let mut stopped = recovery.stopped.clone();
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = stopped.wait_for(|stop| *stop) => break,
+                }
+                if recovery.policies.list_metadata(&ListParams::default().limit(1)).await.is_ok() {
+                    recovery.health.set_waiting_for(None);
+                    recovery.health.set_ready(true);
+                    break;
+                }
+            }
+            recovery.probing.store(false, std::sync::atomic::Ordering::SeqCst);
+        });
+    }
 }
 
 /// The annotation `kubectl apply` (client-side) keeps a whole copy of the

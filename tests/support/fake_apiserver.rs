@@ -157,6 +157,7 @@ impl FakeApiServer {
                 compacted_rv: 0,
                 requests: Vec::new(),
                 failures: Vec::new(),
+                hung_watches: Vec::new(),
                 continuations: BTreeMap::new(),
                 next_continuation: 1,
                 bookmark_interval: DEFAULT_BOOKMARK_INTERVAL,
@@ -265,6 +266,18 @@ impl FakeApiServer {
         });
     }
 
+    /// The next `count` watch requests whose path contains `path_contains`
+    /// are answered 200 with headers and then nothing, ever: a hung watch,
+    /// as a broken proxy or an overloaded API server can leave one.
+    pub fn hang_watches(&self, path_contains: &str, count: usize) {
+        self.shared.lock().hung_watches.push(Failure {
+            method: Some("GET".into()),
+            path_contains: path_contains.to_string(),
+            status: 200,
+            remaining: count,
+        });
+    }
+
     /// Forgets every pending injected failure.
     pub fn clear_failures(&self) {
         self.shared.lock().failures.clear();
@@ -342,6 +355,8 @@ struct State {
     compacted_rv: u64,
     requests: Vec<RecordedRequest>,
     failures: Vec<Failure>,
+    /// Watches to leave hanging (see [`FakeApiServer::hang_watches`]).
+    hung_watches: Vec<Failure>,
     continuations: BTreeMap<u64, Continuation>,
     next_continuation: u64,
     bookmark_interval: Duration,
@@ -391,6 +406,20 @@ impl State {
             self.objects.insert(key, obj.clone());
         }
         obj
+    }
+
+    fn take_hung_watch(&mut self, target: &str) -> bool {
+        let is_watch = target.contains("watch=true") || target.contains("watch=1");
+        let Some(hang) = self.hung_watches.iter_mut().find(|h| h.remaining > 0 && target.contains(&h.path_contains))
+        else {
+            return false;
+        };
+        if !is_watch {
+            return false;
+        }
+        hang.remaining -= 1;
+        self.hung_watches.retain(|h| h.remaining > 0);
+        true
     }
 
     fn take_failure(&mut self, method: &str, target: &str) -> Option<u16> {
@@ -515,6 +544,8 @@ enum Reply {
     /// JSON with another Content-Type (aggregated discovery announces itself so).
     Typed(&'static str, Value),
     Watch(Box<WatchStream>),
+    /// Headers, then nothing.
+    Hung,
 }
 
 struct Ctx<'a> {
@@ -588,15 +619,19 @@ async fn handle(axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
             let target = if query.is_empty() { path.clone() } else { format!("{path}?{query}") };
             let mut st = shared.lock();
             let rv_before = st.rv;
-            let result = match st.take_failure(parts.method.as_str(), &target) {
-                Some(code) => Err(ApiError::from_code(code)),
-                None => dispatch(&shared, &mut st, &path, &ctx),
+            let result = if st.take_hung_watch(&target) {
+                Ok(Reply::Hung)
+            } else {
+                match st.take_failure(parts.method.as_str(), &target) {
+                    Some(code) => Err(ApiError::from_code(code)),
+                    None => dispatch(&shared, &mut st, &path, &ctx),
+                }
             };
             let reply = result.unwrap_or_else(|e| Reply::Json(e.code, e.status()));
             recorded.status = match &reply {
                 Reply::Json(code, _) => *code,
                 Reply::Typed(..) => 200,
-                Reply::Watch(_) => 200,
+                Reply::Watch(_) | Reply::Hung => 200,
             };
             recorded.changed = st.rv != rv_before;
             let rv = st.rv;
@@ -615,6 +650,11 @@ async fn handle(axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
             response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
             response
         }
+        Reply::Hung => Response::builder()
+            .status(200)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from_stream(futures::stream::pending::<Result<Bytes, Infallible>>()))
+            .expect("hung watch response"),
         Reply::Watch(stream) => {
             let body = futures::stream::unfold(stream, |mut stream| async move {
                 stream.next_line().await.map(|line| (Ok::<_, Infallible>(line), stream))
