@@ -144,8 +144,8 @@ struct RunArgs {
     /// A long pass writes its progress to status at most this often.
     #[arg(long, default_value = "5s", value_parser = parse_duration_flag)]
     progress_interval: Duration,
-    /// A watch that delivers neither an event nor a bookmark for this long
-    /// (API servers send a bookmark about every minute) is cut and restarted.
+    /// A watch that delivers neither an event nor a bookmark for this long is cut and restarted
+    /// (each watch asks the server to end it a little sooner; at least 6s).
     #[arg(long, default_value = "2m", value_parser = parse_duration_flag)]
     watch_idle_timeout: Duration,
     /// Log format on stderr.
@@ -408,8 +408,8 @@ fn leader_election(args: &RunArgs) -> Result<Option<crate::controller::LeaderEle
     if !args.leader_elect {
         tracing::warn!(
             "Leader election is off (--leader-elect=false): this process calls the IM API without asking \
-             anyone, and a second one started the same way spends the same app's budget (200 calls/s) \
-             twice over; run exactly one"
+             anyone, and a second one started the same way spends the same app's call budget twice \
+             over; run exactly one"
         );
         return Ok(None);
     }

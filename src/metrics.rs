@@ -330,12 +330,15 @@ async fn scrape(State(health): State<Arc<Health>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
 }
 
+/// Not ready while something is waited for (it says what), whatever else
+/// says ready (a leader election round, say); then ready as set.
 async fn ready(State(health): State<Arc<Health>>) -> impl IntoResponse {
-    if health.ready.load(Ordering::SeqCst) {
-        return (StatusCode::OK, "ok".to_string());
-    }
     let waiting = health.waiting_for.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    (StatusCode::SERVICE_UNAVAILABLE, waiting.unwrap_or_else(|| "caches not synced yet".into()))
+    match waiting {
+        Some(what) => (StatusCode::SERVICE_UNAVAILABLE, what),
+        None if health.ready.load(Ordering::SeqCst) => (StatusCode::OK, "ok".to_string()),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet".to_string()),
+    }
 }
 
 #[cfg(test)]

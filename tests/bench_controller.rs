@@ -49,21 +49,41 @@ fn machine_steal_seconds() -> f64 {
     cpu.split_whitespace().nth(8).and_then(|v| v.parse::<f64>().ok()).map_or(f64::NAN, |ticks| ticks / 100.0)
 }
 
+/// The fleet a benchmark runs: GROUPBAN_BENCH_POLICIES policies of
+/// GROUPBAN_BENCH_MEMBERS members at GROUPBAN_BENCH_RATE calls/s.
+struct Fleet {
+    policies: usize,
+    per_policy: usize,
+    rate: u32,
+    groups: Vec<String>,
+}
+
+impl Fleet {
+    fn from_env() -> Fleet {
+        let policies = env_or("GROUPBAN_BENCH_POLICIES", 1000);
+        let per_policy = env_or("GROUPBAN_BENCH_MEMBERS", 100);
+        let rate = env_or("GROUPBAN_BENCH_RATE", 200) as u32;
+        Fleet { policies, per_policy, rate, groups: (0..policies).map(|i| format!("room{i}")).collect() }
+    }
+}
+
+/// A simulator with every group's members banned, at the fleet's rate.
+fn fleet_simulator(groups: &[String], per_policy: usize, rate: u32) -> groupban_operator::simulator::SimulatorConfig {
+    let seeded: Vec<(&str, usize)> = groups.iter().map(|g| (g.as_str(), per_policy)).collect();
+    let mut config = config(&seed_banned(&seeded));
+    config.rate_limit = rate;
+    config.request_log_limit = 1000;
+    config
+}
+
 // Two workers: the simulator, the fake API server and this loop share the
 // test process, and on one thread a poll would hold up the simulator's
 // answers (and so every call's slot in the operator's limiter).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: run with --ignored in release mode"]
 async fn fleet_converges_near_the_rate_bound() {
-    let policies = env_or("GROUPBAN_BENCH_POLICIES", 1000);
-    let per_policy = env_or("GROUPBAN_BENCH_MEMBERS", 100);
-    let rate = env_or("GROUPBAN_BENCH_RATE", 200) as u32;
-    let groups: Vec<String> = (0..policies).map(|i| format!("room{i}")).collect();
-    let seeded: Vec<(&str, usize)> = groups.iter().map(|g| (g.as_str(), per_policy)).collect();
-    let mut config = config(&seed_banned(&seeded));
-    config.rate_limit = rate;
-    config.request_log_limit = 1000;
-    let sim = start(config).await;
+    let Fleet { policies, per_policy, rate, groups } = Fleet::from_env();
+    let sim = start(fleet_simulator(&groups, per_policy, rate)).await;
     // The simulator's clock (firstRequestAtMs...) starts a moment before this.
     let sim_started = Instant::now();
     let cluster = Cluster::start_fake().await;
@@ -173,15 +193,8 @@ async fn fleet_converges_near_the_rate_bound() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: run with --ignored in release mode, with GROUPBAN_CONTROL_PLANE set"]
 async fn fleet_converges_through_the_real_api_server() {
-    let policies = env_or("GROUPBAN_BENCH_POLICIES", 1000);
-    let per_policy = env_or("GROUPBAN_BENCH_MEMBERS", 100);
-    let rate = env_or("GROUPBAN_BENCH_RATE", 200) as u32;
-    let groups: Vec<String> = (0..policies).map(|i| format!("room{i}")).collect();
-    let seeded: Vec<(&str, usize)> = groups.iter().map(|g| (g.as_str(), per_policy)).collect();
-    let mut config = config(&seed_banned(&seeded));
-    config.rate_limit = rate;
-    config.request_log_limit = 1000;
-    let sim = start(config).await;
+    let Fleet { policies, per_policy, rate, groups } = Fleet::from_env();
+    let sim = start(fleet_simulator(&groups, per_policy, rate)).await;
     let cluster = Cluster::start().await;
     let plane = cluster.plane.expect("set GROUPBAN_CONTROL_PLANE: this benchmark needs the real API server");
     cluster.put_secret("groupban-credentials", &sim.base_url(), KEY).await;

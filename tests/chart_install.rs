@@ -25,22 +25,6 @@ use support::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-async fn plane(test: &str) -> Option<&'static ControlPlane> {
-    let plane = tokio::task::spawn_blocking(|| {
-        control_plane::shared().inspect(|p| {
-            p.default_release();
-        })
-    })
-    .await
-    .unwrap();
-    if plane.is_none() {
-        eprintln!(
-            "SKIPPED {test}: no control plane (export GROUPBAN_CONTROL_PLANE=$(bash .ci/control-plane | tail -n 1))"
-        );
-    }
-    plane
-}
-
 /// A release of the chart as installed, and how its pod would run `run`.
 struct Release {
     namespace: String,
@@ -159,7 +143,7 @@ async fn metric(operator: &Operator, series: &str) -> Option<f64> {
 /// the API server refused it nothing.
 #[tokio::test]
 async fn the_namespaced_values_run_as_a_second_release() {
-    let Some(plane) = plane("the_namespaced_values_run_as_a_second_release").await else { return };
+    let Some(plane) = control_plane::for_test("the_namespaced_values_run_as_a_second_release").await else { return };
     let error = plane.helm_install("second", "groupban-second", &[]).expect_err("the CRD belongs to the first release");
     assert!(error.contains("CustomResourceDefinition") && error.contains("groupbanpolicies.groupban.dev"), "{error}");
 
@@ -238,18 +222,35 @@ async fn release_without(plane: &ControlPlane, name: &str, resource: &str) -> (R
     (release, watched)
 }
 
-/// Without `create` on Events the operator still unbans and records, and
-/// says in its log and its metrics what it may not do.
-#[tokio::test]
-async fn without_events_the_operator_still_converges_and_says_so() {
-    let Some(plane) = plane("without_events_the_operator_still_converges_and_says_so").await else { return };
-    let (release, watched) = release_without(plane, "no-events", "events").await;
+/// An operator running as a release that lacks one rule, with a policy of
+/// 10 banned members to unban in the namespace it watches.
+struct Run {
+    release: Release,
+    watched: String,
+    client: Client,
+    operator: Operator,
+    sim: groupban_operator::simulator::RunningSimulator,
+}
+
+async fn run_without(plane: &ControlPlane, name: &str, resource: &str) -> Run {
+    let (release, watched) = release_without(plane, name, resource).await;
     let sim = start(config(&seed_banned(&[("room", 10)]))).await;
     let client = admin(plane).await;
     put_secret(&client, &watched, "groupban-credentials", &sim.base_url()).await;
     put_policy(&client, &watched, "p", json!({}), json!({"groupId": "room", "unbannedMembers": members("m", 10)}))
         .await;
     let operator = release.start_operator();
+    Run { release, watched, client, operator, sim }
+}
+
+/// Without `create` on Events the operator still unbans and records, and
+/// says in its log and its metrics what it may not do.
+#[tokio::test]
+async fn without_events_the_operator_still_converges_and_says_so() {
+    let Some(plane) = control_plane::for_test("without_events_the_operator_still_converges_and_says_so").await else {
+        return;
+    };
+    let Run { release, watched, client, operator, sim: _sim } = run_without(plane, "no-events", "events").await;
     wait_ready(&client, &watched, "p", &operator).await;
     let deadline = tokio::time::Instant::now() + WAIT;
     while !operator.logs().contains("May not publish Events") {
@@ -267,14 +268,11 @@ async fn without_events_the_operator_still_converges_and_says_so() {
 /// and calls again only at each retry.
 #[tokio::test]
 async fn without_status_writes_the_operator_backs_off_and_says_so() {
-    let Some(plane) = plane("without_status_writes_the_operator_backs_off_and_says_so").await else { return };
-    let (release, watched) = release_without(plane, "no-status", "groupbanpolicies/status").await;
-    let sim = start(config(&seed_banned(&[("room", 10)]))).await;
-    let client = admin(plane).await;
-    put_secret(&client, &watched, "groupban-credentials", &sim.base_url()).await;
-    put_policy(&client, &watched, "p", json!({}), json!({"groupId": "room", "unbannedMembers": members("m", 10)}))
-        .await;
-    let operator = release.start_operator();
+    let Some(plane) = control_plane::for_test("without_status_writes_the_operator_backs_off_and_says_so").await else {
+        return;
+    };
+    let Run { release, watched, client, operator, sim } =
+        run_without(plane, "no-status", "groupbanpolicies/status").await;
     tokio::time::sleep(Duration::from_secs(12)).await;
     let logs = operator.logs();
     assert!(logs.contains("may not write the status of"), "{logs}");
@@ -314,7 +312,9 @@ async fn without_status_writes_the_operator_backs_off_and_says_so() {
 /// the files out at their in-pod path without touching the host's.
 #[tokio::test]
 async fn run_in_cluster_with_the_pod_service_account_files() {
-    let Some(plane) = plane("run_in_cluster_with_the_pod_service_account_files").await else { return };
+    let Some(plane) = control_plane::for_test("run_in_cluster_with_the_pod_service_account_files").await else {
+        return;
+    };
     let unshare = std::process::Command::new("unshare").args(["--mount", "true"]).status();
     if !unshare.is_ok_and(|s| s.success()) {
         assert!(

@@ -20,23 +20,6 @@ use support::*;
 const SECRET: &str = "groupban-credentials";
 const WAIT: Duration = Duration::from_secs(30);
 
-/// The control plane with the chart installed, or `None` (skipped).
-async fn plane(test: &str) -> Option<&'static ControlPlane> {
-    let plane = tokio::task::spawn_blocking(|| {
-        control_plane::shared().inspect(|p| {
-            p.default_release();
-        })
-    })
-    .await
-    .unwrap();
-    if plane.is_none() {
-        eprintln!(
-            "SKIPPED {test}: no control plane (export GROUPBAN_CONTROL_PLANE=$(bash .ci/control-plane | tail -n 1))"
-        );
-    }
-    plane
-}
-
 /// The API server warns about a CRD's schema (from 1.34 on, `unrecognized
 /// format "uint32"` for the formats schemars derives) when it is created
 /// or changed; kubectl prints warnings on stderr. `crds/` is applied
@@ -44,7 +27,7 @@ async fn plane(test: &str) -> Option<&'static ControlPlane> {
 /// chart installed ours already) and draws no warning.
 #[tokio::test]
 async fn the_crd_applies_server_side_without_warnings() {
-    let Some(plane) = plane("the_crd_applies_server_side_without_warnings").await else { return };
+    let Some(plane) = control_plane::for_test("the_crd_applies_server_side_without_warnings").await else { return };
     let crd = std::fs::read_to_string(format!("{ROOT}/crds/groupbanpolicies.yaml")).unwrap();
     let group = format!("t{}.groupban.dev", rand::random::<u32>());
     let renamed = crd
@@ -73,7 +56,7 @@ async fn the_crd_applies_server_side_without_warnings() {
 /// `kubectl explain` shows our field docs.
 #[tokio::test]
 async fn kubectl_explain_prints_the_field_docs() {
-    let Some(plane) = plane("kubectl_explain_prints_the_field_docs").await else { return };
+    let Some(plane) = control_plane::for_test("kubectl_explain_prints_the_field_docs").await else { return };
     // The server publishes a new CRD's OpenAPI a moment after Established.
     let deadline = std::time::Instant::now() + WAIT;
     let spec = loop {
@@ -111,7 +94,7 @@ fn apply(plane: &ControlPlane, namespace: &str, spec: Value, extra: &[&str]) -> 
 /// `kubectl apply` time, each with a message naming the field.
 #[tokio::test]
 async fn the_server_refuses_bad_specs_naming_the_field() {
-    let Some(plane) = plane("the_server_refuses_bad_specs_naming_the_field").await else { return };
+    let Some(plane) = control_plane::for_test("the_server_refuses_bad_specs_naming_the_field").await else { return };
     let cluster = Cluster::start().await;
     let ns = cluster.namespace.clone();
     let good = json!({"groupId": "@TGS#room", "unbannedMembers": ["a", "b"], "driftCheckInterval": "1h30m"});
@@ -153,7 +136,7 @@ async fn the_server_refuses_bad_specs_naming_the_field() {
 /// that turns validation off gets it pruned, never stored.
 #[tokio::test]
 async fn unknown_fields_are_refused_or_pruned() {
-    let Some(plane) = plane("unknown_fields_are_refused_or_pruned").await else { return };
+    let Some(plane) = control_plane::for_test("unknown_fields_are_refused_or_pruned").await else { return };
     let cluster = Cluster::start().await;
     let ns = cluster.namespace.clone();
     let spec = json!({"groupId": "room", "unbannedMembers": ["a"], "unbanedMembers": ["b"]});
@@ -180,7 +163,9 @@ async fn unknown_fields_are_refused_or_pruned() {
 /// neither overwrites the other.
 #[tokio::test]
 async fn a_gitops_applied_policy_shows_in_kubectl_get_and_wait() {
-    let Some(plane) = plane("a_gitops_applied_policy_shows_in_kubectl_get_and_wait").await else { return };
+    let Some(plane) = control_plane::for_test("a_gitops_applied_policy_shows_in_kubectl_get_and_wait").await else {
+        return;
+    };
     let sim = start(config(&seed_banned(&[("room", 25)]))).await;
     let cluster = Cluster::start().await;
     let ns = cluster.namespace.clone();
@@ -221,7 +206,7 @@ async fn a_gitops_applied_policy_shows_in_kubectl_get_and_wait() {
 /// Event `<object>.<hex time>`, which the server refuses over 253.
 #[tokio::test]
 async fn a_policy_with_a_253_character_name_gets_its_events() {
-    let Some(_) = plane("a_policy_with_a_253_character_name_gets_its_events").await else { return };
+    let Some(_) = control_plane::for_test("a_policy_with_a_253_character_name_gets_its_events").await else { return };
     let sim = start(config(&seed_banned(&[("room", 5)]))).await;
     let cluster = Cluster::start().await;
     cluster.put_secret(SECRET, &sim.base_url(), KEY).await;
@@ -287,7 +272,7 @@ async fn raw_policies(cluster: &Cluster) -> Vec<Value> {
 /// reads any Ready=False so. The README says so for `wait: true`.
 #[tokio::test]
 async fn kstatus_reads_each_state_as_flux_should() {
-    let Some(plane) = plane("kstatus_reads_each_state_as_flux_should").await else { return };
+    let Some(plane) = control_plane::for_test("kstatus_reads_each_state_as_flux_should").await else { return };
     // 1,000 members at 4 calls/s: 12.5 s of calls, progress written every
     // second, still under way when the other three have settled.
     let mut config = config(&seed_banned(&[("room", 5), ("big", 1000)]));

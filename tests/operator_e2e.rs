@@ -353,8 +353,8 @@ async fn a_policy_recreated_under_its_name_never_gets_the_old_ones_status() {
     // A long pass is under way (2 calls/s, 20 members each) and has
     // published progress.
     cluster.wait_for("p", WAIT, |p| p.status.as_ref().is_some_and(|s| s.unbanned_members.len() >= 40)).await;
-    cluster.delete_policy("p").await;
     let calls_at_delete = group_calls(&sim.base_url(), "g1").await;
+    cluster.delete_policy("p").await;
     cluster.apply_policy("p", spec("g2", &members("n", 40))).await;
     let new_uid = cluster.policies().get("p").await.unwrap().metadata.uid;
 
@@ -377,9 +377,10 @@ async fn a_policy_recreated_under_its_name_never_gets_the_old_ones_status() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The old pass stopped starting calls at the delete: one call may have
-    // been on its way already (before the fix: 5.4 s of calls, about 10).
+    // been on its way, one more while the delete was being sent (before the
+    // fix: 5.4 s of calls, about 10).
     let late = group_calls(&sim.base_url(), "g1").await - calls_at_delete;
-    assert!(late <= 1, "{late} calls for the deleted policy's group after the delete\n{}", operator.logs());
+    assert!(late <= 2, "{late} calls for the deleted policy's group after the delete\n{}", operator.logs());
     cluster.cleanup().await;
 }
 
@@ -411,14 +412,15 @@ async fn a_spec_change_reaches_a_running_pass_within_one_call() {
     let operator = Operator::start(&cluster, &["--max-calls-per-second", "2"]);
     cluster.apply_policy("p", spec("room", &members("m", 400))).await;
     cluster.wait_for("p", WAIT, |p| p.status.as_ref().is_some_and(|s| s.unbanned_members.len() >= 40)).await;
-    cluster.apply_policy("p", spec("room", &members("m", 30))).await;
     let calls_at_edit = logged_requests(&sim.base_url()).await;
+    cluster.apply_policy("p", spec("room", &members("m", 30))).await;
     let done =
         cluster.wait_for("p", WAIT, |p| is_ready(p) && p.status.as_ref().unwrap().unbanned_members.len() == 30).await;
     assert_eq!(done.status.unwrap().summary.unwrap().desired, 30);
     tokio::time::sleep(Duration::from_secs(2)).await;
     // Calls carrying a member no longer desired, after the edit: one may
-    // have been on its way (before the fix: 10 or more). Members are
+    // have been on its way, one more while the edit was being sent (before
+    // the fix: 10 or more). Members are
     // planned in sorted order (m0, m1, m10, m100, ...), so the new spec
     // may still need calls of its own.
     let kept: std::collections::HashSet<String> = members("m", 30).into_iter().collect();
@@ -428,6 +430,6 @@ async fn a_spec_change_reaches_a_running_pass_within_one_call() {
         .filter(|r| r["command"] == "unban_group_member")
         .filter(|r| r["members"].as_array().unwrap().iter().any(|m| !kept.contains(m.as_str().unwrap())))
         .count();
-    assert!(late <= 1, "{late} calls for removed members after the edit\n{}", operator.logs());
+    assert!(late <= 2, "{late} calls for removed members after the edit\n{}", operator.logs());
     cluster.cleanup().await;
 }

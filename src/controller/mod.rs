@@ -30,6 +30,7 @@ pub mod status_writer;
 pub mod triggers;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -233,11 +234,7 @@ pub const SHUTDOWN_BUDGET: Duration = Duration::from_secs(20);
 /// Connects with the usual Kubernetes configuration (in-cluster, else
 /// `KUBECONFIG`, else `~/.kube/config`) and runs until `shutdown` resolves.
 pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let mut config = kube::Config::infer().await.context("failed to find a Kubernetes configuration")?;
-    // A read that waits longer than this ends the request: an API server
-    // sends a watch that asks for them a bookmark about every minute, so a
-    // watch silent for longer has hung, and is restarted.
-    config.read_timeout = Some(options.watch_idle_timeout);
+    let config = kube::Config::infer().await.context("failed to find a Kubernetes configuration")?;
     let client = Client::try_from(config).context("failed to create a Kubernetes client")?;
     run_with_client(client, options, shutdown).await
 }
@@ -344,7 +341,7 @@ async fn run_term(client: &Client, options: &RunOptions, stopped: watch::Receive
         undecodable: Default::default(),
     });
 
-    let mut policy_watch = watcher::Config::default();
+    let mut policy_watch = watch_config(options);
     if let Some(selector) = &options.selector {
         policy_watch = policy_watch.labels(selector);
     }
@@ -381,17 +378,28 @@ async fn run_term(client: &Client, options: &RunOptions, stopped: watch::Receive
         .reflect(writer)
         .inspect(move |event| match event {
             Ok(watcher::Event::Apply(policy)) => {
+                recovery.recovered();
                 let key = reconcile::policy_key(policy);
                 forgetting.echoes.seen(&key, policy.resource_version().as_deref());
                 forgetting.passes.seen(&key, &passes::PassFor::of(policy));
             }
             Ok(watcher::Event::Delete(policy)) => {
+                recovery.recovered();
                 let key = reconcile::policy_key(policy);
                 forgetting.passes.deleted(&key);
+                if let Some(uid) = &policy.metadata.uid {
+                    forgetting.undecodable.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+                }
                 forgetting.forget_policy(&key);
             }
             Ok(watcher::Event::InitDone) => {
                 health.set_ready(true);
+                health.set_waiting_for(None);
+                recovery.synced();
+                forgetting.passes.check_all(|key| {
+                    let (namespace, name) = key.split_once('/')?;
+                    cache.get(&ObjectRef::new(name).within(namespace)).map(|p| passes::PassFor::of(&p))
+                });
                 // A relist fills the cache only now (InitApply goes to a
                 // buffer): echoes it brought are seen now, others time out;
                 // and it brings no Delete for what went during the gap.
@@ -404,7 +412,7 @@ async fn run_term(client: &Client, options: &RunOptions, stopped: watch::Receive
                 forgetting.forget_policies_except(&live);
             }
             Err(error) => recovery.failed(error),
-            _ => {}
+            Ok(_) => recovery.recovered(),
         })
         .applied_objects()
         .predicate_filter(triggers::wake_hash, Default::default());
@@ -465,17 +473,17 @@ async fn run_term(client: &Client, options: &RunOptions, stopped: watch::Receive
     outcome
 }
 
-/// Readiness while the policy watch recovers from a failure. A watch that
-/// fails (an API server restarting; one that went silent for
-/// `--watch-idle-timeout`, the client's read timeout, and was cut) makes
-/// the process not ready, saying why in `/readyz`, until the API server
-/// answers a list again: the watcher restarts on its own backoff, but
-/// resumes silently, so readiness cannot wait for its next event (a quiet
-/// cluster may have none for hours).
+/// `/readyz` while the policy watch recovers from a failure (an API server
+/// restarting, say): not ready, saying why, until the watch delivers again
+/// or, once the cache has synced, the API server answers a list (a resumed
+/// watch says nothing in a quiet cluster, which may have no event for
+/// hours). The watcher restarts on its own backoff either way.
 struct WatchRecovery {
     policies: Api<GroupBanPolicy>,
     health: Arc<crate::metrics::Health>,
     stopped: watch::Receiver<bool>,
+    troubled: std::sync::atomic::AtomicBool,
+    synced: std::sync::atomic::AtomicBool,
     probing: std::sync::atomic::AtomicBool,
 }
 
@@ -485,32 +493,49 @@ impl WatchRecovery {
             Some(namespace) => Api::namespaced(client.clone(), namespace),
             None => Api::all(client.clone()),
         };
-        Self { policies, health: options.health.clone(), stopped, probing: Default::default() }
+        Self {
+            policies,
+            health: options.health.clone(),
+            stopped,
+            troubled: Default::default(),
+            synced: Default::default(),
+            probing: Default::default(),
+        }
+    }
+
+    fn synced(&self) {
+        self.synced.store(true, Ordering::SeqCst);
+        self.recovered();
+    }
+
+    fn recovered(&self) {
+        if self.troubled.swap(false, Ordering::SeqCst) {
+            self.health.set_waiting_for(None);
+        }
     }
 
     fn failed(self: &Arc<Self>, error: &watcher::Error) {
         let problem = crate::cut_text(&crate::error_chain(error), 512);
         warn!(error = %problem, "The policy watch failed; restarting it");
-        self.health.set_ready(false);
+        self.troubled.store(true, Ordering::SeqCst);
+        // A set waiting_for makes /readyz 503 whatever else says ready.
         self.health.set_waiting_for(Some(format!("the policy watch failed and is restarting: {problem}")));
-        if self.probing.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        if !self.synced.load(Ordering::SeqCst) || self.probing.swap(true, Ordering::SeqCst) {
             return;
         }
         let recovery = self.clone();
         tokio::spawn(async move {
             let mut stopped = recovery.stopped.clone();
-            loop {
+            while recovery.troubled.load(Ordering::SeqCst) {
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_secs(2)) => {}
                     _ = stopped.wait_for(|stop| *stop) => break,
                 }
                 if recovery.policies.list_metadata(&ListParams::default().limit(1)).await.is_ok() {
-                    recovery.health.set_waiting_for(None);
-                    recovery.health.set_ready(true);
-                    break;
+                    recovery.recovered();
                 }
             }
-            recovery.probing.store(false, std::sync::atomic::Ordering::SeqCst);
+            recovery.probing.store(false, Ordering::SeqCst);
         });
     }
 }
@@ -542,6 +567,16 @@ pub fn trim_secret_meta(secret: &mut PartialObjectMeta<Secret>) {
     meta.owner_references = None;
 }
 
+/// Every watch asks the API server to end it after a little less than
+/// `--watch-idle-timeout`, and kube's watcher cuts one that has delivered
+/// nothing (no event, no bookmark) for that server timeout plus 5 s: a
+/// hung watch is restarted after `--watch-idle-timeout`, not after the
+/// default 295 s.
+fn watch_config(options: &RunOptions) -> watcher::Config {
+    let server_timeout = options.watch_idle_timeout.saturating_sub(Duration::from_secs(5)).max(Duration::from_secs(1));
+    watcher::Config::default().timeout(u32::try_from(server_timeout.as_secs()).unwrap_or(u32::MAX))
+}
+
 /// One metadata-only watch of Secrets: their values are never received.
 struct SecretWatch {
     api: Api<PartialObjectMeta<Secret>>,
@@ -556,14 +591,14 @@ fn secret_watches(client: &Client, options: &RunOptions) -> Vec<SecretWatch> {
             Some(namespace) => Api::namespaced(client.clone(), namespace),
             None => Api::all(client.clone()),
         },
-        config: watcher::Config::default(),
+        config: watch_config(options),
     }];
     if let (Some(namespace), Some(default)) = (&options.namespace, &options.default_credentials_secret)
         && default.namespace != *namespace
     {
         watches.push(SecretWatch {
             api: Api::namespaced(client.clone(), &default.namespace),
-            config: watcher::Config::default().fields(&format!("metadata.name={}", default.name)),
+            config: watch_config(options).fields(&format!("metadata.name={}", default.name)),
         });
     }
     watches

@@ -92,6 +92,19 @@ impl RunningPasses {
         }
     }
 
+    /// Checks every pass under way against `current` (the cache after a
+    /// relist, which brings no Delete for what went during the gap): a
+    /// policy gone, replaced or edited stops its pass.
+    pub fn check_all(&self, current: impl Fn(&str) -> Option<PassFor>) {
+        let keys: Vec<String> = self.lock().keys().cloned().collect();
+        for key in keys {
+            match current(&key) {
+                Some(now) => self.seen(&key, &now),
+                None => self.deleted(&key),
+            }
+        }
+    }
+
     /// The watch shows `key` deleted.
     pub fn deleted(&self, key: &str) {
         if let Some(running) = self.lock().get(key) {

@@ -14,6 +14,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use tokio::sync::watch;
 use tracing::{debug, info, instrument, warn};
@@ -130,6 +131,13 @@ async fn reconcile_once(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Resul
     // Stops starting calls on shutdown, and as soon as the watch shows the
     // policy edited, deleted or made again.
     let pass = ctx.passes.start(&key, PassFor::of(&policy), ctx.shutdown.clone());
+    // An event between this reconcile's start and the registration just
+    // above found no pass to stop; the cache (written before events are
+    // handed on) shows what it brought.
+    match ctx.policies.get(&ObjectRef::from_obj(policy.as_ref())) {
+        Some(cached) => ctx.passes.seen(&key, &PassFor::of(&cached)),
+        None => ctx.passes.deleted(&key),
+    }
     let (outcome, progress_written) =
         run_with_progress(&ctx, &api, &policy, &target, input, &recorded, pass.stop.clone()).await;
     let PassOutcome { mut status, decision, calls_succeeded, calls_failed } = outcome;

@@ -85,6 +85,25 @@ pub fn shared() -> Option<&'static ControlPlane> {
     SHARED.get_or_init(|| binaries().map(|bin| ControlPlane::start(&bin))).as_ref()
 }
 
+/// For tests that need the real server: the control plane with the chart's
+/// default release installed, or `None` with a notice (the test then
+/// returns; [`binaries`] fails it under GROUPBAN_REQUIRE_CONTROL_PLANE).
+pub async fn for_test(test: &str) -> Option<&'static ControlPlane> {
+    let plane = tokio::task::spawn_blocking(|| {
+        shared().inspect(|plane| {
+            plane.default_release();
+        })
+    })
+    .await
+    .expect("the control plane starts");
+    if plane.is_none() {
+        eprintln!(
+            "SKIPPED {test}: no control plane (export GROUPBAN_CONTROL_PLANE=$(bash .ci/control-plane | tail -n 1))"
+        );
+    }
+    plane
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
