@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
+use kube::api::DynamicObject;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
@@ -20,7 +21,9 @@ use tokio::sync::watch;
 use tracing::{debug, info, instrument, warn};
 
 use super::passes::PassFor;
-use super::status_writer::{STATUS_WRITE, StatusTarget, Written, is_forbidden, publish_progress, write_status};
+use super::status_writer::{
+    STATUS_WRITE, StatusTarget, Written, is_forbidden, publish_progress, status_api, write_status,
+};
 use super::triggers::{SecretKey, credentials_secret};
 use super::{Context, drift, events};
 use crate::crd::{DriftStatus, GroupBanPolicy, GroupBanPolicyStatus, RECONCILE_REQUESTED_AT};
@@ -105,7 +108,7 @@ async fn reconcile_once(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Resul
         // Shutting down: start nothing new; the next leader or run takes over.
         return Ok(Action::await_change());
     }
-    let api: Api<GroupBanPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
+    let api = status_api(ctx.client.clone(), &namespace);
     let recorded = policy.status.clone().unwrap_or_default();
 
     let secret = credentials_secret(&policy, ctx.options.default_credentials_secret.as_ref());
@@ -228,7 +231,7 @@ async fn check_drift_if_due(
 /// `progress_interval`. Returns the outcome and the last status written.
 async fn run_with_progress(
     ctx: &Context,
-    api: &Api<GroupBanPolicy>,
+    api: &Api<DynamicObject>,
     policy: &GroupBanPolicy,
     target: &StatusTarget,
     input: PolicyInput,

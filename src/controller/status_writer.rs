@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use kube::Api;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tracing::{debug, warn};
@@ -83,7 +83,7 @@ const CONFLICT_RETRIES: usize = 3;
 /// object `target` names, and hands the written resourceVersion to
 /// `written` (see [`PendingEchoes`]).
 pub async fn write_status(
-    api: &Api<GroupBanPolicy>,
+    api: &Api<DynamicObject>,
     target: &StatusTarget,
     status: &GroupBanPolicyStatus,
     written: &(dyn Fn(String) + Sync),
@@ -113,6 +113,13 @@ pub async fn write_status(
             Err(error) => return Err(error),
         }
     }
+}
+
+/// The API that status writes go through: untyped, so that an answer
+/// carrying a spec that no longer decodes (the policy was broken while its
+/// pass ran) is not an error, and never gets logged whole by the client.
+pub fn status_api(client: kube::Client, namespace: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client, namespace, &ApiResource::erase::<GroupBanPolicy>(&()))
 }
 
 /// True for the API server's 403: RBAC does not allow the request.
@@ -197,7 +204,7 @@ impl PendingEchoes {
 /// sender; returns the last status written, if any. A failed write is only
 /// logged: the final write after the pass still carries everything.
 pub async fn publish_progress(
-    api: &Api<GroupBanPolicy>,
+    api: &Api<DynamicObject>,
     target: &StatusTarget,
     mut progress: watch::Receiver<Option<GroupBanPolicyStatus>>,
     on_server: &GroupBanPolicyStatus,
