@@ -245,10 +245,7 @@ pub async fn run_with_client(
     options: RunOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let policies: Api<GroupBanPolicy> = match &options.namespace {
-        Some(namespace) => Api::namespaced(client.clone(), namespace),
-        None => Api::all(client.clone()),
-    };
+    let policies: Api<GroupBanPolicy> = watched(&client, options.namespace.as_deref());
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -377,42 +374,12 @@ async fn run_term(client: &Client, options: &RunOptions, stopped: watch::Receive
         .modify(trim_for_cache)
         .reflect(writer)
         .inspect(move |event| match event {
-            Ok(watcher::Event::Apply(policy)) => {
-                recovery.recovered();
-                let key = reconcile::policy_key(policy);
-                forgetting.echoes.seen(&key, policy.resource_version().as_deref());
-                forgetting.passes.seen(&key, &passes::PassFor::of(policy));
-            }
-            Ok(watcher::Event::Delete(policy)) => {
-                recovery.recovered();
-                let key = reconcile::policy_key(policy);
-                forgetting.passes.deleted(&key);
-                if let Some(uid) = &policy.metadata.uid {
-                    forgetting.undecodable.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
-                }
-                forgetting.forget_policy(&key);
-            }
-            Ok(watcher::Event::InitDone) => {
-                health.set_ready(true);
-                health.set_waiting_for(None);
-                recovery.synced();
-                forgetting.passes.check_all(|key| {
-                    let (namespace, name) = key.split_once('/')?;
-                    cache.get(&ObjectRef::new(name).within(namespace)).map(|p| passes::PassFor::of(&p))
-                });
-                // A relist fills the cache only now (InitApply goes to a
-                // buffer): echoes it brought are seen now, others time out;
-                // and it brings no Delete for what went during the gap.
-                let mut live = std::collections::HashSet::new();
-                for policy in cache.state() {
-                    let key = reconcile::policy_key(&policy);
-                    forgetting.echoes.seen(&key, policy.resource_version().as_deref());
-                    live.insert(key);
-                }
-                forgetting.forget_policies_except(&live);
-            }
             Err(error) => recovery.failed(error),
-            Ok(_) => recovery.recovered(),
+            Ok(event) => {
+                // Anything the watch delivers means it works again.
+                recovery.recovered();
+                on_policy_event(event, &forgetting, &cache, &health, &recovery);
+            }
         })
         .applied_objects()
         .predicate_filter(triggers::wake_hash, Default::default());
@@ -473,6 +440,53 @@ async fn run_term(client: &Client, options: &RunOptions, stopped: watch::Receive
     outcome
 }
 
+/// What the controller keeps in step with each policy event: echoes of
+/// our writes, passes under way, what it remembers of deleted policies,
+/// and readiness once a (re)list is in.
+fn on_policy_event(
+    event: &watcher::Event<GroupBanPolicy>,
+    ctx: &Context,
+    cache: &reflector::Store<GroupBanPolicy>,
+    health: &crate::metrics::Health,
+    recovery: &WatchRecovery,
+) {
+    match event {
+        watcher::Event::Apply(policy) => {
+            let key = reconcile::policy_key(policy);
+            ctx.echoes.seen(&key, policy.resource_version().as_deref());
+            ctx.passes.seen(&key, &passes::PassFor::of(policy));
+        }
+        watcher::Event::Delete(policy) => {
+            let key = reconcile::policy_key(policy);
+            ctx.passes.deleted(&key);
+            if let Some(uid) = &policy.metadata.uid {
+                ctx.undecodable.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+            }
+            ctx.forget_policy(&key);
+        }
+        watcher::Event::InitDone => {
+            health.set_ready(true);
+            health.set_waiting_for(None);
+            recovery.synced();
+            ctx.passes.check_all(|key| {
+                let (namespace, name) = key.split_once('/')?;
+                cache.get(&ObjectRef::new(name).within(namespace)).map(|p| passes::PassFor::of(&p))
+            });
+            // A relist fills the cache only now (InitApply goes to a
+            // buffer): echoes it brought are seen now, others time out;
+            // and it brings no Delete for what went during the gap.
+            let mut live = std::collections::HashSet::new();
+            for policy in cache.state() {
+                let key = reconcile::policy_key(&policy);
+                ctx.echoes.seen(&key, policy.resource_version().as_deref());
+                live.insert(key);
+            }
+            ctx.forget_policies_except(&live);
+        }
+        watcher::Event::Init | watcher::Event::InitApply(_) => {}
+    }
+}
+
 /// `/readyz` while the policy watch recovers from a failure (an API server
 /// restarting, say): not ready, saying why, until the watch delivers again
 /// or, once the cache has synced, the API server answers a list (a resumed
@@ -489,12 +503,8 @@ struct WatchRecovery {
 
 impl WatchRecovery {
     fn new(client: &Client, options: &RunOptions, stopped: watch::Receiver<bool>) -> Self {
-        let policies = match &options.namespace {
-            Some(namespace) => Api::namespaced(client.clone(), namespace),
-            None => Api::all(client.clone()),
-        };
         Self {
-            policies,
+            policies: watched(client, options.namespace.as_deref()),
             health: options.health.clone(),
             stopped,
             troubled: Default::default(),
@@ -577,6 +587,17 @@ fn watch_config(options: &RunOptions) -> watcher::Config {
     watcher::Config::default().timeout(u32::try_from(server_timeout.as_secs()).unwrap_or(u32::MAX))
 }
 
+/// The objects of kind `K` in the watched namespace, or in all.
+fn watched<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
 /// One metadata-only watch of Secrets: their values are never received.
 struct SecretWatch {
     api: Api<PartialObjectMeta<Secret>>,
@@ -586,13 +607,8 @@ struct SecretWatch {
 /// Secrets to watch by metadata: those of the watched namespace (or all),
 /// plus the default credentials Secret when it lives elsewhere.
 fn secret_watches(client: &Client, options: &RunOptions) -> Vec<SecretWatch> {
-    let mut watches = vec![SecretWatch {
-        api: match &options.namespace {
-            Some(namespace) => Api::namespaced(client.clone(), namespace),
-            None => Api::all(client.clone()),
-        },
-        config: watch_config(options),
-    }];
+    let mut watches =
+        vec![SecretWatch { api: watched(client, options.namespace.as_deref()), config: watch_config(options) }];
     if let (Some(namespace), Some(default)) = (&options.namespace, &options.default_credentials_secret)
         && default.namespace != *namespace
     {

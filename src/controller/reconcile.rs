@@ -21,9 +21,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, instrument, warn};
 
 use super::passes::PassFor;
-use super::status_writer::{
-    STATUS_WRITE, StatusTarget, Written, is_forbidden, publish_progress, status_api, write_status,
-};
+use super::status_writer::{StatusTarget, Written, is_forbidden, publish_progress, status_api, write_status};
 use super::triggers::{SecretKey, credentials_secret};
 use super::{Context, drift, events};
 use crate::crd::{DriftStatus, GroupBanPolicy, GroupBanPolicyStatus, RECONCILE_REQUESTED_AT};
@@ -155,13 +153,9 @@ async fn reconcile_once(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Resul
     if differs_beyond_timestamps(on_server, &status) {
         let written = write_status(&api, &target, &status, &|version| ctx.wrote_status(&policy, version))
             .await
-            .map_err(|source| {
-                if is_forbidden(&source) {
-                    crate::metrics::global().observe_forbidden(STATUS_WRITE.0, STATUS_WRITE.1);
-                    ReconcileError::StatusForbidden { policy: key.clone(), source }
-                } else {
-                    ReconcileError::WriteStatus { policy: key.clone(), source }
-                }
+            .map_err(|source| match is_forbidden(&source) {
+                true => ReconcileError::StatusForbidden { policy: key.clone(), source },
+                false => ReconcileError::WriteStatus { policy: key.clone(), source },
             })?;
         if written == Written::ObjectReplaced {
             // Deleted, or made again under its name: the new object has a

@@ -81,7 +81,8 @@ const CONFLICT_RETRIES: usize = 3;
 
 /// Writes `status` by server-side apply (forced: we own `.status`) to the
 /// object `target` names, and hands the written resourceVersion to
-/// `written` (see [`PendingEchoes`]).
+/// `written` (see [`PendingEchoes`]). A write RBAC refuses is counted here,
+/// for progress and final writes alike.
 pub async fn write_status(
     api: &Api<DynamicObject>,
     target: &StatusTarget,
@@ -110,7 +111,12 @@ pub async fn write_status(
                 }
             }
             Err(kube::Error::Api(answer)) if answer.code == 404 => return Ok(Written::ObjectReplaced),
-            Err(error) => return Err(error),
+            Err(error) => {
+                if is_forbidden(&error) {
+                    crate::metrics::global().observe_forbidden(STATUS_WRITE.0, STATUS_WRITE.1);
+                }
+                return Err(error);
+            }
         }
     }
 }
@@ -129,7 +135,7 @@ pub fn is_forbidden(error: &kube::Error) -> bool {
 
 /// The verb and resource of a status write, for
 /// [`crate::metrics::Metrics::observe_forbidden`].
-pub const STATUS_WRITE: (&str, &str) = ("patch", "groupbanpolicies.groupban.dev/status");
+const STATUS_WRITE: (&str, &str) = ("patch", "groupbanpolicies.groupban.dev/status");
 
 /// Status writes whose watch event (their echo) the controller's cache has
 /// not shown yet. A reconcile that starts before the echo (a Secret event
@@ -228,10 +234,7 @@ pub async fn publish_progress(
                 break;
             }
             Err(error) => {
-                if is_forbidden(&error) {
-                    crate::metrics::global().observe_forbidden(STATUS_WRITE.0, STATUS_WRITE.1);
-                }
-                warn!(policy = %target.name, error = %crate::error_chain(&error), "Failed to publish progress");
+                warn!(policy = %target.name, error = %crate::error_chain(&error), "Failed to publish progress")
             }
         }
     }
