@@ -248,6 +248,9 @@ pub mod reasons {
     pub const SUSPENDED: &str = "Suspended";
     /// The credentials Secret is missing or unusable.
     pub const CREDENTIALS_INVALID: &str = "CredentialsInvalid";
+    /// Ready=False: the API server could not hand out the credentials
+    /// Secret (5xx, unreachable); retried on backoff.
+    pub const CREDENTIALS_UNAVAILABLE: &str = "CredentialsUnavailable";
     /// The spec breaks a rule the schema could not enforce.
     pub const SPEC_INVALID: &str = "SpecInvalid";
 }

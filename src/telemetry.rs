@@ -17,6 +17,13 @@ pub enum LogFormat {
     Json,
 }
 
+/// Lines left out unless `RUST_LOG` names their target. kube's HTTP trace layer
+/// logs every 5xx and transport error as a bare ERROR (`failed with status
+/// 500`, without saying which request, sometimes twice for one); every
+/// such failure reaches our own code, which logs it once, with what failed
+/// and what happens next.
+const QUIET_BY_DEFAULT: &str = "kube_client::client::builder=off";
+
 /// Installs the global subscriber; `default_filter` applies when `RUST_LOG`
 /// is unset. Safe to call twice (the second call does nothing).
 pub fn init(default_filter: &str) {
@@ -25,7 +32,8 @@ pub fn init(default_filter: &str) {
 
 /// [`init`] with a choice of format.
 pub fn init_with_format(default_filter: &str, format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let directives = filter_directives(default_filter, std::env::var("RUST_LOG").ok().as_deref());
+    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -35,6 +43,13 @@ pub fn init_with_format(default_filter: &str, format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// `RUST_LOG` (or the default when unset or empty), quieting
+/// [`QUIET_BY_DEFAULT`] unless it names kube's client itself.
+fn filter_directives(default_filter: &str, rust_log: Option<&str>) -> String {
+    let asked = rust_log.map(str::trim).filter(|value| !value.is_empty()).unwrap_or(default_filter);
+    if asked.contains("kube_client") { asked.to_string() } else { format!("{asked},{QUIET_BY_DEFAULT}") }
 }
 
 /// Colour codes only for a terminal, and not when `NO_COLOR` is set to
@@ -47,6 +62,14 @@ fn colour_allowed(is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kubes_bare_http_errors_are_quiet_unless_asked_for() {
+        assert_eq!(filter_directives("info", None), "info,kube_client::client::builder=off");
+        assert_eq!(filter_directives("info", Some(" ")), "info,kube_client::client::builder=off");
+        assert_eq!(filter_directives("info", Some("debug")), "debug,kube_client::client::builder=off");
+        assert_eq!(filter_directives("info", Some("info,kube_client=debug")), "info,kube_client=debug");
+    }
 
     #[test]
     fn colour_only_on_a_terminal_without_no_color() {

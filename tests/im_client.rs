@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use groupban_operator::im::client::RetryNotice;
 use groupban_operator::im::client::system_clock;
-use groupban_operator::im::{ClientSettings, TransportError};
+use groupban_operator::im::{CallControl, ClientSettings, TransportError};
 use support::*;
 
 const ROOM: &str = "groups: [{groupId: room, type: AVChatRoom, banned: [alice, bob, carol]}, {groupId: pub, type: Public}, {groupId: locked, type: AVChatRoom, failWith: {errorCode: 10007, errorInfo: no permission}}, {groupId: odd, type: AVChatRoom, failWith: {errorCode: 12345, errorInfo: something new}}, {groupId: revoked, type: AVChatRoom, failWith: {errorCode: 70052, errorInfo: usersig invalidated}}]";
@@ -144,6 +145,57 @@ async fn answer_60007_cools_down_and_then_succeeds() {
     assert_eq!(codes.iter().filter(|c| **c == Some(0)).count(), 12);
 }
 
+fn stop_control(stop: tokio::sync::watch::Receiver<bool>) -> CallControl<'static> {
+    CallControl { stop: Some(stop), ..CallControl::default() }
+}
+
+/// Calls `unban_group_member` for alice and returns its final ErrorCode and
+/// every retry notice the caller was given.
+async fn unban_alice_noting_retries(client: &groupban_operator::im::ImClient) -> (Option<i64>, Vec<RetryNotice>) {
+    let notices = std::sync::Mutex::new(Vec::new());
+    let note = |notice: &RetryNotice| notices.lock().unwrap().push(notice.clone());
+    let control = CallControl { on_retry: Some(&note), ..CallControl::default() };
+    let outcome = client.unban_group_member_until("room", &["alice".into()], control).await.expect("no stop signal");
+    (outcome.error_code(), notices.into_inner().unwrap())
+}
+
+/// A caller is told of each failed attempt that will be retried (so it can
+/// show the cause before the call ends), with the answer or the transport
+/// error; not of the final attempt, and not of a routine re-sign.
+#[tokio::test]
+async fn the_caller_is_told_of_each_attempt_that_is_retried() {
+    let mut failing = config(ROOM);
+    failing.faults.fail_10002 = 1.0;
+    let sim = start(failing).await;
+    let (code, notices) = unban_alice_noting_retries(&admin_client(&sim)).await;
+    assert_eq!(code, Some(10002));
+    assert_eq!(
+        notices.iter().map(|n| (n.attempt, n.error_code)).collect::<Vec<_>>(),
+        [(1, Some(10002)), (2, Some(10002)), (3, Some(10002))]
+    );
+    assert!(notices.iter().all(|n| !n.detail.is_empty() && !n.retry_in.is_zero()), "{notices:?}");
+
+    // No answer at all: the transport error is the detail.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let client = client_for(&url, credentials(ADMIN, KEY), quick_settings(), 200);
+    let (code, notices) = unban_alice_noting_retries(&client).await;
+    assert_eq!((code, notices.len()), (None, 3));
+    assert!(notices.iter().all(|n| n.error_code.is_none() && n.detail.contains("connect")), "{notices:?}");
+
+    // A UserSig past its time is signed anew without a notice.
+    let sim = start(config(ROOM)).await;
+    let real = system_clock();
+    let signed = Arc::new(AtomicU32::new(0));
+    let settings = ClientSettings {
+        clock: Arc::new(move || if signed.fetch_add(1, Ordering::SeqCst) == 0 { real() - 2 * 86400 } else { real() }),
+        ..quick_settings()
+    };
+    let client = client_for(&sim.base_url(), credentials(ADMIN, KEY), settings, 200);
+    assert_eq!(unban_alice_noting_retries(&client).await, (Some(0), vec![]));
+}
+
 /// An expired UserSig (here: signed by a clock that lagged two days) is
 /// replaced by a fresh one and the call retried once, transparently.
 #[tokio::test]
@@ -263,13 +315,17 @@ async fn a_stop_while_waiting_reports_the_last_answer_and_never_drops_one() {
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let retrying = {
         let client = client.clone();
-        tokio::spawn(async move { client.unban_group_member_until("room", &["alice".into()], stop_rx, None).await })
+        tokio::spawn(
+            async move { client.unban_group_member_until("room", &["alice".into()], stop_control(stop_rx)).await },
+        )
     };
     // A second caller queues behind the first at the limiter.
     let (stop_queued, queued_rx) = tokio::sync::watch::channel(false);
     let queued = {
         let client = client.clone();
-        tokio::spawn(async move { client.unban_group_member_until("room", &["bob".into()], queued_rx, None).await })
+        tokio::spawn(
+            async move { client.unban_group_member_until("room", &["bob".into()], stop_control(queued_rx)).await },
+        )
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.send_replace(true);

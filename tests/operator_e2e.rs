@@ -282,7 +282,28 @@ async fn a_hundred_policies_at_once() {
         cluster.wait_for(group, Duration::from_secs(60), is_ready).await;
     }
     let stats = get_json(&sim.base_url(), "/simulator/stats").await;
-    assert_eq!(unban_calls(&sim.base_url()).await, 200, "25 members: 2 calls each; {stats}\n{}", operator.logs());
+    if unban_calls(&sim.base_url()).await != 200 {
+        // A rare extra pass seen under heavy load: say which policy and
+        // what the operator logged about it.
+        let mut extra = Vec::new();
+        for (group, _) in &groups {
+            let calls = group_calls(&sim.base_url(), group).await;
+            if calls != 2 {
+                let needle = group.to_string();
+                let lines: Vec<String> = operator
+                    .logs()
+                    .lines()
+                    .filter(|l| {
+                        l.match_indices(&needle)
+                            .any(|(i, _)| !l[i + needle.len()..].starts_with(|c: char| c.is_ascii_digit()))
+                    })
+                    .map(str::to_string)
+                    .collect();
+                extra.push(format!("{group}: {calls} calls\n{}", lines.join("\n")));
+            }
+        }
+        panic!("25 members: 2 calls each; {stats}\n{}", extra.join("\n---\n"));
+    }
     cluster.cleanup().await;
 }
 

@@ -53,7 +53,11 @@ async fn a_blip_at_start_is_waited_out_not_a_crash() {
     }
     cluster.wait_for("p", WAIT, is_ready).await;
     assert_eq!(readyz(&operator).await.map(|r| r.0), Some(200));
-    assert!(operator.logs().contains("Waiting for the API server"), "{}", operator.logs());
+    // Each 500 is told once, saying what failed and what happens next;
+    // not also as kube's bare `ERROR failed with status 500`.
+    let logs = operator.logs();
+    assert_eq!(logs.matches("Waiting for the API server: cannot list GroupBanPolicies yet").count(), 2, "{logs}");
+    assert!(!logs.contains("failed with status"), "{logs}");
     operator.signal("TERM");
     assert_eq!(operator.wait(Duration::from_secs(25)).await.and_then(|s| s.code()), Some(0));
     cluster.cleanup().await;
@@ -84,11 +88,21 @@ async fn apply_untyped(cluster: &Cluster, name: &str, spec: serde_json::Value) {
     api.patch(name, &PatchParams::apply("e2e-test").force(), &Patch::Apply(object)).await.expect("apply the policy");
 }
 
+/// The status of a policy whatever its spec.
+async fn untyped_status(cluster: &Cluster, name: &str) -> serde_json::Value {
+    use kube::api::{ApiResource, DynamicObject};
+    let resource = ApiResource::erase::<groupban_operator::crd::GroupBanPolicy>(&());
+    let api: kube::Api<DynamicObject> =
+        kube::Api::namespaced_with(cluster.client.clone(), &cluster.namespace, &resource);
+    api.get(name).await.expect("get the policy").data["status"].clone()
+}
+
 /// One wrong-typed policy (a spec that slipped past the schema, as happens
 /// when a CRD's schema changes under stored objects) hides no other: the
 /// good one converges and `/readyz` is 200; the bad one is named with its
-/// field in the log and in a Warning Event, at start and when one is made
-/// while running; no member list reaches the log; SIGTERM exits 0 at once.
+/// field in the log, in a Warning Event and in its status (Stalled,
+/// `SpecInvalid`), at start and when one is made while running; no member
+/// list reaches the log; SIGTERM exits 0 at once.
 #[tokio::test]
 async fn one_wrong_typed_policy_hides_no_other() {
     let sim = start(config(&seed_banned(&[("room", 5)]))).await;
@@ -118,6 +132,23 @@ async fn one_wrong_typed_policy_hides_no_other() {
         let deadline = Instant::now() + WAIT;
         while !cluster.event_reasons(name).await.contains(&("Warning".into(), "SpecInvalid".into())) {
             assert!(Instant::now() < deadline, "no Warning Event for {name}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Said in their own status too, where kstatus and `kubectl wait` look.
+    for (name, field) in [("bad", "spec.unbannedMembers[1]"), ("worse", "spec.groupId")] {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let status = untyped_status(&cluster, name).await;
+            let condition =
+                |kind: &str| status["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == kind).cloned();
+            if let (Some(ready), Some(stalled)) = (condition("Ready"), condition("Stalled"))
+                && (ready["status"] == "False" && ready["reason"] == "SpecInvalid")
+                && (stalled["status"] == "True" && stalled["message"].as_str().is_some_and(|m| m.contains(field)))
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no SpecInvalid status on {name}: {status}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -204,5 +235,96 @@ async fn a_failing_watch_says_so_in_readyz_until_it_recovers() {
     ready(503, "the policy watch failed").await;
     ready(200, "ok").await;
     assert!(operator.logs().contains("The policy watch failed; restarting it"), "{}", operator.logs());
+    cluster.cleanup().await;
+}
+
+/// Polls until the policy's Ready condition is False with `reason`; returns
+/// its message.
+async fn wait_not_ready_for(cluster: &Cluster, name: &str, reason: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let status = cluster.status(name).await;
+        if let Some(ready) = status.conditions.iter().find(|c| c.type_ == "Ready")
+            && ready.status == "False"
+            && ready.reason == reason
+        {
+            return ready.message.clone();
+        }
+        assert!(Instant::now() < deadline, "Ready never False/{reason}: {:?}", status.conditions);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An IM endpoint that refuses connections is named in Ready after the
+/// first failed attempt, while the call's retries go on (eight attempts,
+/// about 25 s), not only when they are used up (before: no condition at
+/// all for that long).
+#[tokio::test]
+async fn a_refused_im_endpoint_shows_in_ready_after_the_first_attempt() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let cluster = Cluster::start_fake().await;
+    cluster.put_secret(SECRET, &endpoint, KEY).await;
+    let operator = Operator::start(&cluster, &[]);
+    cluster.apply_policy("p", json!({"groupId": "room", "unbannedMembers": members("m", 5)})).await;
+    let message = wait_not_ready_for(&cluster, "p", "TransportError", Duration::from_secs(6)).await;
+    assert!(message.contains("retrying after") && message.contains("connect"), "{message}");
+    assert!(!operator.logs().contains("Pass done"), "the call's retries were over already: {}", operator.logs());
+    cluster.cleanup().await;
+}
+
+/// A Secret the API server cannot hand out (a 500 while it restarts)
+/// shows as Ready=False `CredentialsUnavailable`, naming the Secret, and
+/// heals by itself on the policy's backoff: not Stalled, not silent.
+#[tokio::test]
+async fn an_unavailable_secret_shows_in_ready_and_heals_on_backoff() {
+    let sim = start(config(&seed_banned(&[("room", 5)]))).await;
+    let cluster = Cluster::start_fake().await;
+    let fake = cluster.fake.as_ref().unwrap();
+    cluster.put_secret(SECRET, &sim.base_url(), KEY).await;
+    fake.fail_requests(Some("GET"), &format!("/secrets/{SECRET}"), 500, 2);
+    let operator = Operator::start(&cluster, &[]);
+    cluster.apply_policy("p", json!({"groupId": "room", "unbannedMembers": members("m", 5)})).await;
+    let message = wait_not_ready_for(&cluster, "p", "CredentialsUnavailable", Duration::from_secs(10)).await;
+    assert!(message.contains(&format!("e2e/{SECRET}")) && message.contains("retrying"), "{message}");
+    let stalled = cluster.status("p").await.conditions.into_iter().find(|c| c.type_ == "Stalled");
+    assert_eq!(stalled.map(|c| c.status), Some("False".into()));
+    cluster.wait_for("p", WAIT, is_ready).await;
+    assert!(
+        operator.logs().contains("category=ReadSecret") || operator.logs().contains("ReadSecret"),
+        "{}",
+        operator.logs()
+    );
+    cluster.cleanup().await;
+}
+
+/// An API server that throttles (429 with `Retry-After`, as API Priority
+/// and Fairness answers) is obeyed: the status write is sent again no
+/// sooner than asked, and the policy converges.
+#[tokio::test]
+async fn a_throttling_api_server_is_obeyed() {
+    let sim = start(config(&seed_banned(&[("room", 5)]))).await;
+    let cluster = Cluster::start_fake().await;
+    let fake = cluster.fake.as_ref().unwrap();
+    cluster.put_secret(SECRET, &sim.base_url(), KEY).await;
+    fake.throttle_requests(Some("PATCH"), "/groupbanpolicies/p/status", 1, 2);
+    let _operator = Operator::start(&cluster, &[]);
+    cluster.apply_policy("p", json!({"groupId": "room", "unbannedMembers": members("m", 5)})).await;
+    cluster.wait_for("p", WAIT, is_ready).await;
+    let writes: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH" && r.path.ends_with("/groupbanpolicies/p/status"))
+        .collect();
+    assert_eq!(
+        writes.first().map(|w| w.status),
+        Some(429),
+        "{:?}",
+        writes.iter().map(|w| w.status).collect::<Vec<_>>()
+    );
+    let again = writes.get(1).expect("the write was sent again");
+    let waited = again.at.duration_since(writes[0].at);
+    assert!(waited >= Duration::from_millis(1900), "sent again after {waited:?}, asked to wait 2 s");
     cluster.cleanup().await;
 }

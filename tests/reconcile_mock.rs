@@ -359,6 +359,37 @@ async fn a_reconcile_that_outlives_its_policy_leaves_nothing_behind() {
                 .body(Body::from(br#"{"kind":"Status","apiVersion":"v1","status":"Failure","code":500}"#.to_vec()))
                 .unwrap(),
         );
+        // The policy's status says why before the error takes the backoff
+        // path (answered as the API server would: a policy that is gone or
+        // was made again is not written).
+        let (request, body, send) = next(&mut handle).await;
+        assert_eq!(
+            (request.method().as_str(), request.uri().path()),
+            ("PATCH", "/apis/groupban.dev/v1alpha1/namespaces/team/groupbanpolicies/p/status")
+        );
+        let ready =
+            body["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap().clone();
+        assert_eq!(
+            (ready["status"].as_str(), ready["reason"].as_str()),
+            (Some("False"), Some("CredentialsUnavailable")),
+            "{ready}"
+        );
+        if deleted {
+            send.send_response(
+                Response::builder()
+                    .status(404)
+                    .body(Body::from(
+                        br#"{"kind":"Status","apiVersion":"v1","status":"Failure","code":404,"reason":"NotFound"}"#
+                            .to_vec(),
+                    ))
+                    .unwrap(),
+            );
+        } else {
+            answer(
+                send,
+                &json!({"apiVersion": "groupban.dev/v1alpha1", "kind": "GroupBanPolicy", "metadata": {"name": "p", "namespace": "team", "uid": "u-1", "resourceVersion": "9"}, "spec": {"groupId": "room", "unbannedMembers": []}, "status": body["status"]}),
+            );
+        }
         let result = reconcile.await.unwrap();
         if deleted {
             assert_eq!(result.unwrap(), kube::runtime::controller::Action::await_change());

@@ -17,49 +17,58 @@ use crate::crd::{GroupBanPolicy, GroupBanPolicySpec, GroupBanPolicyStatus};
 
 /// A policy that does not decode: which one, and what is wrong, naming the
 /// field (never its value: a member list stays out of logs).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Undecodable {
     pub namespace: String,
     pub name: String,
     pub uid: Option<String>,
     pub generation: Option<i64>,
+    pub resource_version: Option<String>,
     pub problem: String,
+    /// The status as stored: `Ok(None)` when there is none, `Err` when it
+    /// does not decode either (then no status is written: a write of what
+    /// could be read would drop the rest).
+    pub status: Result<Option<GroupBanPolicyStatus>, ()>,
 }
 
 /// Decodes one watched object. A status that does not decode is dropped
 /// (the next pass rebuilds it; unbanning again is harmless), a spec that
 /// does not decode makes the object [`Undecodable`].
-pub fn decode(object: DynamicObject) -> Result<GroupBanPolicy, Undecodable> {
+pub fn decode(object: DynamicObject) -> Result<GroupBanPolicy, Box<Undecodable>> {
     let DynamicObject { metadata, mut data, .. } = object;
     let spec = data.get_mut("spec").map(serde_json::Value::take).unwrap_or(serde_json::Value::Null);
-    let spec: GroupBanPolicySpec = match serde_path_to_error::deserialize(spec) {
+    let spec = serde_path_to_error::deserialize::<_, GroupBanPolicySpec>(spec);
+    let status = match data.get_mut("status").map(serde_json::Value::take) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(status) => serde_path_to_error::deserialize::<_, GroupBanPolicyStatus>(status).map(Some),
+    };
+    let spec = match spec {
         Ok(spec) => spec,
         Err(error) => {
-            return Err(Undecodable {
+            return Err(Box::new(Undecodable {
                 namespace: metadata.namespace.clone().unwrap_or_default(),
                 name: metadata.name.clone().unwrap_or_default(),
                 uid: metadata.uid.clone(),
                 generation: metadata.generation,
+                resource_version: metadata.resource_version.clone(),
                 problem: describe(&error),
-            });
+                status: status.map_err(|_| ()),
+            }));
         }
     };
-    let status = match data.get_mut("status").map(serde_json::Value::take) {
-        None | Some(serde_json::Value::Null) => None,
-        Some(status) => match serde_path_to_error::deserialize::<_, GroupBanPolicyStatus>(status) {
-            Ok(status) => Some(status),
-            Err(error) => {
-                // Rare (another writer, or an older operator's shape): the
-                // next pass rebuilds the record, calling again for members
-                // already unbanned. Said, since it costs calls.
-                tracing::warn!(
-                    policy = %format!("{}/{}", metadata.namespace.as_deref().unwrap_or_default(), metadata.name.as_deref().unwrap_or_default()),
-                    problem = %without_values(&format!("status.{}: {}", error.path(), error.inner())),
-                    "Policy status cannot be read; the next pass starts from an empty record"
-                );
-                None
-            }
-        },
+    let status = match status {
+        Ok(status) => status,
+        Err(error) => {
+            // Rare (another writer, or an older operator's shape): the
+            // next pass rebuilds the record, calling again for members
+            // already unbanned. Said, since it costs calls.
+            tracing::warn!(
+                policy = %format!("{}/{}", metadata.namespace.as_deref().unwrap_or_default(), metadata.name.as_deref().unwrap_or_default()),
+                problem = %without_values(&format!("status.{}: {}", error.path(), error.inner())),
+                "Policy status cannot be read; the next pass starts from an empty record"
+            );
+            None
+        }
     };
     Ok(GroupBanPolicy { metadata, spec, status })
 }
@@ -101,7 +110,7 @@ fn without_values(message: &str) -> String {
 /// policy is a Delete for the controller (its pass under way stops).
 pub fn decode_event(
     event: watcher::Event<DynamicObject>,
-) -> (Option<watcher::Event<GroupBanPolicy>>, Option<Undecodable>) {
+) -> (Option<watcher::Event<GroupBanPolicy>>, Option<Box<Undecodable>>) {
     match event {
         watcher::Event::Apply(object) => match decode(object) {
             Ok(policy) => (Some(watcher::Event::Apply(policy)), None),
@@ -166,6 +175,8 @@ mod tests {
     fn a_wrong_typed_field_is_named_without_the_members() {
         let bad = decode(object(serde_json::json!({"groupId": "room", "unbannedMembers": ["alice", 7]}))).unwrap_err();
         assert_eq!((bad.namespace.as_str(), bad.name.as_str(), bad.generation), ("team", "p", Some(3)));
+        let kept = bad.status.as_ref().ok().and_then(Option::as_ref).map(|s| s.unbanned_members.clone());
+        assert_eq!(kept, Some(vec!["secret-member".to_string()]), "the record is kept for the status write");
         assert!(bad.problem.starts_with("spec.unbannedMembers[1]: invalid type"), "{}", bad.problem);
         assert!(!bad.problem.contains("alice"), "{}", bad.problem);
         let scalar =

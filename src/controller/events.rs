@@ -175,6 +175,8 @@ pub const MAX_NOTE_BYTES: usize = 1024;
 
 /// The Event reason for newly unbanned members.
 pub const MEMBERS_UNBANNED: &str = "MembersUnbanned";
+/// Warning: the gateway answered 60007 persistently in one pass.
+pub const RATE_LIMITED_BY_GATEWAY: &str = "RateLimitedByGateway";
 
 /// The Event a notice becomes.
 pub fn event_for(notice: &Notice) -> Event {
@@ -183,6 +185,17 @@ pub fn event_for(notice: &Notice) -> Event {
             type_: EventType::Normal,
             reason: MEMBERS_UNBANNED.into(),
             note: Some(format!("Unbanned {members} member(s) in {calls} call(s)")),
+            action: "Unban".into(),
+            secondary: None,
+        },
+        Notice::RateLimited { answers } => Event {
+            type_: EventType::Warning,
+            reason: RATE_LIMITED_BY_GATEWAY.into(),
+            note: Some(format!(
+                "The IM gateway answered {answers} time(s) with a rate limit (60007) in this pass although this \
+                 process kept under --max-calls-per-second: another client (or a second operator without leader \
+                 election) is likely spending this app's budget; the calls were retried"
+            )),
             action: "Unban".into(),
             secondary: None,
         },

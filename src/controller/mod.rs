@@ -165,12 +165,13 @@ impl Context {
     /// [`status_writer::PendingEchoes`]).
     pub fn wrote_status(&self, policy: &GroupBanPolicy, version: String) {
         let cached = || self.policies.get(&ObjectRef::from_obj(policy)).and_then(|p| p.resource_version());
+        tracing::debug!(policy = %reconcile::policy_key(policy), %version, "Wrote status");
         self.echoes.wrote(&reconcile::policy_key(policy), version, cached);
     }
 
     /// Says once per generation that a policy cannot be read, and why: a
     /// log line and a Warning Event on it, naming the field.
-    pub fn report_undecodable(self: &Arc<Self>, bad: decode::Undecodable) {
+    pub fn report_undecodable(self: &Arc<Self>, bad: Box<decode::Undecodable>) {
         let key = bad.uid.clone().unwrap_or_else(|| format!("{}/{}", bad.namespace, bad.name));
         let first = self.undecodable.lock().unwrap_or_else(|e| e.into_inner()).insert(key, bad.generation)
             != Some(bad.generation);
@@ -205,7 +206,34 @@ impl Context {
             if let Err(error) = ctx.recorders.publish(&event, &regarding).await {
                 warn!(error = %crate::error_chain(&error), "Failed to publish an Event");
             }
+            ctx.write_unreadable_status(bad).await;
         });
+    }
+
+    /// Says in the policy's own status that its spec cannot be read (what
+    /// kstatus, Argo CD and `kubectl wait` look at), keeping its record.
+    /// Skipped when its status cannot be read either.
+    async fn write_unreadable_status(&self, bad: Box<decode::Undecodable>) {
+        let bad = *bad;
+        let Ok(stored) = bad.status else {
+            return;
+        };
+        let mut status = stored.clone().unwrap_or_default();
+        crate::engine::status::mark_unreadable(
+            &mut status,
+            &bad.problem,
+            bad.generation,
+            k8s_openapi::jiff::Timestamp::now(),
+        );
+        if stored.is_some_and(|stored| !crate::engine::status::differs_beyond_timestamps(&stored, &status)) {
+            return;
+        }
+        let api = status_writer::status_api(self.client.clone(), &bad.namespace);
+        let target = status_writer::StatusTarget::new(bad.name.clone(), bad.uid, bad.resource_version);
+        let policy = format!("{}/{}", bad.namespace, bad.name);
+        if let Err(error) = status_writer::write_status(&api, &target, &status, &|_| {}).await {
+            warn!(%policy, error = %crate::error_chain(&error), "Failed to write the status of a policy that cannot be read");
+        }
     }
 
     pub fn forget_policy(&self, key: &str) {

@@ -24,9 +24,11 @@ use super::passes::PassFor;
 use super::status_writer::{StatusTarget, Written, is_forbidden, publish_progress, status_api, write_status};
 use super::triggers::{SecretKey, credentials_secret};
 use super::{Context, drift, events};
-use crate::crd::{DriftStatus, GroupBanPolicy, GroupBanPolicyStatus, RECONCILE_REQUESTED_AT};
+use crate::crd::{DriftStatus, GroupBanPolicy, GroupBanPolicyStatus, RECONCILE_REQUESTED_AT, condition_types, reasons};
 use crate::engine::credentials::{self, AppTarget, CredentialsError};
-use crate::engine::status::{Decision, differs_beyond_timestamps, notices};
+use crate::engine::status::{
+    Decision, PERSISTENT_RATE_LIMIT_ANSWERS, PassCalls, differs_beyond_timestamps, find_condition, notices,
+};
 use crate::engine::{PassOutcome, PolicyInput, run_pass};
 
 /// What stops a reconcile before it could conclude. Problems a person must
@@ -69,6 +71,7 @@ pub async fn reconcile(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Result
         // The cache has not caught up with our last status write: a pass
         // now would call again for the members it recorded. Not counted as
         // a reconcile.
+        debug!(policy = %policy_key(&policy), version = ?policy.resource_version(), "Waiting for the echo of our status write");
         return Ok(Action::requeue(Duration::from_millis(250)));
     }
     let started = std::time::Instant::now();
@@ -108,10 +111,23 @@ async fn reconcile_once(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Resul
     }
     let api = status_api(ctx.client.clone(), &namespace);
     let recorded = policy.status.clone().unwrap_or_default();
+    debug!(version = ?policy.resource_version(), recorded = recorded.unbanned_members.len(), "Reconciling");
 
     let secret = credentials_secret(&policy, ctx.options.default_credentials_secret.as_ref());
-    let target = read_credentials(&ctx, &secret).await?;
+    // A Secret the API server cannot hand out now still ends in a status
+    // (Ready=False, saying why) before the error takes the backoff path.
+    let (target, read_failure) = match read_credentials(&ctx, &secret).await {
+        Ok(target) => (target, None),
+        Err(failure) => {
+            let reason = match &failure {
+                ReconcileError::ReadSecret { source, .. } => crate::cut_text(&crate::error_chain(source), 512),
+                other => other.to_string(),
+            };
+            (Err(CredentialsError::Unavailable { secret: secret.to_string(), reason }), Some(failure))
+        }
+    };
 
+    let sdkappid = target.as_ref().ok().map(|t| t.credentials.sdkappid);
     let runnable = policy.spec.suspend != Some(true) && crate::crd::validate_spec(&policy.spec).is_ok();
     let mut for_pass = recorded.clone();
     let drift_status = match (&target, runnable) {
@@ -141,7 +157,7 @@ async fn reconcile_once(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Resul
     }
     let (outcome, progress_written) =
         run_with_progress(&ctx, &api, &policy, &target, input, &recorded, pass.stop.clone()).await;
-    let PassOutcome { mut status, decision, calls_succeeded, calls_failed } = outcome;
+    let PassOutcome { mut status, decision, calls_succeeded, calls_failed, rate_limited_answers } = outcome;
     status.drift = drift_status;
     status.last_handled_reconcile_at =
         policy.annotations().get(RECONCILE_REQUESTED_AT).cloned().or(recorded.last_handled_reconcile_at.clone());
@@ -167,7 +183,19 @@ async fn reconcile_once(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Resul
     if calls_succeeded + calls_failed > 0 {
         info!(calls_succeeded, calls_failed, ?decision, "Pass done");
     }
-    publish_events(&ctx, &policy, &before_pass, &status, calls_succeeded).await;
+    let calls = PassCalls { succeeded: calls_succeeded, rate_limited_answers };
+    if rate_limited_answers >= PERSISTENT_RATE_LIMIT_ANSWERS {
+        warn!(
+            answers = rate_limited_answers,
+            sdkappid = ?sdkappid,
+            "The IM gateway kept answering 60007 (rate limit) although calls stayed under --max-calls-per-second: \
+             another client is likely spending this app's budget"
+        );
+    }
+    publish_events(&ctx, &policy, &before_pass, &status, calls).await;
+    if let Some(failure) = read_failure {
+        return Err(failure);
+    }
     if let Some(why) = pass.changed() {
         // What was confirmed is written; the watch event that stopped the
         // pass schedules the next reconcile, from the new spec. No backoff:
@@ -233,14 +261,15 @@ async fn run_with_progress(
     stop: watch::Receiver<bool>,
 ) -> (PassOutcome, Option<GroupBanPolicyStatus>) {
     let (progress_tx, progress_rx) = watch::channel(None);
-    let interval = ctx.options.progress_interval;
+    let mut gate = ProgressGate::new(ctx.options.progress_interval, recorded);
     let pass = async move {
-        let mut last_sent = tokio::time::Instant::now();
         let inputs = [input];
-        let mut outcomes = run_pass(&inputs, &ctx.pool, stop, |statuses, _| {
-            if last_sent.elapsed() >= interval {
-                last_sent = tokio::time::Instant::now();
-                progress_tx.send_replace(statuses.first().cloned());
+        let mut outcomes = run_pass(&inputs, &ctx.pool, stop, |statuses, progress| {
+            let calls_left = progress.calls_done < progress.calls_planned;
+            if let Some(status) = statuses.first()
+                && gate.admits(status, calls_left, tokio::time::Instant::now())
+            {
+                progress_tx.send_replace(Some(status.clone()));
             }
         })
         .await;
@@ -256,8 +285,54 @@ async fn run_with_progress(
         decision: Decision::Retry,
         calls_succeeded: 0,
         calls_failed: 0,
+        rate_limited_answers: 0,
     });
     (outcome, written)
+}
+
+/// Which of a pass's statuses are published as progress: one every
+/// `interval`, and at once the first time it shows a cause for not being
+/// Ready while calls are still to end (a refused connection, a 60007 being
+/// retried), so a user is not left without a condition while the first
+/// call's retries run. One such early write per pass at most, none when
+/// the pass is about to end anyway: a healthy pass, or one that fails at
+/// its last call, costs no extra write.
+struct ProgressGate {
+    interval: Duration,
+    last_sent: tokio::time::Instant,
+    /// The Ready reason last published (at first: recorded).
+    last_reason: Option<String>,
+    sent_early: bool,
+}
+
+impl ProgressGate {
+    fn new(interval: Duration, recorded: &GroupBanPolicyStatus) -> Self {
+        Self {
+            interval,
+            last_sent: tokio::time::Instant::now(),
+            last_reason: ready_reason(recorded).map(str::to_string),
+            sent_early: false,
+        }
+    }
+
+    fn admits(&mut self, status: &GroupBanPolicyStatus, calls_left: bool, now: tokio::time::Instant) -> bool {
+        let reason = ready_reason(status);
+        let news = calls_left
+            && reason.is_some_and(|r| !matches!(r, reasons::UNBAN_PENDING | reasons::ALL_MEMBERS_UNBANNED))
+            && reason != self.last_reason.as_deref();
+        let early = news && !self.sent_early;
+        if !early && now.duration_since(self.last_sent) < self.interval {
+            return false;
+        }
+        self.sent_early |= early;
+        self.last_sent = now;
+        self.last_reason = reason.map(str::to_string);
+        true
+    }
+}
+
+fn ready_reason(status: &GroupBanPolicyStatus) -> Option<&str> {
+    find_condition(status, condition_types::READY).map(|c| c.reason.as_str())
 }
 
 /// Reads the credentials Secret by GET (values are never cached). A
@@ -286,10 +361,10 @@ async fn publish_events(
     policy: &GroupBanPolicy,
     before: &GroupBanPolicyStatus,
     after: &GroupBanPolicyStatus,
-    calls_succeeded: usize,
+    calls: PassCalls,
 ) {
     let reference = policy.object_ref(&());
-    for notice in notices(before, after, calls_succeeded) {
+    for notice in notices(before, after, calls) {
         let event = events::event_for(&notice);
         match ctx.recorders.publish(&event, &reference).await {
             Ok(()) => {}
@@ -348,4 +423,52 @@ pub fn error_policy(policy: Arc<GroupBanPolicy>, error: &ReconcileError, ctx: Ar
         "Reconcile failed"
     );
     Action::requeue(delay)
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+    use super::*;
+
+    fn with_ready(reason: &str) -> GroupBanPolicyStatus {
+        GroupBanPolicyStatus {
+            conditions: vec![Condition {
+                type_: condition_types::READY.into(),
+                status: "False".into(),
+                reason: reason.into(),
+                message: String::new(),
+                last_transition_time: Time(Timestamp::UNIX_EPOCH),
+                observed_generation: None,
+            }],
+            ..GroupBanPolicyStatus::default()
+        }
+    }
+
+    /// Progress is published every interval; a first cause for not being
+    /// Ready goes out at once, but only one early write per pass.
+    #[test]
+    fn the_first_cause_is_published_at_once_and_the_rest_on_the_interval() {
+        let interval = Duration::from_secs(5);
+        let start = tokio::time::Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut gate =
+            ProgressGate { last_sent: start, ..ProgressGate::new(interval, &GroupBanPolicyStatus::default()) };
+        assert!(!gate.admits(&with_ready(reasons::UNBAN_PENDING), true, at(10)), "healthy progress waits");
+        assert!(gate.admits(&with_ready("TransportError"), true, at(20)), "the first cause at once");
+        assert!(!gate.admits(&with_ready("RateLimited"), true, at(30)), "a second cause waits");
+        assert!(!gate.admits(&with_ready("TransportError"), true, at(4_000)));
+        assert!(gate.admits(&with_ready("RateLimited"), true, at(5_100)), "the interval passed");
+
+        // A cause the status already showed before the pass is no news.
+        let recorded = with_ready("TransportError");
+        let mut gate = ProgressGate { last_sent: start, ..ProgressGate::new(interval, &recorded) };
+        assert!(!gate.admits(&with_ready("TransportError"), true, at(10)));
+        assert!(gate.admits(&with_ready("RateLimited"), true, at(20)));
+
+        // The last call failed: the pass's own write follows at once.
+        let mut gate =
+            ProgressGate { last_sent: start, ..ProgressGate::new(interval, &GroupBanPolicyStatus::default()) };
+        assert!(!gate.admits(&with_ready("GroupNotFound"), false, at(10)));
+    }
 }

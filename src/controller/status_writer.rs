@@ -50,11 +50,16 @@ pub struct StatusTarget {
 
 impl StatusTarget {
     pub fn of(policy: &GroupBanPolicy) -> Self {
-        Self {
-            name: policy.metadata.name.clone().unwrap_or_default(),
-            uid: policy.metadata.uid.clone(),
-            version: Mutex::new(policy.metadata.resource_version.clone()),
-        }
+        Self::new(
+            policy.metadata.name.clone().unwrap_or_default(),
+            policy.metadata.uid.clone(),
+            policy.metadata.resource_version.clone(),
+        )
+    }
+
+    /// The object `name` with `uid`, as read at `version`.
+    pub fn new(name: String, uid: Option<String>, version: Option<String>) -> Self {
+        Self { name, uid, version: Mutex::new(version) }
     }
 
     fn version(&self) -> Option<String> {

@@ -85,6 +85,18 @@ pub enum CredentialsError {
     RegionAndEndpoint { secret: String },
     #[error("Secret {secret}: {source}")]
     Endpoint { secret: String, source: crate::im::endpoint::EndpointError },
+    /// The API server could not hand the Secret out for now (a 5xx, a
+    /// timeout, a lost connection): not a person's to fix.
+    #[error("cannot read Secret {secret} now: {reason}")]
+    Unavailable { secret: String, reason: String },
+}
+
+impl CredentialsError {
+    /// True for a problem that goes away by itself: retried on backoff,
+    /// never Stalled.
+    pub fn is_passing(&self) -> bool {
+        matches!(self, CredentialsError::Unavailable { .. })
+    }
 }
 
 /// Reads the app target from a Secret's `data` and `stringData` (the

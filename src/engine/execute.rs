@@ -20,9 +20,10 @@ use k8s_openapi::jiff::Timestamp;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
-use super::status::{CallReport, NO_IM_ANSWER};
-use crate::im::ImClient;
+use super::status::{CallReport, NO_IM_ANSWER, RetryCause};
+use crate::im::client::RetryNotice;
 use crate::im::codes::{self, CodeClass, Reach};
+use crate::im::{CallControl, ImClient};
 
 /// Calls of one policy that may wait at the limiter at once. Two keep the
 /// limiter busy (one is granted while the next waits) at any call rate.
@@ -37,6 +38,14 @@ pub struct PolicyJob {
     pub batches: Vec<Vec<String>>,
 }
 
+/// What a call tells the pass: an attempt that is being retried, or the
+/// call's final outcome (exactly one per call that made an attempt).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallEvent {
+    Retrying(RetryCause),
+    Done(CallReport),
+}
+
 /// True when an answer stops every other call of the policy.
 pub fn halts_policy(error_code: i64) -> bool {
     // 0 is a success and NO_IM_ANSWER (no answer at all) an unknown code in
@@ -45,11 +54,12 @@ pub fn halts_policy(error_code: i64) -> bool {
     info.reach == Reach::Policy && matches!(info.class, CodeClass::Terminal | CodeClass::SignatureExpired)
 }
 
-/// Runs the jobs; sends each call's final outcome to `reports` as it lands.
-/// Returns when every call has ended. Dropping it aborts the calls.
+/// Runs the jobs; sends each retried attempt and each call's final outcome
+/// to `reports` as it happens. Returns when every call has ended. Dropping
+/// it aborts the calls.
 pub async fn execute(
     jobs: Vec<PolicyJob>,
-    reports: mpsc::UnboundedSender<(usize, CallReport)>,
+    reports: mpsc::UnboundedSender<(usize, CallEvent)>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut calls = JoinSet::new();
@@ -67,7 +77,16 @@ pub async fn execute(
             let (client, group_id, batch) = (job.client.clone(), job.group_id.clone(), batch.clone());
             let (stop, lane, reports, policy) = (stop.clone(), lane.clone(), reports.clone(), job.policy);
             calls.spawn(async move {
-                let outcome = client.unban_group_member_until(&group_id, &batch, stop.subscribe(), Some(&lane)).await;
+                let on_retry = |notice: &RetryNotice| {
+                    let cause = RetryCause {
+                        error_code: notice.error_code.unwrap_or(NO_IM_ANSWER),
+                        error_info: notice.detail.clone(),
+                    };
+                    let _ = reports.send((policy, CallEvent::Retrying(cause)));
+                };
+                let control =
+                    CallControl { stop: Some(stop.subscribe()), lane: Some(&lane), on_retry: Some(&on_retry) };
+                let outcome = client.unban_group_member_until(&group_id, &batch, control).await;
                 let Some(outcome) = outcome else {
                     return; // stopped before its first request
                 };
@@ -85,7 +104,7 @@ pub async fn execute(
                     attempts: outcome.attempts,
                     at: Timestamp::now(),
                 };
-                let _ = reports.send((policy, report));
+                let _ = reports.send((policy, CallEvent::Done(report)));
             });
         }
     }

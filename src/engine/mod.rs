@@ -22,11 +22,13 @@ use k8s_openapi::jiff::Timestamp;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
+use crate::crd::reasons;
 use crate::crd::{GroupBanPolicySpec, GroupBanPolicyStatus, validate_spec};
+use crate::im::codes::{self, CodeClass};
 use clients::ClientPool;
 use credentials::{AppTarget, CredentialsError};
-use execute::{PolicyJob, halts_policy};
-use status::{Decision, DesiredMembers, Halt, PassView, RecordOwner};
+use execute::{CallEvent, PolicyJob, halts_policy};
+use status::{Decision, DesiredMembers, Halt, PassView, RecordOwner, RetryCause};
 
 /// What a pass needs to know about one policy.
 #[derive(Debug, Clone)]
@@ -58,6 +60,9 @@ pub struct PassOutcome {
     pub calls_succeeded: usize,
     /// Calls whose final outcome was a failure in this pass.
     pub calls_failed: usize,
+    /// Answers that were a rate limit (60007 and kin), retried ones
+    /// included: many mean someone else spends the app's budget.
+    pub rate_limited_answers: u32,
 }
 
 /// Runs one pass. `observe` sees the statuses after every batch of answers
@@ -96,6 +101,11 @@ pub async fn run_pass(
         }
         let target = match &input.target {
             Ok(target) => target,
+            Err(problem) if problem.is_passing() => {
+                let message = problem.to_string();
+                halts[index] = Some(Halt::Unavailable { reason: reasons::CREDENTIALS_UNAVAILABLE, message });
+                continue;
+            }
             Err(problem) => {
                 halts[index] = Some(Halt::Config(problem.clone().into()));
                 continue;
@@ -117,11 +127,18 @@ pub async fn run_pass(
     let mut failed_in_pass: Vec<BTreeSet<String>> = vec![BTreeSet::new(); inputs.len()];
     let mut succeeded = vec![0usize; inputs.len()];
     let mut failed = vec![0usize; inputs.len()];
+    let mut rate_limited = vec![0u32; inputs.len()];
+    let mut retrying: Vec<Option<RetryCause>> = vec![None; inputs.len()];
+    let is_rate_limit = |error_code: i64| codes::lookup(error_code).class == CodeClass::RateLimited;
     // prepare() may have emptied or trimmed a record: bring every summary
     // and condition up to date before anything can be saved.
     let now = Timestamp::now();
     for (index, status) in statuses.iter_mut().enumerate() {
-        status::refresh(status, pass_view(&inputs[index], &desired[index], &halts[index], &failed_in_pass[index]), now);
+        status::refresh(
+            status,
+            pass_view(&inputs[index], &desired[index], &halts[index], &failed_in_pass[index], &None),
+            now,
+        );
     }
     let mut progress = PassProgress { calls_planned: jobs.iter().map(|j| j.batches.len()).sum(), calls_done: 0 };
     let (reports_tx, mut reports) = mpsc::unbounded_channel();
@@ -135,9 +152,22 @@ pub async fn run_pass(
                 landed.push(next);
             }
             let mut touched = BTreeSet::new();
-            for (index, report) in landed {
-                progress.calls_done += 1;
+            for (index, event) in landed {
                 touched.insert(index);
+                let report = match event {
+                    CallEvent::Retrying(cause) => {
+                        if is_rate_limit(cause.error_code) {
+                            rate_limited[index] = rate_limited[index].saturating_add(1);
+                        }
+                        retrying[index] = Some(cause);
+                        continue;
+                    }
+                    CallEvent::Done(report) => report,
+                };
+                progress.calls_done += 1;
+                if is_rate_limit(report.error_code) {
+                    rate_limited[index] = rate_limited[index].saturating_add(1);
+                }
                 let input = &inputs[index];
                 if report.error_code == 0 {
                     succeeded[index] += 1;
@@ -145,6 +175,9 @@ pub async fn run_pass(
                     for member in &report.members {
                         failed_in_pass[index].remove(member);
                     }
+                    // The gateway answers again: an older retry's cause is
+                    // no longer news (a call still retrying tells again).
+                    retrying[index] = None;
                 } else {
                     failed[index] += 1;
                     warn!(policy = %input.key, group = %input.spec.group_id, members = report.members.len(), error_code = report.error_code, attempts = report.attempts, "Batch failed");
@@ -158,7 +191,8 @@ pub async fn run_pass(
             }
             let now = Timestamp::now();
             for index in touched {
-                let view = pass_view(&inputs[index], &desired[index], &halts[index], &failed_in_pass[index]);
+                let view =
+                    pass_view(&inputs[index], &desired[index], &halts[index], &failed_in_pass[index], &retrying[index]);
                 status::refresh(&mut statuses[index], view, now);
             }
             observe(&statuses, progress);
@@ -172,9 +206,16 @@ pub async fn run_pass(
         .into_iter()
         .enumerate()
         .map(|(index, status)| {
-            let view = pass_view(&inputs[index], &desired[index], &halts[index], &failed_in_pass[index]);
+            // Every call has ended: nothing is being retried any more.
+            let view = pass_view(&inputs[index], &desired[index], &halts[index], &failed_in_pass[index], &None);
             let (status, decision) = status::conclude(status, view, now);
-            PassOutcome { status, decision, calls_succeeded: succeeded[index], calls_failed: failed[index] }
+            PassOutcome {
+                status,
+                decision,
+                calls_succeeded: succeeded[index],
+                calls_failed: failed[index],
+                rate_limited_answers: rate_limited[index],
+            }
         })
         .collect()
 }
@@ -184,6 +225,7 @@ fn pass_view<'a>(
     desired: &'a DesiredMembers<'a>,
     halt: &'a Option<Halt>,
     failed_in_pass: &'a BTreeSet<String>,
+    retrying: &'a Option<RetryCause>,
 ) -> PassView<'a> {
-    PassView { desired, generation: input.generation, halt: halt.as_ref(), failed_in_pass }
+    PassView { desired, generation: input.generation, halt: halt.as_ref(), failed_in_pass, retrying: retrying.as_ref() }
 }

@@ -30,6 +30,23 @@ pub struct CallReport {
     pub at: Timestamp,
 }
 
+/// The latest failed attempt of a call that is being retried: shown in
+/// Ready before the call's final outcome is in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryCause {
+    /// The IM ErrorCode, or [`NO_IM_ANSWER`].
+    pub error_code: i64,
+    pub error_info: String,
+}
+
+/// How many rate-limit answers (60007 and its kin) one pass may draw,
+/// although its calls kept under the configured limit, before it reads as
+/// someone else spending the app's budget. Alone against the gateway the
+/// limiter draws none (or, where the gateway counts differently, one
+/// episode of a call or two, after which it widens its window); a second
+/// client at the same rate draws several per second of overlap.
+pub const PERSISTENT_RATE_LIMIT_ANSWERS: u32 = 3;
+
 /// Why a pass stopped short of making every planned call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Halt {
@@ -39,6 +56,9 @@ pub enum Halt {
     Config(ConfigProblem),
     /// An answer that concerns the whole group, app or credentials.
     Terminal { error_code: i64, error_info: String },
+    /// A passing problem (the API server could not hand out the Secret)
+    /// stopped every call before it began; retried on backoff.
+    Unavailable { reason: &'static str, message: String },
 }
 
 /// A configuration a person must fix before any call can be made.
@@ -260,6 +280,8 @@ pub struct PassView<'a> {
     pub generation: Option<i64>,
     pub halt: Option<&'a Halt>,
     pub failed_in_pass: &'a BTreeSet<String>,
+    /// The latest retried attempt, while no later call has succeeded.
+    pub retrying: Option<&'a RetryCause>,
 }
 
 /// Ends a pass: summary, conditions, observedGeneration and lastSyncTime,
@@ -296,12 +318,16 @@ pub fn refresh(status: &mut GroupBanPolicyStatus, view: PassView<'_>, now: Times
         Some(Halt::Terminal { error_code, error_info }) => {
             Some((reason_of(*error_code), describe_answer(*error_code, error_info)))
         }
-        Some(Halt::Suspended) | None => terminal_failure.map(|f| {
+        Some(Halt::Suspended | Halt::Unavailable { .. }) | None => terminal_failure.map(|f| {
             let described = describe_answer(f.error_code, &f.error_info);
             (reason_of(f.error_code), format!("{described} for {} member(s)", f.members.len()))
         }),
     };
     let suspended = matches!(view.halt, Some(Halt::Suspended));
+    let unavailable = match view.halt {
+        Some(Halt::Unavailable { reason, message }) => Some((*reason, message)),
+        _ => None,
+    };
     let progress = format!("{} of {} members unbanned", summary.unbanned, summary.desired);
 
     let ready = if !work_left {
@@ -310,9 +336,14 @@ pub fn refresh(status: &mut GroupBanPolicyStatus, view: PassView<'_>, now: Times
         (false, reasons::SUSPENDED, format!("{progress}; spec.suspend is true"))
     } else if let Some((reason, message)) = &stalled {
         (false, *reason, format!("{progress}; {message}"))
+    } else if let Some((reason, message)) = unavailable {
+        (false, reason, format!("{progress}; {message}; retrying"))
     } else if let Some(failure) = newest_failure {
         let last = describe_answer(failure.error_code, &failure.error_info);
         (false, reason_of(failure.error_code), format!("{progress}; {} failed, last: {last}", summary.failed))
+    } else if let Some(cause) = view.retrying {
+        let last = describe_answer(cause.error_code, &cause.error_info);
+        (false, reason_of(cause.error_code), format!("{progress}; {} pending, retrying after {last}", summary.pending))
     } else {
         (false, reasons::UNBAN_PENDING, format!("{progress}; {} pending", summary.pending))
     };
@@ -330,6 +361,8 @@ pub fn refresh(status: &mut GroupBanPolicyStatus, view: PassView<'_>, now: Times
         (false, reasons::SUSPENDED, "spec.suspend is true; no calls are made".to_string())
     } else if let (Some(_), Some((reason, message))) = (view.halt, &stalled) {
         (false, *reason, format!("no calls are made until this is fixed: {message}"))
+    } else if let (true, Some((_, message))) = (work_left, unavailable) {
+        (true, reasons::RETRY_PENDING, format!("no calls yet: {message}"))
     } else if summary.pending > 0 {
         (true, reasons::UNBAN_PENDING, format!("{} members pending", summary.pending))
     } else if work_left && retryable_failures {
@@ -395,6 +428,27 @@ fn condition(
     }
 }
 
+/// The conditions of a policy whose spec cannot be read at all (it does
+/// not match the types; see `controller::decode`): not Ready, Stalled on
+/// [`reasons::SPEC_INVALID`] naming the field, nothing in progress. The
+/// record of unbanned members stays as it was.
+pub fn mark_unreadable(status: &mut GroupBanPolicyStatus, problem: &str, generation: Option<i64>, now: Timestamp) {
+    let message = format!("the spec cannot be read: {problem}");
+    let previous = std::mem::take(&mut status.conditions);
+    status.conditions = [
+        (condition_types::READY, (false, reasons::SPEC_INVALID, message.clone())),
+        (
+            condition_types::RECONCILING,
+            (false, reasons::SPEC_INVALID, format!("no calls are made until this is fixed: {message}")),
+        ),
+        (condition_types::STALLED, (true, reasons::SPEC_INVALID, message)),
+    ]
+    .into_iter()
+    .map(|(kind, (value, reason, message))| condition(&previous, kind, value, reason, message, generation, now))
+    .collect();
+    status.observed_generation = generation;
+}
+
 /// True when two statuses differ in more than timestamps: the controller
 /// skips a status write otherwise (a write that changes nothing but times
 /// re-triggers the watch and becomes a hot loop).
@@ -424,17 +478,32 @@ pub enum Notice {
     Unbanned { members: usize, calls: usize },
     /// The policy became Stalled, or is Stalled for a different cause.
     Stalled { reason: String, message: String },
+    /// The gateway answered "rate limit" persistently although calls kept
+    /// under the configured limit: someone else spends the app's budget.
+    RateLimited { answers: u32 },
+}
+
+/// What a pass did, as far as Events care.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassCalls {
+    /// Calls answered ErrorCode 0.
+    pub succeeded: usize,
+    /// Answers that were a rate limit, retried ones included.
+    pub rate_limited_answers: u32,
 }
 
 /// What changed between `before` and `after` that deserves an Event. A
 /// state that did not change yields nothing, so a slow re-check of a
 /// Stalled policy repeats no Warning.
-pub fn notices(before: &GroupBanPolicyStatus, after: &GroupBanPolicyStatus, successful_calls: usize) -> Vec<Notice> {
+pub fn notices(before: &GroupBanPolicyStatus, after: &GroupBanPolicyStatus, calls: PassCalls) -> Vec<Notice> {
     let mut notices = Vec::new();
     let known: BTreeSet<&String> = before.unbanned_members.iter().collect();
     let newly_unbanned = after.unbanned_members.iter().filter(|m| !known.contains(m)).count();
     if newly_unbanned > 0 {
-        notices.push(Notice::Unbanned { members: newly_unbanned, calls: successful_calls });
+        notices.push(Notice::Unbanned { members: newly_unbanned, calls: calls.succeeded });
+    }
+    if calls.rate_limited_answers >= PERSISTENT_RATE_LIMIT_ANSWERS {
+        notices.push(Notice::RateLimited { answers: calls.rate_limited_answers });
     }
     let stalled = |status| find_condition(status, condition_types::STALLED).filter(|c| c.status == "True");
     if let Some(now) = stalled(after) {
@@ -459,7 +528,7 @@ mod tests {
     const OWNER: RecordOwner<'static> = RecordOwner { sdkappid: 1400000000, endpoint: "https://console.tim.qq.com" };
 
     fn view<'a>(desired: &'a DesiredMembers<'a>, halt: Option<&'a Halt>, failed: &'a BTreeSet<String>) -> PassView<'a> {
-        PassView { desired, generation: Some(3), halt, failed_in_pass: failed }
+        PassView { desired, generation: Some(3), halt, failed_in_pass: failed, retrying: None }
     }
 
     fn spec(members: &[&str]) -> GroupBanPolicySpec {
@@ -761,13 +830,109 @@ mod tests {
         assert!(!differs_beyond_timestamps(&base, &times));
     }
 
+    /// An unreadable spec: Stalled naming the field; the record is kept.
+    #[test]
+    fn an_unreadable_spec_stalls_and_keeps_the_record() {
+        let mut status = run(&spec(&["a", "b"]), &[report(&["a"], 0)], None);
+        mark_unreadable(&mut status, "spec.groupId: invalid type: integer `42`", Some(7), Timestamp::UNIX_EPOCH);
+        assert_eq!(cond(&status, "Ready"), ("False", reasons::SPEC_INVALID));
+        assert_eq!(cond(&status, "Stalled"), ("True", reasons::SPEC_INVALID));
+        assert_eq!(cond(&status, "Reconciling"), ("False", reasons::SPEC_INVALID));
+        assert!(find_condition(&status, "Ready").unwrap().message.contains("spec.groupId"));
+        assert_eq!(
+            (status.unbanned_members.as_slice(), status.observed_generation),
+            (["a".to_string()].as_slice(), Some(7))
+        );
+    }
+
+    fn calls(succeeded: usize) -> PassCalls {
+        PassCalls { succeeded, rate_limited_answers: 0 }
+    }
+
+    /// Before a call's final outcome, its latest retried attempt says why
+    /// the policy is not Ready yet (a refused connection, a 60007); a
+    /// final failure, once in, takes over.
+    #[test]
+    fn a_retried_attempt_shows_its_cause_in_ready() {
+        let spec = spec(&["a", "b"]);
+        let desired = DesiredMembers::of(&spec);
+        let none = BTreeSet::new();
+        let cause = RetryCause { error_code: NO_IM_ANSWER, error_info: "connection refused".into() };
+        let mut status = prepare(GroupBanPolicyStatus::default(), &spec, Some(OWNER));
+        let decision = refresh(
+            &mut status,
+            PassView { retrying: Some(&cause), ..view(&desired, None, &none) },
+            Timestamp::UNIX_EPOCH,
+        );
+        let ready = find_condition(&status, "Ready").unwrap();
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", TRANSPORT_REASON));
+        assert!(
+            ready.message.contains("2 pending, retrying after") && ready.message.contains("connection refused"),
+            "{}",
+            ready.message
+        );
+        assert_eq!(cond(&status, "Reconciling"), ("True", reasons::UNBAN_PENDING));
+        assert_eq!(decision, Decision::Retry);
+
+        let limited = RetryCause { error_code: 60007, error_info: "too many requests".into() };
+        refresh(
+            &mut status,
+            PassView { retrying: Some(&limited), ..view(&desired, None, &none) },
+            Timestamp::UNIX_EPOCH,
+        );
+        assert_eq!(cond(&status, "Ready"), ("False", "RateLimited"));
+
+        record_call(&mut status, &desired, &report(&["a"], 10002));
+        refresh(&mut status, PassView { retrying: Some(&cause), ..view(&desired, None, &none) }, Timestamp::UNIX_EPOCH);
+        assert_eq!(cond(&status, "Ready"), ("False", codes::lookup(10002).reason));
+    }
+
+    /// The Secret could not be read for a passing cause: not Ready, saying
+    /// why, retried (Reconciling) and not Stalled; a policy with nothing
+    /// left to do stays Ready.
+    #[test]
+    fn an_unavailable_secret_is_not_ready_and_retried_not_stalled() {
+        let halt = Halt::Unavailable {
+            reason: reasons::CREDENTIALS_UNAVAILABLE,
+            message: "cannot read Secret ns/s: 500".into(),
+        };
+        let spec = spec(&["a"]);
+        let status = run(&spec, &[], Some(&halt));
+        let ready = find_condition(&status, "Ready").unwrap();
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", reasons::CREDENTIALS_UNAVAILABLE));
+        assert!(ready.message.contains("cannot read Secret ns/s: 500"), "{}", ready.message);
+        assert_eq!(cond(&status, "Reconciling"), ("True", reasons::RETRY_PENDING));
+        assert_eq!(cond(&status, "Stalled"), ("False", reasons::NOT_STALLED));
+        let desired = DesiredMembers::of(&spec);
+        assert_eq!(
+            refresh(&mut status.clone(), view(&desired, Some(&halt), &BTreeSet::new()), Timestamp::UNIX_EPOCH),
+            Decision::Retry
+        );
+
+        let done = run(&spec, &[report(&["a"], 0)], Some(&halt));
+        assert_eq!(cond(&done, "Ready"), ("True", reasons::ALL_MEMBERS_UNBANNED));
+    }
+
+    /// A few rate-limit answers are one burst meeting the window; from
+    /// [`PERSISTENT_RATE_LIMIT_ANSWERS`] on, the pass says so.
+    #[test]
+    fn persistent_rate_limit_answers_make_a_notice() {
+        let status = run(&spec(&["a"]), &[report(&["a"], 0)], None);
+        let limited = |answers| PassCalls { succeeded: 0, rate_limited_answers: answers };
+        assert_eq!(notices(&status, &status, limited(PERSISTENT_RATE_LIMIT_ANSWERS - 1)), []);
+        assert_eq!(
+            notices(&status, &status, limited(PERSISTENT_RATE_LIMIT_ANSWERS)),
+            [Notice::RateLimited { answers: PERSISTENT_RATE_LIMIT_ANSWERS }]
+        );
+    }
+
     #[test]
     fn newly_unbanned_members_make_one_notice_with_the_calls() {
         let spec = spec(&["a", "b", "c"]);
         let before = run(&spec, &[report(&["a"], 0)], None);
         let after = run(&spec, &[report(&["a"], 0), report(&["b", "c"], 0)], None);
-        assert_eq!(notices(&before, &after, 1), [Notice::Unbanned { members: 2, calls: 1 }]);
-        assert_eq!(notices(&after, &after, 0), []);
+        assert_eq!(notices(&before, &after, calls(1)), [Notice::Unbanned { members: 2, calls: 1 }]);
+        assert_eq!(notices(&after, &after, calls(0)), []);
     }
 
     /// A Warning for a new stall, none for the same stall seen again (the
@@ -778,19 +943,22 @@ mod tests {
         let pending = run(&spec, &[], None);
         let gone = Halt::Terminal { error_code: 10010, error_info: "no such group".into() };
         let stalled = run(&spec, &[report(&["a"], 10010)], Some(&gone));
-        let noticed = notices(&pending, &stalled, 0);
+        let noticed = notices(&pending, &stalled, calls(0));
         assert!(
             matches!(&noticed[..], [Notice::Stalled { reason, message }] if reason == "GroupNotFound" && message.contains("10010") && message.contains("no such group")),
             "{noticed:?}"
         );
-        assert_eq!(notices(&stalled, &stalled, 0), []);
+        assert_eq!(notices(&stalled, &stalled, calls(0)), []);
         let bad_key = Halt::Terminal { error_code: 70009, error_info: String::new() };
         let other = run(&spec, &[report(&["a"], 70009)], Some(&bad_key));
-        assert!(matches!(&notices(&stalled, &other, 0)[..], [Notice::Stalled { .. }]));
+        assert!(matches!(&notices(&stalled, &other, calls(0))[..], [Notice::Stalled { .. }]));
         // The same reason with a different ErrorInfo is news too.
         let renamed = Halt::Terminal { error_code: 10010, error_info: "group was dissolved".into() };
         let again = run(&spec, &[report(&["a"], 10010)], Some(&renamed));
-        assert!(matches!(&notices(&stalled, &again, 0)[..], [Notice::Stalled { .. }]), "{stalled:?} vs {again:?}");
+        assert!(
+            matches!(&notices(&stalled, &again, calls(0))[..], [Notice::Stalled { .. }]),
+            "{stalled:?} vs {again:?}"
+        );
     }
 
     /// Members neither confirmed nor failed (a pass stopped early) keep the

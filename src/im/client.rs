@@ -174,6 +174,33 @@ async fn stopped(stop: &mut Option<watch::Receiver<bool>>) {
     std::future::pending::<()>().await
 }
 
+/// How a caller steers one call beyond its body: when to give up, where to
+/// queue, and whom to tell about each attempt that will be retried.
+#[derive(Default)]
+pub struct CallControl<'a> {
+    /// Gives up (while waiting, never with a request on the wire) once true.
+    pub stop: Option<watch::Receiver<bool>>,
+    /// A caller's share of the limiter's queue: each wait for the limiter
+    /// first takes one of its permits, so one caller with many calls cannot
+    /// fill the queue ahead of others.
+    pub lane: Option<&'a Semaphore>,
+    /// Told about every failed attempt that is about to be retried, so a
+    /// caller can show the cause before the call's final outcome is in.
+    pub on_retry: Option<&'a (dyn Fn(&RetryNotice) + Send + Sync)>,
+}
+
+/// An attempt that failed and will be retried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryNotice {
+    /// The attempt that failed, from 1.
+    pub attempt: u32,
+    /// The IM ErrorCode, or `None` when there was no IM answer.
+    pub error_code: Option<i64>,
+    /// The answer's ErrorInfo, or what went wrong without an answer.
+    pub detail: String,
+    pub retry_in: Duration,
+}
+
 /// Waits for the limiter, holding a place in `lane` (if any) while queued.
 async fn acquire_in_lane<'a>(limiter: &'a RateLimiter, lane: Option<&Semaphore>) -> CallSlot<'a> {
     // A closed semaphore is no lane: queue without one.
@@ -302,17 +329,16 @@ impl ImClient {
         self.call::<_, Empty>(Command::UnbanGroupMember, &body).await.map(|_| ())
     }
 
-    /// [`ImClient::unban_group_member`] that gives up waiting when `stop`
-    /// turns true, queued in `lane`; see [`ImClient::call_until`].
+    /// [`ImClient::unban_group_member`] steered by `control`; see
+    /// [`ImClient::call_until`].
     pub async fn unban_group_member_until(
         &self,
         group_id: &str,
         members: &[String],
-        stop: watch::Receiver<bool>,
-        lane: Option<&Semaphore>,
+        control: CallControl<'_>,
     ) -> Option<Outcome<()>> {
         let body = MembersBody { group_id, members, duration: None };
-        let outcome = self.call_until::<_, Empty>(Command::UnbanGroupMember, &body, Some(stop), lane).await;
+        let outcome = self.call_until::<_, Empty>(Command::UnbanGroupMember, &body, control).await;
         outcome.map(|o| o.map(|_| ()))
     }
 
@@ -366,28 +392,25 @@ impl ImClient {
     /// out of attempts; see [`RetryPolicy`] and the code table for which
     /// answers are retried and how.
     pub async fn call<B: Serialize, T: DeserializeOwned + Default>(&self, command: Command, body: &B) -> Outcome<T> {
-        match self.call_until(command, body, None, None).await {
+        match self.call_until(command, body, CallControl::default()).await {
             Some(outcome) => outcome,
             // Without a stop signal every call makes at least one attempt.
             None => Outcome { result: Err(TransportError::Request("stopped before any attempt".into())), attempts: 0 },
         }
     }
 
-    /// [`ImClient::call`] that gives up when `stop` turns true, but only
-    /// while it waits (for the limiter or a backoff), never with a request
-    /// on the wire: an answer that may have taken effect is never dropped.
-    /// Returns the last answer, or `None` if it stopped before the first.
-    ///
-    /// `lane`, when given, is a caller's share of the limiter's queue: each
-    /// wait for the limiter first takes one of its permits, so one caller
-    /// with many calls cannot fill the queue ahead of others.
+    /// [`ImClient::call`] that gives up when `control.stop` turns true, but
+    /// only while it waits (for the limiter or a backoff), never with a
+    /// request on the wire: an answer that may have taken effect is never
+    /// dropped. Returns the last answer, or `None` if it stopped before the
+    /// first.
     pub async fn call_until<B: Serialize, T: DeserializeOwned + Default>(
         &self,
         command: Command,
         body: &B,
-        mut stop: Option<watch::Receiver<bool>>,
-        lane: Option<&Semaphore>,
+        control: CallControl<'_>,
     ) -> Option<Outcome<T>> {
+        let CallControl { mut stop, lane, on_retry } = control;
         let limiter = self.limiters.for_command(command);
         let policy = self.settings.retry;
         let mut attempts = 0;
@@ -449,6 +472,21 @@ impl ImClient {
             match retry_after {
                 Some(delay) if budget_used < policy.max_attempts => {
                     debug!(command = command.name(), attempt = attempts, reason = %why, retry_in_ms = delay.as_millis() as u64, "Retrying IM call");
+                    // A re-sign is routine (a UserSig past its time), not a failure to show.
+                    let resign = resigned
+                        && delay.is_zero()
+                        && code.is_some_and(|c| codes::lookup(c).class == CodeClass::SignatureExpired);
+                    if let Some(on_retry) = on_retry.filter(|_| !resign) {
+                        on_retry(&RetryNotice {
+                            attempt: attempts,
+                            error_code: code,
+                            detail: match &result {
+                                Ok((answer, _)) => answer.error_info.clone(),
+                                Err(error) => error.to_string(),
+                            },
+                            retry_in: delay,
+                        });
+                    }
                     tokio::select! {
                         biased;
                         _ = stopped(&mut stop) => return Some(Outcome { result, attempts }),

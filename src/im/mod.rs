@@ -8,7 +8,9 @@ pub mod limiter;
 pub mod proxy;
 pub mod usersig;
 
-pub use client::{Answer, AppCredentials, ClientSettings, Command, ImClient, Outcome, RetryPolicy, TransportError};
+pub use client::{
+    Answer, AppCredentials, CallControl, ClientSettings, Command, ImClient, Outcome, RetryPolicy, TransportError,
+};
 pub use endpoint::Endpoint;
 pub use limiter::{DEFAULT_CALLS_PER_SECOND, LimiterRegistry, RateLimit, RateLimiter};
 

@@ -290,7 +290,7 @@ impl Operator {
             .envs(env.iter().copied())
             .env("KUBECONFIG", &cluster.operator_kubeconfig)
             .env("POD_NAMESPACE", &cluster.lease_namespace)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", std::env::var("GROUPBAN_E2E_RUST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::null())
             .stderr(file)
             .kill_on_drop(true)

@@ -263,6 +263,20 @@ impl FakeApiServer {
             path_contains: path_contains.to_string(),
             status,
             remaining: count,
+            retry_after: None,
+        });
+    }
+
+    /// The next `count` matching requests are answered 429 with
+    /// `Retry-After: retry_after_secs` (header and
+    /// `details.retryAfterSeconds`), as API Priority and Fairness answers.
+    pub fn throttle_requests(&self, method: Option<&str>, path_contains: &str, count: usize, retry_after_secs: u32) {
+        self.shared.lock().failures.push(Failure {
+            method: method.map(str::to_ascii_uppercase),
+            path_contains: path_contains.to_string(),
+            status: 429,
+            remaining: count,
+            retry_after: Some(retry_after_secs),
         });
     }
 
@@ -275,6 +289,7 @@ impl FakeApiServer {
             path_contains: path_contains.to_string(),
             status: 200,
             remaining: count,
+            retry_after: None,
         });
     }
 
@@ -368,6 +383,8 @@ struct Failure {
     path_contains: String,
     status: u16,
     remaining: usize,
+    /// Seconds for `Retry-After`, if the answer carries one.
+    retry_after: Option<u32>,
 }
 
 struct Continuation {
@@ -422,16 +439,16 @@ impl State {
         true
     }
 
-    fn take_failure(&mut self, method: &str, target: &str) -> Option<u16> {
+    fn take_failure(&mut self, method: &str, target: &str) -> Option<(u16, Option<u32>)> {
         let failure = self.failures.iter_mut().find(|f| {
             f.remaining > 0
                 && f.method.as_deref().is_none_or(|m| m == method)
                 && target.contains(f.path_contains.as_str())
         })?;
         failure.remaining -= 1;
-        let status = failure.status;
+        let answer = (failure.status, failure.retry_after);
         self.failures.retain(|f| f.remaining > 0);
-        Some(status)
+        Some(answer)
     }
 }
 
@@ -595,6 +612,7 @@ async fn handle(axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
         changed: false,
         at: std::time::Instant::now(),
     };
+    let mut retry_after: Option<u32> = None;
     let reply = match bytes {
         Err(_) => {
             let error = ApiError::new(
@@ -623,7 +641,13 @@ async fn handle(axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
                 Ok(Reply::Hung)
             } else {
                 match st.take_failure(parts.method.as_str(), &target) {
-                    Some(code) => Err(ApiError::from_code(code)),
+                    Some((code, None)) => Err(ApiError::from_code(code)),
+                    Some((code, Some(seconds))) => {
+                        retry_after = Some(seconds);
+                        let mut error = ApiError::from_code(code);
+                        error.details = Some(json!({"retryAfterSeconds": seconds}));
+                        Err(error)
+                    }
                     None => dispatch(&shared, &mut st, &path, &ctx),
                 }
             };
@@ -644,7 +668,13 @@ async fn handle(axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
         }
     };
     match reply {
-        Reply::Json(code, value) => json_response(code, &value),
+        Reply::Json(code, value) => {
+            let mut response = json_response(code, &value);
+            if let Some(seconds) = retry_after {
+                response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+            }
+            response
+        }
         Reply::Typed(content_type, value) => {
             let mut response = json_response(200, &value);
             response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
