@@ -17,11 +17,13 @@ pub enum LogFormat {
     Json,
 }
 
-/// Lines left out unless `RUST_LOG` names their target. kube's HTTP trace layer
-/// logs every 5xx and transport error as a bare ERROR (`failed with status
-/// 500`, without saying which request, sometimes twice for one); every
-/// such failure reaches our own code, which logs it once, with what failed
-/// and what happens next.
+/// Lines left out unless `RUST_LOG` names their target. kube's HTTP trace
+/// layer logs every 5xx and transport error as a bare ERROR (`failed with
+/// status 500`, not saying which request), sometimes twice for one. A
+/// failure that kube gives up on reaches our code, which logs it with what
+/// failed and what happens next; the 429/503/504 answers that kube's own
+/// retry layer retries and then gets past are seen only with
+/// `RUST_LOG=...,kube_client=debug` (the README says so).
 const QUIET_BY_DEFAULT: &str = "kube_client::client::builder=off";
 
 /// Installs the global subscriber; `default_filter` applies when `RUST_LOG`

@@ -291,11 +291,8 @@ async fn an_unavailable_secret_shows_in_ready_and_heals_on_backoff() {
     let stalled = cluster.status("p").await.conditions.into_iter().find(|c| c.type_ == "Stalled");
     assert_eq!(stalled.map(|c| c.status), Some("False".into()));
     cluster.wait_for("p", WAIT, is_ready).await;
-    assert!(
-        operator.logs().contains("category=ReadSecret") || operator.logs().contains("ReadSecret"),
-        "{}",
-        operator.logs()
-    );
+    let logs = operator.logs();
+    assert!(logs.lines().any(|l| l.contains("Reconcile failed") && l.contains("ReadSecret")), "{logs}");
     cluster.cleanup().await;
 }
 

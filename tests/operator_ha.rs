@@ -285,8 +285,6 @@ async fn two_processes_started_alike_never_both_call() {
     let stats = get_json(&sim.base_url(), "/simulator/stats").await;
     assert_eq!(stats["requests"], 100, "2,000 members: 100 calls, made once: {stats}");
     assert_eq!(stats["byErrorCode"]["60007"], serde_json::Value::Null, "{stats}");
-    let warned = cluster.event_reasons("p").await.into_iter().any(|(_, reason)| reason == "RateLimitedByGateway");
-    assert!(!warned, "one process alone is no shared budget");
     let leaders = [&first, &second].iter().filter(|o| o.logs().contains("Became the leader")).count();
     assert_eq!(leaders, 1, "{}\n---\n{}", first.logs(), second.logs());
     drop((first, second));
@@ -302,29 +300,49 @@ async fn two_processes_started_alike_never_both_call() {
 
 /// Two processes opted out of election against one app spend its budget
 /// twice: the gateway answers 60007 although each keeps under its own
-/// limit. That shows as a Warning Event on the policy, a log line and the
-/// 60007 count in the metrics, not only as quiet retries.
+/// limit. That shows as a Warning Event on the policies that met it, a log
+/// line and the 60007 count in the metrics, not only as quiet retries; also
+/// when the answers are spread over many small policies (a per-policy
+/// count would never see them).
 #[tokio::test]
 async fn a_shared_app_budget_is_reported_not_only_retried() {
-    let mut config = config(&seed_banned(&[("room", 4000)]));
+    let groups: Vec<String> = (0..40).map(|i| format!("room{i}")).collect();
+    let seeded: Vec<(&str, usize)> = groups.iter().map(|g| (g.as_str(), 100)).collect();
+    let mut config = config(&seed_banned(&seeded));
     config.rate_limit = 100;
     let sim = start(config).await;
     let cluster = Cluster::start().await;
     cluster.put_secret(SECRET, &sim.base_url(), KEY).await;
-    cluster.apply_policy("p", json!({"groupId": "room", "unbannedMembers": members("m", 4000)})).await;
+    for group in &groups {
+        cluster.apply_policy(group, json!({"groupId": group, "unbannedMembers": members("m", 100)})).await;
+    }
     let flags = ["--max-calls-per-second", "100", "--leader-elect=false", "--metrics-bind-address", "127.0.0.1:0"];
     let operators = [Operator::start(&cluster, &flags), Operator::start(&cluster, &flags)];
-    cluster.wait_for("p", Duration::from_secs(60), is_ready).await;
+    for group in &groups {
+        cluster.wait_for(group, Duration::from_secs(60), is_ready).await;
+    }
     let stats = get_json(&sim.base_url(), "/simulator/stats").await;
     assert!(stats["byErrorCode"]["60007"].as_u64().unwrap_or(0) > 0, "the app's budget was not shared? {stats}");
 
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !cluster.event_reasons("p").await.contains(&("Warning".into(), "RateLimitedByGateway".into())) {
-        assert!(Instant::now() < deadline, "no Warning Event: {:?} {stats}", cluster.event_reasons("p").await);
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    loop {
+        let mut warned = 0;
+        for group in &groups {
+            if cluster.event_reasons(group).await.contains(&("Warning".into(), "RateLimitedByGateway".into())) {
+                warned += 1;
+            }
+        }
+        if warned > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no Warning Event on any policy; {stats}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let logs: Vec<String> = operators.iter().map(Operator::logs).collect();
-    assert!(logs.iter().any(|l| l.contains("kept answering 60007")), "no log line: {logs:?}");
+    assert!(
+        logs.iter().any(|l| l.contains("another client is likely spending this app's budget")),
+        "no log line: {logs:?}"
+    );
     let mut counted = 0.0;
     for operator in &operators {
         let text = http_get(&format!("{}/metrics", operator.metrics_base().await)).await.unwrap().1;

@@ -360,8 +360,9 @@ async fn a_reconcile_that_outlives_its_policy_leaves_nothing_behind() {
                 .unwrap(),
         );
         // The policy's status says why before the error takes the backoff
-        // path (answered as the API server would: a policy that is gone or
-        // was made again is not written).
+        // path. The write is answered 404 in both deleted cases (a
+        // re-created policy would draw a 409 and a re-read first; the
+        // outcome is the same: nothing written, nothing remembered).
         let (request, body, send) = next(&mut handle).await;
         assert_eq!(
             (request.method().as_str(), request.uri().path()),
@@ -451,4 +452,31 @@ async fn a_reconcile_waits_for_the_echo_of_the_last_status_write() {
     expect_nothing_more(&mut handle).await;
     assert_eq!(calls().await, 1);
     assert!(ctx.echoes.is_empty());
+}
+
+/// A policy Stalled for a reason of its own (here: its Secret was missing)
+/// keeps saying so through an API-server blip on the Secret read: no status
+/// write that would clear Stalled and raise it again afterwards, just the
+/// error and its backoff.
+#[tokio::test]
+async fn a_secret_blip_leaves_a_stalled_policy_as_it_was() {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(service, "default"));
+    let stalled = json!({
+        "conditions": [
+            {"type": "Ready", "status": "False", "reason": "CredentialsInvalid", "message": "Secret team/groupban-credentials not found", "lastTransitionTime": "2026-01-01T00:00:00Z"},
+            {"type": "Stalled", "status": "True", "reason": "CredentialsInvalid", "message": "Secret team/groupban-credentials not found", "lastTransitionTime": "2026-01-01T00:00:00Z"},
+        ],
+    });
+    let reconcile = tokio::spawn(reconcile::reconcile(policy(2, Some(stalled)), ctx.clone()));
+    let (request, _, send) = next(&mut handle).await;
+    assert_eq!(request.uri().path(), "/api/v1/namespaces/team/secrets/groupban-credentials");
+    send.send_response(
+        Response::builder()
+            .status(500)
+            .body(Body::from(br#"{"kind":"Status","apiVersion":"v1","status":"Failure","code":500}"#.to_vec()))
+            .unwrap(),
+    );
+    assert_eq!(reconcile.await.unwrap().unwrap_err().category(), "ReadSecret");
+    expect_nothing_more(&mut handle).await;
 }

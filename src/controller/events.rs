@@ -175,8 +175,9 @@ pub const MAX_NOTE_BYTES: usize = 1024;
 
 /// The Event reason for newly unbanned members.
 pub const MEMBERS_UNBANNED: &str = "MembersUnbanned";
-/// Warning: the gateway answered 60007 persistently in one pass.
-pub const RATE_LIMITED_BY_GATEWAY: &str = "RateLimitedByGateway";
+/// Warning: the app's budget is spent by someone else (see
+/// [`crate::engine::status::Notice::BudgetShared`]).
+pub const BUDGET_SHARED: &str = "RateLimitedByGateway";
 
 /// The Event a notice becomes.
 pub fn event_for(notice: &Notice) -> Event {
@@ -188,13 +189,14 @@ pub fn event_for(notice: &Notice) -> Event {
             action: "Unban".into(),
             secondary: None,
         },
-        Notice::RateLimited { answers } => Event {
+        Notice::BudgetShared { answers, app_answers_lately } => Event {
             type_: EventType::Warning,
-            reason: RATE_LIMITED_BY_GATEWAY.into(),
+            reason: BUDGET_SHARED.into(),
             note: Some(format!(
-                "The IM gateway answered {answers} time(s) with a rate limit (60007) in this pass although this \
-                 process kept under --max-calls-per-second: another client (or a second operator without leader \
-                 election) is likely spending this app's budget; the calls were retried"
+                "The IM gateway answered {answers} of this pass's calls that the app's budget was spent \
+                 (60007/60011), {app_answers_lately} time(s) in the last minute for this app, although this \
+                 process kept under --max-calls-per-second: another client (or a second operator without \
+                 leader election) is likely spending this app's budget; the calls were retried"
             )),
             action: "Unban".into(),
             secondary: None,

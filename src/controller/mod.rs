@@ -206,33 +206,59 @@ impl Context {
             if let Err(error) = ctx.recorders.publish(&event, &regarding).await {
                 warn!(error = %crate::error_chain(&error), "Failed to publish an Event");
             }
-            ctx.write_unreadable_status(bad).await;
+            ctx.write_unreadable_status(*bad).await;
         });
     }
 
     /// Says in the policy's own status that its spec cannot be read (what
     /// kstatus, Argo CD and `kubectl wait` look at), keeping its record.
-    /// Skipped when its status cannot be read either.
-    async fn write_unreadable_status(&self, bad: Box<decode::Undecodable>) {
-        let bad = *bad;
-        let Ok(stored) = bad.status else {
-            return;
-        };
-        let mut status = stored.clone().unwrap_or_default();
-        crate::engine::status::mark_unreadable(
-            &mut status,
-            &bad.problem,
-            bad.generation,
-            k8s_openapi::jiff::Timestamp::now(),
-        );
-        if stored.is_some_and(|stored| !crate::engine::status::differs_beyond_timestamps(&stored, &status)) {
-            return;
-        }
+    ///
+    /// Computed from a fresh read each time, never from the watch event's
+    /// copy: a pass stopped by the breaking edit may have written members
+    /// since, and the spec may have been fixed meanwhile. Skipped when the
+    /// object is another one, at another generation, readable again, or
+    /// its status cannot be read either.
+    async fn write_unreadable_status(&self, bad: decode::Undecodable) {
         let api = status_writer::status_api(self.client.clone(), &bad.namespace);
-        let target = status_writer::StatusTarget::new(bad.name.clone(), bad.uid, bad.resource_version);
         let policy = format!("{}/{}", bad.namespace, bad.name);
-        if let Err(error) = status_writer::write_status(&api, &target, &status, &|_| {}).await {
-            warn!(%policy, error = %crate::error_chain(&error), "Failed to write the status of a policy that cannot be read");
+        for _ in 0..3 {
+            let current = match api.get_opt(&bad.name).await {
+                Ok(Some(current)) => current,
+                Ok(None) => return,
+                Err(error) => {
+                    warn!(%policy, error = %crate::error_chain(&error), "Cannot read a policy that cannot be read, to say so in its status");
+                    return;
+                }
+            };
+            if current.metadata.uid != bad.uid || current.metadata.generation != bad.generation {
+                return;
+            }
+            let Err(still_bad) = decode::decode(current) else {
+                return;
+            };
+            let Ok(stored) = still_bad.status else {
+                return;
+            };
+            let mut status = stored.clone().unwrap_or_default();
+            crate::engine::status::mark_unreadable(
+                &mut status,
+                &still_bad.problem,
+                still_bad.generation,
+                k8s_openapi::jiff::Timestamp::now(),
+            );
+            if stored.is_some_and(|stored| !crate::engine::status::differs_beyond_timestamps(&stored, &status)) {
+                return;
+            }
+            match status_writer::write_status_at(&api, &bad.name, &status, still_bad.resource_version.as_deref()).await
+            {
+                Ok(()) => return,
+                // Written to meanwhile: read again and decide again.
+                Err(kube::Error::Api(answer)) if answer.code == 409 => continue,
+                Err(error) => {
+                    warn!(%policy, error = %crate::error_chain(&error), "Failed to write the status of a policy that cannot be read");
+                    return;
+                }
+            }
         }
     }
 
@@ -391,6 +417,20 @@ async fn run_term(client: &Client, options: &RunOptions, stopped: watch::Receive
         .default_backoff()
         .filter_map(move |event| {
             let decoded = event.map(|event| {
+                // What was reported unreadable is forgotten when the object
+                // is really deleted or reads well again; not on the Delete
+                // that a breaking update becomes (below), or the echo of
+                // our own status write would report it a second time.
+                let readable_or_gone = match &event {
+                    watcher::Event::Delete(object) => object.metadata.uid.clone(),
+                    watcher::Event::Apply(object) | watcher::Event::InitApply(object) => {
+                        object.metadata.uid.clone().filter(|_| decode::spec_decodes(object))
+                    }
+                    watcher::Event::Init | watcher::Event::InitDone => None,
+                };
+                if let Some(uid) = readable_or_gone {
+                    reporting.undecodable.lock().unwrap_or_else(|e| e.into_inner()).remove(&uid);
+                }
                 let (event, bad) = decode::decode_event(event);
                 if let Some(bad) = bad {
                     reporting.report_undecodable(bad);
@@ -487,9 +527,6 @@ fn on_policy_event(
         watcher::Event::Delete(policy) => {
             let key = reconcile::policy_key(policy);
             ctx.passes.deleted(&key);
-            if let Some(uid) = &policy.metadata.uid {
-                ctx.undecodable.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
-            }
             ctx.forget_policy(&key);
         }
         watcher::Event::InitDone => {

@@ -26,10 +26,9 @@ use super::triggers::{SecretKey, credentials_secret};
 use super::{Context, drift, events};
 use crate::crd::{DriftStatus, GroupBanPolicy, GroupBanPolicyStatus, RECONCILE_REQUESTED_AT, condition_types, reasons};
 use crate::engine::credentials::{self, AppTarget, CredentialsError};
-use crate::engine::status::{
-    Decision, PERSISTENT_RATE_LIMIT_ANSWERS, PassCalls, differs_beyond_timestamps, find_condition, notices,
-};
+use crate::engine::status::{Decision, PassCalls, differs_beyond_timestamps, find_condition, notices};
 use crate::engine::{PassOutcome, PolicyInput, run_pass};
+use crate::im::codes;
 
 /// What stops a reconcile before it could conclude. Problems a person must
 /// fix in the policy or its Secret are not errors: they end up in status.
@@ -118,6 +117,9 @@ async fn reconcile_once(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Resul
     // (Ready=False, saying why) before the error takes the backoff path.
     let (target, read_failure) = match read_credentials(&ctx, &secret).await {
         Ok(target) => (target, None),
+        // A Stalled policy keeps saying why it is Stalled (a missing Secret,
+        // say) through an API-server blip: no status, just the backoff.
+        Err(failure) if is_stalled(&recorded) => return Err(failure),
         Err(failure) => {
             let reason = match &failure {
                 ReconcileError::ReadSecret { source, .. } => crate::cut_text(&crate::error_chain(source), 512),
@@ -157,7 +159,8 @@ async fn reconcile_once(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Resul
     }
     let (outcome, progress_written) =
         run_with_progress(&ctx, &api, &policy, &target, input, &recorded, pass.stop.clone()).await;
-    let PassOutcome { mut status, decision, calls_succeeded, calls_failed, rate_limited_answers } = outcome;
+    let PassOutcome { mut status, decision, calls_succeeded, calls_failed, budget_answers, app_budget_answers_lately } =
+        outcome;
     status.drift = drift_status;
     status.last_handled_reconcile_at =
         policy.annotations().get(RECONCILE_REQUESTED_AT).cloned().or(recorded.last_handled_reconcile_at.clone());
@@ -183,13 +186,14 @@ async fn reconcile_once(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Resul
     if calls_succeeded + calls_failed > 0 {
         info!(calls_succeeded, calls_failed, ?decision, "Pass done");
     }
-    let calls = PassCalls { succeeded: calls_succeeded, rate_limited_answers };
-    if rate_limited_answers >= PERSISTENT_RATE_LIMIT_ANSWERS {
+    let calls = PassCalls { succeeded: calls_succeeded, budget_answers, app_budget_answers_lately };
+    if calls.met_a_shared_budget() {
         warn!(
-            answers = rate_limited_answers,
+            answers = budget_answers,
+            app_answers_last_minute = app_budget_answers_lately,
             sdkappid = ?sdkappid,
-            "The IM gateway kept answering 60007 (rate limit) although calls stayed under --max-calls-per-second: \
-             another client is likely spending this app's budget"
+            "The IM gateway keeps answering that the app's budget is spent (60007/60011) although calls stay under \
+             --max-calls-per-second: another client is likely spending this app's budget"
         );
     }
     publish_events(&ctx, &policy, &before_pass, &status, calls).await;
@@ -285,18 +289,21 @@ async fn run_with_progress(
         decision: Decision::Retry,
         calls_succeeded: 0,
         calls_failed: 0,
-        rate_limited_answers: 0,
+        budget_answers: 0,
+        app_budget_answers_lately: 0,
     });
     (outcome, written)
 }
 
 /// Which of a pass's statuses are published as progress: one every
-/// `interval`, and at once the first time it shows a cause for not being
-/// Ready while calls are still to end (a refused connection, a 60007 being
+/// `interval`, and early the first time it shows a cause for not being
+/// Ready while calls are still to end (a refused connection, a 10002 being
 /// retried), so a user is not left without a condition while the first
-/// call's retries run. One such early write per pass at most, none when
-/// the pass is about to end anyway: a healthy pass, or one that fails at
-/// its last call, costs no extra write.
+/// call's retries run. One such early write per pass at most; none for a
+/// rate limit (the limiter's to handle); none when the last call has
+/// ended (its answer is in the pass's own write): a healthy pass costs no
+/// extra write. (Calls that a halt stops before their first request do not
+/// count as ended, so a halted pass may still write early once.)
 struct ProgressGate {
     interval: Duration,
     last_sent: tokio::time::Instant,
@@ -317,9 +324,10 @@ impl ProgressGate {
 
     fn admits(&mut self, status: &GroupBanPolicyStatus, calls_left: bool, now: tokio::time::Instant) -> bool {
         let reason = ready_reason(status);
-        let news = calls_left
-            && reason.is_some_and(|r| !matches!(r, reasons::UNBAN_PENDING | reasons::ALL_MEMBERS_UNBANNED))
-            && reason != self.last_reason.as_deref();
+        // A rate limit is the limiter's to handle (a persistent one makes a
+        // Warning Event): it waits for the interval like healthy progress.
+        let quiet = [reasons::UNBAN_PENDING, reasons::ALL_MEMBERS_UNBANNED, codes::lookup(60007).reason];
+        let news = calls_left && reason.is_some_and(|r| !quiet.contains(&r)) && reason != self.last_reason.as_deref();
         let early = news && !self.sent_early;
         if !early && now.duration_since(self.last_sent) < self.interval {
             return false;
@@ -329,6 +337,10 @@ impl ProgressGate {
         self.last_reason = reason.map(str::to_string);
         true
     }
+}
+
+fn is_stalled(status: &GroupBanPolicyStatus) -> bool {
+    find_condition(status, condition_types::STALLED).is_some_and(|c| c.status == "True")
 }
 
 fn ready_reason(status: &GroupBanPolicyStatus) -> Option<&str> {
@@ -455,8 +467,9 @@ mod tests {
         let mut gate =
             ProgressGate { last_sent: start, ..ProgressGate::new(interval, &GroupBanPolicyStatus::default()) };
         assert!(!gate.admits(&with_ready(reasons::UNBAN_PENDING), true, at(10)), "healthy progress waits");
+        assert!(!gate.admits(&with_ready("RateLimited"), true, at(15)), "a rate limit waits");
         assert!(gate.admits(&with_ready("TransportError"), true, at(20)), "the first cause at once");
-        assert!(!gate.admits(&with_ready("RateLimited"), true, at(30)), "a second cause waits");
+        assert!(!gate.admits(&with_ready("InternalError"), true, at(30)), "a second cause waits");
         assert!(!gate.admits(&with_ready("TransportError"), true, at(4_000)));
         assert!(gate.admits(&with_ready("RateLimited"), true, at(5_100)), "the interval passed");
 
@@ -464,7 +477,7 @@ mod tests {
         let recorded = with_ready("TransportError");
         let mut gate = ProgressGate { last_sent: start, ..ProgressGate::new(interval, &recorded) };
         assert!(!gate.admits(&with_ready("TransportError"), true, at(10)));
-        assert!(gate.admits(&with_ready("RateLimited"), true, at(20)));
+        assert!(gate.admits(&with_ready("InternalError"), true, at(20)));
 
         // The last call failed: the pass's own write follows at once.
         let mut gate =

@@ -126,6 +126,27 @@ pub async fn write_status(
     }
 }
 
+/// One status write at `resource_version` (when given), no conflict
+/// handling: for a caller that recomputes the status from a fresh read
+/// on a conflict rather than resending it.
+pub async fn write_status_at(
+    api: &Api<DynamicObject>,
+    name: &str,
+    status: &GroupBanPolicyStatus,
+    resource_version: Option<&str>,
+) -> Result<(), kube::Error> {
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    match api.patch_status(name, &params, &Patch::Apply(status_patch(status, resource_version))).await {
+        Ok(_) => Ok(()),
+        Err(error) => {
+            if is_forbidden(&error) {
+                crate::metrics::global().observe_forbidden(STATUS_WRITE.0, STATUS_WRITE.1);
+            }
+            Err(error)
+        }
+    }
+}
+
 /// The API that status writes go through: untyped, so that an answer
 /// carrying a spec that no longer decodes (the policy was broken while its
 /// pass ran) is not an error, and never gets logged whole by the client.

@@ -102,6 +102,7 @@ pub async fn execute(
                     error_code,
                     error_info,
                     attempts: outcome.attempts,
+                    budget_answers: outcome.budget_answers,
                     at: Timestamp::now(),
                 };
                 let _ = reports.send((policy, CallEvent::Done(report)));

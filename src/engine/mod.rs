@@ -24,7 +24,6 @@ use tracing::{debug, warn};
 
 use crate::crd::reasons;
 use crate::crd::{GroupBanPolicySpec, GroupBanPolicyStatus, validate_spec};
-use crate::im::codes::{self, CodeClass};
 use clients::ClientPool;
 use credentials::{AppTarget, CredentialsError};
 use execute::{CallEvent, PolicyJob, halts_policy};
@@ -60,9 +59,12 @@ pub struct PassOutcome {
     pub calls_succeeded: usize,
     /// Calls whose final outcome was a failure in this pass.
     pub calls_failed: usize,
-    /// Answers that were a rate limit (60007 and kin), retried ones
-    /// included: many mean someone else spends the app's budget.
-    pub rate_limited_answers: u32,
+    /// Answers that the app's budget was spent (60007, 60011), retried
+    /// attempts included.
+    pub budget_answers: u32,
+    /// Such answers to every call to the policy's app in the last minute,
+    /// at the end of the pass (0 when it made no call).
+    pub app_budget_answers_lately: usize,
 }
 
 /// Runs one pass. `observe` sees the statuses after every batch of answers
@@ -127,9 +129,15 @@ pub async fn run_pass(
     let mut failed_in_pass: Vec<BTreeSet<String>> = vec![BTreeSet::new(); inputs.len()];
     let mut succeeded = vec![0usize; inputs.len()];
     let mut failed = vec![0usize; inputs.len()];
-    let mut rate_limited = vec![0u32; inputs.len()];
+    let mut budget_answers = vec![0u32; inputs.len()];
     let mut retrying: Vec<Option<RetryCause>> = vec![None; inputs.len()];
-    let is_rate_limit = |error_code: i64| codes::lookup(error_code).class == CodeClass::RateLimited;
+    let limiters: Vec<Option<std::sync::Arc<crate::im::RateLimiter>>> = {
+        let mut limiters = vec![None; inputs.len()];
+        for job in &jobs {
+            limiters[job.policy] = Some(job.client.limiter(crate::im::Command::UnbanGroupMember).clone());
+        }
+        limiters
+    };
     // prepare() may have emptied or trimmed a record: bring every summary
     // and condition up to date before anything can be saved.
     let now = Timestamp::now();
@@ -156,18 +164,13 @@ pub async fn run_pass(
                 touched.insert(index);
                 let report = match event {
                     CallEvent::Retrying(cause) => {
-                        if is_rate_limit(cause.error_code) {
-                            rate_limited[index] = rate_limited[index].saturating_add(1);
-                        }
                         retrying[index] = Some(cause);
                         continue;
                     }
                     CallEvent::Done(report) => report,
                 };
                 progress.calls_done += 1;
-                if is_rate_limit(report.error_code) {
-                    rate_limited[index] = rate_limited[index].saturating_add(1);
-                }
+                budget_answers[index] = budget_answers[index].saturating_add(report.budget_answers);
                 let input = &inputs[index];
                 if report.error_code == 0 {
                     succeeded[index] += 1;
@@ -214,7 +217,10 @@ pub async fn run_pass(
                 decision,
                 calls_succeeded: succeeded[index],
                 calls_failed: failed[index],
-                rate_limited_answers: rate_limited[index],
+                budget_answers: budget_answers[index],
+                app_budget_answers_lately: limiters[index]
+                    .as_ref()
+                    .map_or(0, |limiter| limiter.budget_answers_lately(tokio::time::Instant::now())),
             }
         })
         .collect()

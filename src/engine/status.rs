@@ -27,6 +27,8 @@ pub struct CallReport {
     pub error_code: i64,
     pub error_info: String,
     pub attempts: u32,
+    /// Attempts answered that the app's budget was spent (60007, 60011).
+    pub budget_answers: u32,
     pub at: Timestamp,
 }
 
@@ -39,13 +41,14 @@ pub struct RetryCause {
     pub error_info: String,
 }
 
-/// How many rate-limit answers (60007 and its kin) one pass may draw,
-/// although its calls kept under the configured limit, before it reads as
-/// someone else spending the app's budget. Alone against the gateway the
-/// limiter draws none (or, where the gateway counts differently, one
-/// episode of a call or two, after which it widens its window); a second
-/// client at the same rate draws several per second of overlap.
-pub const PERSISTENT_RATE_LIMIT_ANSWERS: u32 = 3;
+/// How many answers that the app's budget is spent (60007, 60011) the
+/// process may draw in a minute, all its calls to the app together, before
+/// they read as another client spending the same budget. Alone, the
+/// limiter draws none against a gateway that counts as documented; where
+/// one counts differently, an episode of a call or two, after which the
+/// limiter widens its window. A second client at the same rate draws
+/// several a second.
+pub const CONTENDED_BUDGET_ANSWERS: usize = 5;
 
 /// Why a pass stopped short of making every planned call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -338,12 +341,21 @@ pub fn refresh(status: &mut GroupBanPolicyStatus, view: PassView<'_>, now: Times
         (false, *reason, format!("{progress}; {message}"))
     } else if let Some((reason, message)) = unavailable {
         (false, reason, format!("{progress}; {message}; retrying"))
+    } else if let Some(cause) = view.retrying {
+        // What goes wrong now, before what went wrong in an earlier call.
+        let last = describe_answer(cause.error_code, &cause.error_info);
+        let failed = match summary.failed {
+            0 => String::new(),
+            n => format!("{n} failed, "),
+        };
+        (
+            false,
+            reason_of(cause.error_code),
+            format!("{progress}; {failed}{} pending, retrying after {last}", summary.pending),
+        )
     } else if let Some(failure) = newest_failure {
         let last = describe_answer(failure.error_code, &failure.error_info);
         (false, reason_of(failure.error_code), format!("{progress}; {} failed, last: {last}", summary.failed))
-    } else if let Some(cause) = view.retrying {
-        let last = describe_answer(cause.error_code, &cause.error_info);
-        (false, reason_of(cause.error_code), format!("{progress}; {} pending, retrying after {last}", summary.pending))
     } else {
         (false, reasons::UNBAN_PENDING, format!("{progress}; {} pending", summary.pending))
     };
@@ -478,9 +490,10 @@ pub enum Notice {
     Unbanned { members: usize, calls: usize },
     /// The policy became Stalled, or is Stalled for a different cause.
     Stalled { reason: String, message: String },
-    /// The gateway answered "rate limit" persistently although calls kept
-    /// under the configured limit: someone else spends the app's budget.
-    RateLimited { answers: u32 },
+    /// This pass met answers that the app's budget was spent, while the
+    /// app drew many of them lately although calls kept under the
+    /// configured limit: someone else spends the app's budget.
+    BudgetShared { answers: u32, app_answers_lately: usize },
 }
 
 /// What a pass did, as far as Events care.
@@ -488,8 +501,18 @@ pub enum Notice {
 pub struct PassCalls {
     /// Calls answered ErrorCode 0.
     pub succeeded: usize,
-    /// Answers that were a rate limit, retried ones included.
-    pub rate_limited_answers: u32,
+    /// This pass's answers that the app's budget was spent, retried
+    /// attempts included.
+    pub budget_answers: u32,
+    /// Such answers to every call to the app in the last minute.
+    pub app_budget_answers_lately: usize,
+}
+
+impl PassCalls {
+    /// True when this pass met the app's budget spent by someone else.
+    pub fn met_a_shared_budget(&self) -> bool {
+        self.budget_answers > 0 && self.app_budget_answers_lately >= CONTENDED_BUDGET_ANSWERS
+    }
 }
 
 /// What changed between `before` and `after` that deserves an Event. A
@@ -502,8 +525,11 @@ pub fn notices(before: &GroupBanPolicyStatus, after: &GroupBanPolicyStatus, call
     if newly_unbanned > 0 {
         notices.push(Notice::Unbanned { members: newly_unbanned, calls: calls.succeeded });
     }
-    if calls.rate_limited_answers >= PERSISTENT_RATE_LIMIT_ANSWERS {
-        notices.push(Notice::RateLimited { answers: calls.rate_limited_answers });
+    if calls.met_a_shared_budget() {
+        notices.push(Notice::BudgetShared {
+            answers: calls.budget_answers,
+            app_answers_lately: calls.app_budget_answers_lately,
+        });
     }
     let stalled = |status| find_condition(status, condition_types::STALLED).filter(|c| c.status == "True");
     if let Some(now) = stalled(after) {
@@ -547,6 +573,7 @@ mod tests {
             error_code,
             error_info: if error_code == 0 { String::new() } else { format!("info {error_code}") },
             attempts: 1,
+            budget_answers: 0,
             at: Timestamp::UNIX_EPOCH,
         }
     }
@@ -705,6 +732,7 @@ mod tests {
                 members: batch.to_vec(),
                 error_code: 10002,
                 error_info: String::new(),
+                budget_answers: 0,
                 attempts: 8,
                 at: Timestamp::UNIX_EPOCH,
             };
@@ -846,7 +874,7 @@ mod tests {
     }
 
     fn calls(succeeded: usize) -> PassCalls {
-        PassCalls { succeeded, rate_limited_answers: 0 }
+        PassCalls { succeeded, ..PassCalls::default() }
     }
 
     /// Before a call's final outcome, its latest retried attempt says why
@@ -882,8 +910,15 @@ mod tests {
         );
         assert_eq!(cond(&status, "Ready"), ("False", "RateLimited"));
 
+        // A failure recorded before (this pass's or an earlier one's) does
+        // not hide what goes wrong now; it is counted in the message.
         record_call(&mut status, &desired, &report(&["a"], 10002));
         refresh(&mut status, PassView { retrying: Some(&cause), ..view(&desired, None, &none) }, Timestamp::UNIX_EPOCH);
+        let ready = find_condition(&status, "Ready").unwrap();
+        assert_eq!(ready.reason, TRANSPORT_REASON);
+        assert!(ready.message.contains("1 failed, 1 pending, retrying after"), "{}", ready.message);
+        // With nothing being retried, the failure is the cause.
+        refresh(&mut status, view(&desired, None, &none), Timestamp::UNIX_EPOCH);
         assert_eq!(cond(&status, "Ready"), ("False", codes::lookup(10002).reason));
     }
 
@@ -913,16 +948,19 @@ mod tests {
         assert_eq!(cond(&done, "Ready"), ("True", reasons::ALL_MEMBERS_UNBANNED));
     }
 
-    /// A few rate-limit answers are one burst meeting the window; from
-    /// [`PERSISTENT_RATE_LIMIT_ANSWERS`] on, the pass says so.
+    /// A pass that met the budget spent, while the app drew many such
+    /// answers lately, says so; a pass that met none, or an app that drew
+    /// only an episode, does not.
     #[test]
-    fn persistent_rate_limit_answers_make_a_notice() {
+    fn a_shared_budget_makes_a_notice() {
         let status = run(&spec(&["a"]), &[report(&["a"], 0)], None);
-        let limited = |answers| PassCalls { succeeded: 0, rate_limited_answers: answers };
-        assert_eq!(notices(&status, &status, limited(PERSISTENT_RATE_LIMIT_ANSWERS - 1)), []);
+        let met =
+            |answers, lately| PassCalls { succeeded: 1, budget_answers: answers, app_budget_answers_lately: lately };
+        assert_eq!(notices(&status, &status, met(1, CONTENDED_BUDGET_ANSWERS - 1)), []);
+        assert_eq!(notices(&status, &status, met(0, 100)), []);
         assert_eq!(
-            notices(&status, &status, limited(PERSISTENT_RATE_LIMIT_ANSWERS)),
-            [Notice::RateLimited { answers: PERSISTENT_RATE_LIMIT_ANSWERS }]
+            notices(&status, &status, met(1, CONTENDED_BUDGET_ANSWERS)),
+            [Notice::BudgetShared { answers: 1, app_answers_lately: CONTENDED_BUDGET_ANSWERS }]
         );
     }
 
@@ -1070,7 +1108,7 @@ mod tests {
             let mut status = prepare(GroupBanPolicyStatus::default(), &spec, Some(OWNER));
             let mut confirmed = BTreeSet::new();
             for (members, code) in &calls {
-                let r = CallReport { members: members.iter().cloned().collect(), error_code: *code, error_info: String::new(), attempts: 1, at: Timestamp::UNIX_EPOCH };
+                let r = CallReport { members: members.iter().cloned().collect(), error_code: *code, error_info: String::new(), attempts: 1, budget_answers: 0, at: Timestamp::UNIX_EPOCH };
                 record_call(&mut status, &DesiredMembers::of(&spec), &r);
                 if *code == 0 { confirmed.extend(members.iter().cloned()); }
                 for m in &status.unbanned_members {

@@ -103,6 +103,8 @@ pub enum TransportError {
 pub struct Outcome<T> {
     pub result: Result<(Answer, T), TransportError>,
     pub attempts: u32,
+    /// Attempts answered that the app's budget was spent (60007, 60011).
+    pub budget_answers: u32,
 }
 
 impl<T> Outcome<T> {
@@ -112,7 +114,11 @@ impl<T> Outcome<T> {
     }
 
     fn map<U>(self, f: impl FnOnce(T) -> U) -> Outcome<U> {
-        Outcome { result: self.result.map(|(answer, data)| (answer, f(data))), attempts: self.attempts }
+        Outcome {
+            result: self.result.map(|(answer, data)| (answer, f(data))),
+            attempts: self.attempts,
+            budget_answers: self.budget_answers,
+        }
     }
 }
 
@@ -364,25 +370,26 @@ impl ImClient {
         }
         let mut banned = Vec::new();
         let mut offset = 0;
-        let mut attempts = 0;
+        let (mut attempts, mut budget_answers) = (0, 0);
         loop {
             let page =
                 self.call::<_, BanPage>(Command::GetGroupBanMember, &Body { group_id, limit: 100, offset }).await;
             attempts += page.attempts;
+            budget_answers += page.budget_answers;
             match page.result {
                 Ok((answer, page)) if answer.is_success() => {
                     banned.extend(page.banned_accounts);
                     // A NextOffset that does not advance would loop forever.
                     if page.next_offset == 0 || page.next_offset <= offset {
-                        return Outcome { result: Ok((answer, banned)), attempts };
+                        return Outcome { result: Ok((answer, banned)), attempts, budget_answers };
                     }
                     offset = page.next_offset;
                 }
                 Ok((answer, _)) => {
-                    return Outcome { result: Ok((answer, Vec::new())), attempts };
+                    return Outcome { result: Ok((answer, Vec::new())), attempts, budget_answers };
                 }
                 Err(error) => {
-                    return Outcome { result: Err(error), attempts };
+                    return Outcome { result: Err(error), attempts, budget_answers };
                 }
             }
         }
@@ -395,7 +402,11 @@ impl ImClient {
         match self.call_until(command, body, CallControl::default()).await {
             Some(outcome) => outcome,
             // Without a stop signal every call makes at least one attempt.
-            None => Outcome { result: Err(TransportError::Request("stopped before any attempt".into())), attempts: 0 },
+            None => Outcome {
+                result: Err(TransportError::Request("stopped before any attempt".into())),
+                attempts: 0,
+                budget_answers: 0,
+            },
         }
     }
 
@@ -413,7 +424,7 @@ impl ImClient {
         let CallControl { mut stop, lane, on_retry } = control;
         let limiter = self.limiters.for_command(command);
         let policy = self.settings.retry;
-        let mut attempts = 0;
+        let (mut attempts, mut budget_answers) = (0, 0);
         let mut resigned = false;
         // The previous attempt's answer: what a stop while waiting reports.
         let mut last: Option<Result<(Answer, T), TransportError>> = None;
@@ -422,7 +433,7 @@ impl ImClient {
             let waiting = tokio::time::Instant::now();
             let slot = tokio::select! {
                 biased;
-                _ = stopped(&mut stop) => return last.map(|result| Outcome { result, attempts }),
+                _ = stopped(&mut stop) => return last.map(|result| Outcome { result, attempts, budget_answers }),
                 slot = acquire_in_lane(limiter, lane) => slot,
             };
             attempts += 1;
@@ -441,6 +452,10 @@ impl ImClient {
             }
             let code = result.as_ref().ok().map(|(answer, _)| answer.error_code);
             metrics.observe_call(command.name(), code, started.elapsed());
+            if code.is_some_and(codes::spends_app_budget) {
+                budget_answers += 1;
+                limiter.note_budget_answer(tokio::time::Instant::now());
+            }
             let (retry_after, why) = match &result {
                 Err(error) => (Some(policy.backoff(attempts, 1)), error.to_string()),
                 Ok((answer, _)) => {
@@ -489,12 +504,12 @@ impl ImClient {
                     }
                     tokio::select! {
                         biased;
-                        _ = stopped(&mut stop) => return Some(Outcome { result, attempts }),
+                        _ = stopped(&mut stop) => return Some(Outcome { result, attempts, budget_answers }),
                         _ = tokio::time::sleep(delay) => {}
                     }
                     last = Some(result);
                 }
-                _ => return Some(Outcome { result, attempts }),
+                _ => return Some(Outcome { result, attempts, budget_answers }),
             }
         }
     }

@@ -162,6 +162,13 @@ pub fn all_reasons() -> Vec<&'static str> {
     reasons
 }
 
+/// True for the answers that say the app's own budget (all its callers
+/// together) is spent: 60007 (per-API calls per second) and 60011 (per-app
+/// requests). 10006 is a per-operation frequency limit, not the budget.
+pub fn spends_app_budget(error_code: i64) -> bool {
+    matches!(error_code, 60007 | 60011)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -220,6 +220,12 @@ impl WindowCounter {
         self.arrivals.len()
     }
 
+    /// How many events fall in `(now - window, now]`.
+    pub fn count(&mut self, now: Instant) -> usize {
+        self.forget_before(now);
+        self.arrivals.len()
+    }
+
     /// Admits an event at `now` if fewer than `max` were admitted in the window.
     pub fn try_admit(&mut self, now: Instant, max: usize) -> bool {
         self.forget_before(now);
@@ -275,7 +281,14 @@ pub struct RateLimiter {
     /// Wakes the head of the queue when a call in flight is answered.
     answered: Notify,
     pushback: Mutex<Pushback>,
+    /// Answers that the app's budget was spent (60007, 60011), over the
+    /// last [`BUDGET_ANSWERS_WINDOW`]: many of them, although this limiter
+    /// kept under its limit, mean another client spends the same budget.
+    budget_answers: Mutex<WindowCounter>,
 }
+
+/// How far back [`RateLimiter::budget_answers_lately`] looks.
+pub const BUDGET_ANSWERS_WINDOW: Duration = Duration::from_secs(60);
 
 /// One call's slot, from [`RateLimiter::acquire`]. Call
 /// [`CallSlot::answered`] when the gateway's answer is in; dropping it
@@ -319,7 +332,19 @@ impl RateLimiter {
             window: Mutex::new(SlidingWindow::new(limit)),
             answered: Notify::new(),
             pushback: Mutex::new(Pushback::default()),
+            budget_answers: Mutex::new(WindowCounter::new(BUDGET_ANSWERS_WINDOW)),
         }
+    }
+
+    /// The gateway said at `now` that the app's budget is spent.
+    pub fn note_budget_answer(&self, now: Instant) {
+        self.budget_answers.lock().unwrap_or_else(|e| e.into_inner()).observe(now);
+    }
+
+    /// How many answers said the app's budget was spent in the last
+    /// [`BUDGET_ANSWERS_WINDOW`], every caller of this limiter together.
+    pub fn budget_answers_lately(&self, now: Instant) -> usize {
+        self.budget_answers.lock().unwrap_or_else(|e| e.into_inner()).count(now)
     }
 
     fn pushback(&self) -> std::sync::MutexGuard<'_, Pushback> {
