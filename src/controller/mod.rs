@@ -521,6 +521,7 @@ fn on_policy_event(
     match event {
         watcher::Event::Apply(policy) => {
             let key = reconcile::policy_key(policy);
+            tracing::debug!(policy = %key, version = ?policy.resource_version(), "Watched a policy change");
             ctx.echoes.seen(&key, policy.resource_version().as_deref());
             ctx.passes.seen(&key, &passes::PassFor::of(policy));
         }
@@ -530,6 +531,7 @@ fn on_policy_event(
             ctx.forget_policy(&key);
         }
         watcher::Event::InitDone => {
+            tracing::debug!(policies = cache.state().len(), "Policy list done");
             health.set_ready(true);
             health.set_waiting_for(None);
             recovery.synced();

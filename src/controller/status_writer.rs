@@ -183,7 +183,9 @@ impl PendingEchoes {
     /// after the cache is updated, so an echo that came first is not missed).
     pub fn wrote(&self, key: &str, version: String, cached: impl FnOnce() -> Option<String>) {
         let mut pending = self.lock();
-        if cached().as_deref() == Some(version.as_str()) {
+        let cached = cached();
+        debug!(policy = key, %version, cached = ?cached, "Awaiting the echo of a status write");
+        if cached.as_deref() == Some(version.as_str()) {
             pending.remove(key);
         } else {
             pending.insert(key.to_string(), (version, Instant::now()));
@@ -205,7 +207,8 @@ impl PendingEchoes {
         let mut pending = self.lock();
         match pending.get(key) {
             Some((ours, at)) if Some(ours.as_str()) != cached_version && at.elapsed() < Self::PATIENCE => true,
-            Some(_) => {
+            Some((ours, at)) => {
+                debug!(policy = key, ours = %ours, cached = ?cached_version, waited_ms = at.elapsed().as_millis() as u64, "Echo awaited no longer");
                 pending.remove(key);
                 false
             }
@@ -214,7 +217,9 @@ impl PendingEchoes {
     }
 
     pub fn forget(&self, key: &str) {
-        self.lock().remove(key);
+        if let Some((ours, _)) = self.lock().remove(key) {
+            debug!(policy = key, ours = %ours, "Echo forgotten with its policy");
+        }
     }
 
     pub fn len(&self) -> usize {
