@@ -138,6 +138,15 @@ fn one_watched_namespace_gets_roles_and_every_option_renders() {
     for expected in ["--namespace=team-a", "--selector=shard=a", "--max-calls-per-second=150"] {
         assert!(args.contains(expected), "{expected}: {args}");
     }
+    // A private CA: the ConfigMap mounted where SSL_CERT_DIR points (the
+    // image's SSL_CERT_FILE keeps the public roots); tests/image.rs proves
+    // the image trusts a CA handed over this way.
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let env = container["env"].as_array().unwrap();
+    assert!(env.iter().any(|e| e["name"] == "SSL_CERT_DIR" && e["value"] == "/etc/groupban/ca"), "{env:?}");
+    assert_eq!(container["volumeMounts"][0]["mountPath"], "/etc/groupban/ca");
+    assert_eq!(pod["volumes"][0]["configMap"]["name"], "corp-root-ca");
     // Egress to the API server is to the endpoint behind the kubernetes
     // Service: 6443 on kubeadm and kind, 443 on most managed clusters.
     let egress = &find(&documents, "NetworkPolicy")["spec"]["egress"][1]["ports"];
