@@ -444,6 +444,7 @@ async fn a_reconcile_waits_for_the_echo_of_the_last_status_write() {
     assert_eq!(calls().await, 1, "no call from the stale cache");
 
     // With the echo in the cache: an ordinary converged reconcile.
+    let body_status = status.clone();
     let mut echoed = GroupBanPolicy::clone(&policy(5, Some(status)));
     echoed.metadata.resource_version = Some("8".into());
     let reconcile = tokio::spawn(reconcile::reconcile(Arc::new(echoed), ctx.clone()));
@@ -452,6 +453,25 @@ async fn a_reconcile_waits_for_the_echo_of_the_last_status_write() {
     expect_nothing_more(&mut handle).await;
     assert_eq!(calls().await, 1);
     assert!(ctx.echoes.is_empty());
+
+    // The echo came and went, then the cache went back to version 7 (a
+    // relist served from before our write): the policy is read afresh
+    // instead of trusting a record without the members we wrote, and no
+    // call is made for them.
+    let reconcile = tokio::spawn(reconcile::reconcile(policy(5, None), ctx.clone()));
+    let (request, _, send) = next(&mut handle).await;
+    assert_eq!(
+        (request.method().as_str(), request.uri().path()),
+        ("GET", "/apis/groupban.dev/v1alpha1/namespaces/team/groupbanpolicies/p")
+    );
+    answer(
+        send,
+        &json!({"apiVersion": "groupban.dev/v1alpha1", "kind": "GroupBanPolicy", "metadata": {"name": "p", "namespace": "team", "uid": "u-1", "generation": 1, "resourceVersion": "8"}, "spec": {"groupId": "room", "unbannedMembers": members_list(5)}, "status": body_status}),
+    );
+    expect_secret_read(&mut handle, &sim.base_url()).await;
+    assert!(reconcile.await.unwrap().is_ok());
+    expect_nothing_more(&mut handle).await;
+    assert_eq!(calls().await, 1, "no call for the members our write recorded");
 }
 
 /// A policy Stalled for a reason of its own (here: its Secret was missing)

@@ -40,6 +40,8 @@ pub enum ReconcileError {
     ReadSecret { secret: SecretKey, source: kube::Error },
     #[error("failed to write the status of {policy}")]
     WriteStatus { policy: String, source: kube::Error },
+    #[error("failed to read {policy} afresh")]
+    ReadPolicy { policy: String, source: kube::Error },
     #[error(
         "may not write the status of {policy}: RBAC must allow patch on groupbanpolicies/status (the chart's role does); \
          members unbanned meanwhile are called again at each retry"
@@ -54,6 +56,7 @@ impl ReconcileError {
             ReconcileError::NotNamespaced(_) => "NotNamespaced",
             ReconcileError::ReadSecret { .. } => "ReadSecret",
             ReconcileError::WriteStatus { .. } => "WriteStatus",
+            ReconcileError::ReadPolicy { .. } => "ReadPolicy",
             ReconcileError::StatusForbidden { .. } => "StatusForbidden",
         }
     }
@@ -74,6 +77,15 @@ pub async fn reconcile(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Result
         return Ok(Action::requeue(Duration::from_millis(250)));
     }
     let started = std::time::Instant::now();
+    let policy = match fresh_if_cache_differs(policy, &ctx).await {
+        Ok(Some(policy)) => policy,
+        // Gone, made again, or unreadable: the watch brings that news.
+        Ok(None) => return Ok(Action::await_change()),
+        Err(error) => {
+            crate::metrics::global().observe_reconcile(false, started.elapsed());
+            return Err(error);
+        }
+    };
     let mut result = reconcile_once(policy.clone(), ctx.clone()).await;
     // Deleted while this reconcile ran: the Delete event has forgotten the
     // policy already, and kube-runtime will not reconcile it again, so a
@@ -88,6 +100,39 @@ pub async fn reconcile(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Result
     }
     crate::metrics::global().observe_reconcile(result.is_ok(), started.elapsed());
     result
+}
+
+/// The policy to reconcile: the cached one, unless it shows another
+/// version than our last status write to it (see
+/// [`super::status_writer::PendingEchoes::last_written`]); then the API
+/// server's own, read afresh, so that a pass never plans from a record
+/// older than one we wrote. `None` when that read finds the policy gone,
+/// made again (another uid) or unreadable.
+async fn fresh_if_cache_differs(
+    policy: Arc<GroupBanPolicy>,
+    ctx: &Context,
+) -> Result<Option<Arc<GroupBanPolicy>>, ReconcileError> {
+    let key = policy_key(&policy);
+    let Some(ours) = ctx.echoes.last_written(&key) else {
+        return Ok(Some(policy));
+    };
+    if policy.resource_version().as_deref() == Some(ours.as_str()) {
+        return Ok(Some(policy));
+    }
+    let namespace = policy.namespace().ok_or_else(|| ReconcileError::NotNamespaced(key.clone()))?;
+    let api = status_api(ctx.client.clone(), &namespace);
+    let fresh = api
+        .get_opt(&policy.name_any())
+        .await
+        .map_err(|source| ReconcileError::ReadPolicy { policy: key.clone(), source })?;
+    debug!(policy = %key, cached = ?policy.resource_version(), ours = %ours, fresh = ?fresh.as_ref().and_then(|f| f.metadata.resource_version.clone()), "Read the policy afresh");
+    Ok(fresh
+        .filter(|fresh| fresh.metadata.uid == policy.metadata.uid)
+        .and_then(|fresh| super::decode::decode(fresh).ok())
+        .map(|mut fresh| {
+            super::trim_for_cache(&mut fresh);
+            Arc::new(fresh)
+        }))
 }
 
 /// Forgets what is remembered about `policy` if the controller's cache no

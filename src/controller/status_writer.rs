@@ -173,6 +173,9 @@ const STATUS_WRITE: (&str, &str) = ("patch", "groupbanpolicies.groupban.dev/stat
 pub struct PendingEchoes {
     /// Policy key -> (resourceVersion of our last write, when).
     pending: Mutex<HashMap<String, (String, Instant)>>,
+    /// Policy key -> resourceVersion of our last write, kept after its echo
+    /// (until the policy is forgotten): see [`PendingEchoes::last_written`].
+    written: Mutex<HashMap<String, String>>,
 }
 
 impl PendingEchoes {
@@ -182,6 +185,7 @@ impl PendingEchoes {
     /// (`cached` is asked under the lock that [`PendingEchoes::seen`] takes
     /// after the cache is updated, so an echo that came first is not missed).
     pub fn wrote(&self, key: &str, version: String, cached: impl FnOnce() -> Option<String>) {
+        self.written.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_string(), version.clone());
         let mut pending = self.lock();
         let cached = cached();
         debug!(policy = key, %version, cached = ?cached, "Awaiting the echo of a status write");
@@ -217,9 +221,20 @@ impl PendingEchoes {
     }
 
     pub fn forget(&self, key: &str) {
+        self.written.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
         if let Some((ours, _)) = self.lock().remove(key) {
             debug!(policy = key, ours = %ours, "Echo forgotten with its policy");
         }
+    }
+
+    /// The resourceVersion of our last status write to the policy, echoed
+    /// or not. A cached version other than this one is either newer (the
+    /// policy changed since) or older (the cache went back: a relist
+    /// served from before our write); versions are opaque, so a reconcile
+    /// that sees another one reads the policy afresh rather than trust a
+    /// record that may lack what it wrote.
+    pub fn last_written(&self, key: &str) -> Option<String> {
+        self.written.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
     }
 
     pub fn len(&self) -> usize {
