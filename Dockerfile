@@ -8,8 +8,14 @@
 # runtime and the CA bundle (rustls verifies Tencent's gateway with the
 # platform's roots), a nonroot user 65532, no shell, no package manager.
 #
-#   docker build --build-arg REVISION=$(git rev-parse HEAD) \
-#     --build-arg SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) -t groupban-operator:0.1.0 .
+#   docker build -t groupban-operator:0.1.0 \
+#     --build-arg VERSION=0.1.0 --build-arg REVISION=$(git rev-parse HEAD) \
+#     --build-arg SOURCE=$(git remote get-url origin) \
+#     --build-arg SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) \
+#     --build-arg CREATED=$(date -u -d @$(git log -1 --format=%ct) +%Y-%m-%dT%H:%M:%SZ) .
+#
+# The build stage's toolchain (rust:1.95) and the Debian packages of the
+# day decide the bytes; the daemonless build uses the host's.
 FROM rust:1.95-bookworm AS build
 RUN cargo install --locked cargo-auditable --version 0.7.7
 WORKDIR /build
@@ -21,7 +27,8 @@ COPY examples ./examples
 # paths do not (the daemonless build maps its own the same way).
 RUN RUSTFLAGS="--remap-path-prefix=/build=/build --remap-path-prefix=/usr/local/cargo=/cargo" \
     cargo auditable build --release --locked \
-    && strip --strip-all -o /groupban-operator target/release/groupban-operator
+    && strip --strip-all -o /groupban-operator target/release/groupban-operator \
+    && objdump -h /groupban-operator | grep -q '\.dep-v0'
 
 FROM debian:bookworm AS root
 ARG SOURCE_DATE_EPOCH=0
