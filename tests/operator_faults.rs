@@ -325,3 +325,28 @@ async fn a_throttling_api_server_is_obeyed() {
     assert!(waited >= Duration::from_millis(1900), "sent again after {waited:?}, asked to wait 2 s");
     cluster.cleanup().await;
 }
+
+/// An API server slow to take status writes (3 s each) holds up no IM
+/// call: progress is published beside the pass, not between its calls, so
+/// 20 calls still go out at the limiter's pace, and the policy converges.
+#[tokio::test]
+async fn a_slow_api_server_holds_up_no_call() {
+    let sim = start(config(&seed_banned(&[("room", 400)]))).await;
+    let cluster = Cluster::start_fake().await;
+    let fake = cluster.fake.as_ref().unwrap();
+    cluster.put_secret(SECRET, &sim.base_url(), KEY).await;
+    fake.delay_requests(Some("PATCH"), "/groupbanpolicies/p/status", Duration::from_secs(3), 10);
+    let _operator = Operator::start(&cluster, &["--max-calls-per-second", "10"]);
+    cluster.apply_policy("p", json!({"groupId": "room", "unbannedMembers": members("m", 400)})).await;
+    cluster.wait_for("p", Duration::from_secs(60), is_ready).await;
+    let stats = get_json(&sim.base_url(), "/simulator/stats").await;
+    let span = stats["lastRequestAtMs"].as_u64().unwrap() - stats["firstRequestAtMs"].as_u64().unwrap();
+    assert_eq!(stats["requests"], 20, "{stats}");
+    // 20 calls at 10/s take about two seconds. With --progress-interval 1s
+    // the pass publishes progress while it calls; had the calls waited for
+    // those 3-second writes, they would have taken several seconds more.
+    let writes = fake.requests().iter().filter(|r| r.method == "PATCH" && r.path.ends_with("/p/status")).count();
+    assert!(writes >= 2, "progress and the pass's own write: {writes}");
+    assert!(span < 3_000, "the calls were spread over {span} ms: {stats}");
+    cluster.cleanup().await;
+}

@@ -158,6 +158,7 @@ impl FakeApiServer {
                 requests: Vec::new(),
                 failures: Vec::new(),
                 hung_watches: Vec::new(),
+                delays: Vec::new(),
                 continuations: BTreeMap::new(),
                 next_continuation: 1,
                 bookmark_interval: DEFAULT_BOOKMARK_INTERVAL,
@@ -267,6 +268,19 @@ impl FakeApiServer {
         });
     }
 
+    /// The next `count` matching requests are answered only after `delay`
+    /// (then as usual): an overloaded API server.
+    pub fn delay_requests(&self, method: Option<&str>, path_contains: &str, delay: Duration, count: usize) {
+        let matcher = Failure {
+            method: method.map(str::to_ascii_uppercase),
+            path_contains: path_contains.to_string(),
+            status: 0,
+            remaining: count,
+            retry_after: None,
+        };
+        self.shared.lock().delays.push((matcher, delay));
+    }
+
     /// The next `count` matching requests are answered 429 with
     /// `Retry-After: retry_after_secs` (header and
     /// `details.retryAfterSeconds`), as API Priority and Fairness answers.
@@ -372,6 +386,8 @@ struct State {
     failures: Vec<Failure>,
     /// Watches to leave hanging (see [`FakeApiServer::hang_watches`]).
     hung_watches: Vec<Failure>,
+    /// Requests to answer late (see [`FakeApiServer::delay_requests`]).
+    delays: Vec<(Failure, Duration)>,
     continuations: BTreeMap<u64, Continuation>,
     next_continuation: u64,
     bookmark_interval: Duration,
@@ -437,6 +453,18 @@ impl State {
         hang.remaining -= 1;
         self.hung_watches.retain(|h| h.remaining > 0);
         true
+    }
+
+    fn take_delay(&mut self, method: &str, target: &str) -> Option<Duration> {
+        let (matched, delay) = self.delays.iter_mut().find(|(f, _)| {
+            f.remaining > 0
+                && f.method.as_deref().is_none_or(|m| m == method)
+                && target.contains(f.path_contains.as_str())
+        })?;
+        matched.remaining -= 1;
+        let delay = *delay;
+        self.delays.retain(|(f, _)| f.remaining > 0);
+        Some(delay)
     }
 
     fn take_failure(&mut self, method: &str, target: &str) -> Option<(u16, Option<u32>)> {
@@ -635,6 +663,11 @@ async fn handle(axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
                 body: &bytes,
             };
             let target = if query.is_empty() { path.clone() } else { format!("{path}?{query}") };
+            // A slow API server: the answer waits, outside the lock.
+            let delay = shared.lock().take_delay(parts.method.as_str(), &target);
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
+            }
             let mut st = shared.lock();
             let rv_before = st.rv;
             let result = if st.take_hung_watch(&target) {
