@@ -2,7 +2,9 @@
 //! live here; each subcommand's work lives in its own module.
 //!
 //! Exit codes: 0 success, 1 the work did not fully succeed, 2 invalid input
-//! (clap's own usage errors exit 2 as well).
+//! (clap's own usage errors exit 2 as well); `apply` also exits 3 when a
+//! signal or `--timeout` stopped it (what was confirmed is saved), and any
+//! command 130 on a second signal (nothing more is waited for).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

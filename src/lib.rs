@@ -8,6 +8,9 @@
 //! - [`oneshot`]: the engine over manifest files (`apply`).
 //! - [`simulator`]: a faithful local IM gateway for trials, tests, benchmarks.
 //! - [`tools`]: `demo` and `bench`, driven against the simulator.
+//! - [`metrics`]: `/metrics`, `/healthz` and `/readyz` for `run`.
+//! - [`secret`]: a wrapper that keeps secret values out of logs and debug output.
+//! - [`telemetry`]: log lines on stderr, text or JSON, filtered by `RUST_LOG`.
 //! - [`cli`]: the command line.
 // One exception, in oneshot::strict_yaml::check_nesting: libyaml's parser
 // API, driven as yaml_serde drives it.

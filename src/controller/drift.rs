@@ -34,7 +34,9 @@ pub fn banned_again<'a>(recorded: &'a [String], banned: &BTreeSet<&str>) -> Vec<
 
 /// Reads the ban list and takes members found banned again out of
 /// `recorded`. Returns the drift status to report, or why the list could
-/// not be read (the check is then tried again at the next pass).
+/// not be read (the controller tries again one interval after this
+/// attempt, not at the next pass: a failing gateway is not read again
+/// every few seconds).
 pub async fn check(
     client: &ImClient,
     group_id: &str,

@@ -11,11 +11,10 @@ use crate::im::MAX_MEMBERS_PER_CALL;
 /// What one pass over a policy must do.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Plan {
-    /// Each batch is one `unban_group_member` call.
+    /// Each batch is one `unban_group_member` call. (Recorded members no
+    /// longer desired are not the plan's business: `status::prepare` drops
+    /// them from the record before planning; they are never banned again.)
     pub batches: Vec<Vec<String>>,
-    /// Recorded members no longer desired: dropped from the record (they
-    /// are not banned again; if added back they are unbanned again).
-    pub forgotten: Vec<String>,
 }
 
 impl Plan {
@@ -29,10 +28,7 @@ pub fn plan(desired: &[String], recorded: &[String]) -> Plan {
     let desired: BTreeSet<&String> = desired.iter().collect();
     let recorded: BTreeSet<&String> = recorded.iter().collect();
     let missing: Vec<String> = desired.difference(&recorded).map(|m| (*m).clone()).collect();
-    Plan {
-        batches: missing.chunks(MAX_MEMBERS_PER_CALL).map(<[String]>::to_vec).collect(),
-        forgotten: recorded.difference(&desired).map(|m| (*m).clone()).collect(),
-    }
+    Plan { batches: missing.chunks(MAX_MEMBERS_PER_CALL).map(<[String]>::to_vec).collect() }
 }
 
 #[cfg(test)]
@@ -63,10 +59,9 @@ mod tests {
     }
 
     #[test]
-    fn a_member_removed_from_the_spec_leaves_the_record() {
+    fn a_member_removed_from_the_spec_is_not_called() {
         let plan = plan(&names("m", 2), &names("m", 3));
         assert!(plan.batches.is_empty());
-        assert_eq!(plan.forgotten, ["m0002"]);
     }
 
     proptest! {
@@ -88,8 +83,6 @@ mod tests {
             let planned_set: BTreeSet<&String> = planned.iter().copied().collect();
             prop_assert_eq!(planned.len(), planned_set.len(), "a member is doubled");
             prop_assert_eq!(planned_set, missing);
-            let forgotten: BTreeSet<&String> = recorded.iter().filter(|m| !desired.contains(m)).collect();
-            prop_assert_eq!(result.forgotten.iter().collect::<BTreeSet<_>>(), forgotten);
 
             let mut shuffled_desired = desired.clone();
             shuffled_desired.reverse();

@@ -47,6 +47,9 @@ pub struct Cluster {
     pub lease_name: String,
     /// The user name the real API server sees for the operator.
     pub operator_user: Option<String>,
+    /// Set by [`Cluster::cleanup`]; otherwise (a test that failed) the
+    /// namespace is deleted on drop.
+    cleaned: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -91,6 +94,7 @@ impl Cluster {
                 kubeconfig,
                 operator_user: None,
                 lease_name,
+                cleaned: false,
                 _dir: dir,
             };
         }
@@ -125,6 +129,7 @@ impl Cluster {
                 lease_namespace: release.namespace.clone(),
                 operator_user: Some(release.user()),
                 lease_name,
+                cleaned: false,
                 _dir: dir,
             };
         }
@@ -153,6 +158,7 @@ impl Cluster {
             lease_namespace: "e2e".into(),
             operator_user: None,
             lease_name,
+            cleaned: false,
             _dir: dir,
         }
     }
@@ -249,7 +255,7 @@ impl Cluster {
             .collect()
     }
 
-    pub async fn cleanup(self) {
+    pub async fn cleanup(mut self) {
         // A real server's namespace deletion never finishes without a
         // controller-manager; the request is enough (the objects go with
         // the control plane at the end of the run).
@@ -257,9 +263,34 @@ impl Cluster {
             let namespaces: Api<Namespace> = Api::all(self.client.clone());
             let _ = namespaces.delete(&self.namespace, &DeleteParams::default()).await;
         }
-        if let Some(fake) = self.fake {
+        if let Some(fake) = self.fake.take() {
             fake.stop().await;
         }
+        self.cleaned = true;
+    }
+}
+
+impl Drop for Cluster {
+    /// A test that failed (panicked before `cleanup`) leaves no namespace
+    /// behind on a real cluster: deleted from a thread of its own, with a
+    /// client of its own (the test's runtime is going away).
+    fn drop(&mut self) {
+        if self.cleaned || self.fake.is_some() {
+            return;
+        }
+        let (kubeconfig, namespace) = (self.kubeconfig.clone(), self.namespace.clone());
+        let deleting = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            runtime.block_on(async move {
+                let client = client_from(&kubeconfig).await;
+                let namespaces: Api<Namespace> = Api::all(client);
+                let params = DeleteParams::default();
+                let _ = tokio::time::timeout(Duration::from_secs(10), namespaces.delete(&namespace, &params)).await;
+            });
+        });
+        let _ = deleting.join();
     }
 }
 
