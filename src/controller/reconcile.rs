@@ -69,6 +69,21 @@ pub fn policy_key(policy: &GroupBanPolicy) -> String {
 
 /// [`reconcile_once`], counted and timed in the controller-runtime metrics.
 pub async fn reconcile(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    // kube-runtime takes the object from the cache when it dispatches the
+    // reconcile, which may be a moment before this first runs; the echo of
+    // our last status write can land in between (and clear what the echo
+    // wait looks for). Seen on a real API server: dispatched with the
+    // creation version, the echo arrived, and the pass called again. When
+    // the cache now shows our last write, start from it.
+    let key = policy_key(&policy);
+    let policy = match (ctx.policies.get(&ObjectRef::from_obj(policy.as_ref())), ctx.echoes.last_written(&key)) {
+        (Some(now), Some(ours))
+            if now.uid() == policy.uid() && now.resource_version().as_deref() == Some(ours.as_str()) =>
+        {
+            now
+        }
+        _ => policy,
+    };
     if ctx.echoes.awaited(&policy_key(&policy), policy.resource_version().as_deref()) {
         // The cache has not caught up with our last status write: a pass
         // now would call again for the members it recorded. Not counted as
