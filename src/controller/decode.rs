@@ -12,7 +12,6 @@
 
 use kube::api::DynamicObject;
 use kube::runtime::watcher;
-use serde::Deserialize;
 
 use crate::crd::{GroupBanPolicy, GroupBanPolicySpec, GroupBanPolicyStatus};
 
@@ -72,12 +71,6 @@ pub fn decode(object: DynamicObject) -> Result<GroupBanPolicy, Box<Undecodable>>
         }
     };
     Ok(GroupBanPolicy { metadata, spec, status })
-}
-
-/// True when the object's spec decodes (its status aside).
-pub fn spec_decodes(object: &DynamicObject) -> bool {
-    let spec = object.data.get("spec").unwrap_or(&serde_json::Value::Null);
-    GroupBanPolicySpec::deserialize(spec).is_ok()
 }
 
 /// "spec.FIELD: what is wrong", from serde's message without the input

@@ -417,23 +417,27 @@ async fn run_term(client: &Client, options: &RunOptions, stopped: watch::Receive
         .default_backoff()
         .filter_map(move |event| {
             let decoded = event.map(|event| {
-                // What was reported unreadable is forgotten when the object
-                // is really deleted or reads well again; not on the Delete
-                // that a breaking update becomes (below), or the echo of
-                // our own status write would report it a second time.
-                let readable_or_gone = match &event {
-                    watcher::Event::Delete(object) => object.metadata.uid.clone(),
-                    watcher::Event::Apply(object) | watcher::Event::InitApply(object) => {
-                        object.metadata.uid.clone().filter(|_| decode::spec_decodes(object))
-                    }
-                    watcher::Event::Init | watcher::Event::InitDone => None,
-                };
-                if let Some(uid) = readable_or_gone {
-                    reporting.undecodable.lock().unwrap_or_else(|e| e.into_inner()).remove(&uid);
-                }
                 let (event, bad) = decode::decode_event(event);
-                if let Some(bad) = bad {
-                    reporting.report_undecodable(bad);
+                match (&event, bad) {
+                    (_, Some(bad)) => reporting.report_undecodable(bad),
+                    // What was reported unreadable is forgotten when the
+                    // object reads well again or is really deleted; not on
+                    // the Delete that a breaking update becomes (it comes
+                    // with `bad`), or the echo of our own status write
+                    // would report it a second time.
+                    (
+                        Some(
+                            watcher::Event::Apply(policy)
+                            | watcher::Event::InitApply(policy)
+                            | watcher::Event::Delete(policy),
+                        ),
+                        None,
+                    ) => {
+                        if let Some(uid) = &policy.metadata.uid {
+                            reporting.undecodable.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+                        }
+                    }
+                    _ => {}
                 }
                 event
             });
