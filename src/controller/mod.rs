@@ -251,7 +251,7 @@ impl Context {
             }
             match status_writer::write_status_at(&api, &bad.name, &status, still_bad.resource_version.as_deref()).await
             {
-                Ok(()) => return,
+                Ok(_) => return,
                 // Written to meanwhile: read again and decide again.
                 Err(kube::Error::Api(answer)) if answer.code == 409 => continue,
                 Err(error) => {

@@ -94,11 +94,9 @@ pub async fn write_status(
     status: &GroupBanPolicyStatus,
     written: &(dyn Fn(String) + Sync),
 ) -> Result<Written, kube::Error> {
-    let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut conflicts = 0;
     loop {
-        let patch = status_patch(status, target.version().as_deref());
-        match api.patch_status(&target.name, &params, &Patch::Apply(patch)).await {
+        match write_status_at(api, &target.name, status, target.version().as_deref()).await {
             Ok(object) => {
                 target.set_version(object.metadata.resource_version.clone());
                 if let Some(version) = object.metadata.resource_version {
@@ -116,35 +114,29 @@ pub async fn write_status(
                 }
             }
             Err(kube::Error::Api(answer)) if answer.code == 404 => return Ok(Written::ObjectReplaced),
-            Err(error) => {
-                if is_forbidden(&error) {
-                    crate::metrics::global().observe_forbidden(STATUS_WRITE.0, STATUS_WRITE.1);
-                }
-                return Err(error);
-            }
+            Err(error) => return Err(error),
         }
     }
 }
 
 /// One status write at `resource_version` (when given), no conflict
-/// handling: for a caller that recomputes the status from a fresh read
-/// on a conflict rather than resending it.
+/// handling: [`write_status`]'s attempt, and the whole write for a caller
+/// that recomputes the status from a fresh read on a conflict rather than
+/// resending it. A write RBAC refuses is counted here.
 pub async fn write_status_at(
     api: &Api<DynamicObject>,
     name: &str,
     status: &GroupBanPolicyStatus,
     resource_version: Option<&str>,
-) -> Result<(), kube::Error> {
+) -> Result<DynamicObject, kube::Error> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    match api.patch_status(name, &params, &Patch::Apply(status_patch(status, resource_version))).await {
-        Ok(_) => Ok(()),
-        Err(error) => {
-            if is_forbidden(&error) {
-                crate::metrics::global().observe_forbidden(STATUS_WRITE.0, STATUS_WRITE.1);
-            }
-            Err(error)
-        }
+    let result = api.patch_status(name, &params, &Patch::Apply(status_patch(status, resource_version))).await;
+    if let Err(error) = &result
+        && is_forbidden(error)
+    {
+        crate::metrics::global().observe_forbidden(STATUS_WRITE.0, STATUS_WRITE.1);
     }
+    result
 }
 
 /// The API that status writes go through: untyped, so that an answer
