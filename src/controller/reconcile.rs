@@ -76,23 +76,20 @@ pub async fn reconcile(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Result
     // creation version, the echo arrived, and the pass called again. When
     // the cache now shows our last write, start from it.
     let key = policy_key(&policy);
-    let policy = match (ctx.policies.get(&ObjectRef::from_obj(policy.as_ref())), ctx.echoes.last_written(&key)) {
-        (Some(now), Some(ours))
-            if now.uid() == policy.uid() && now.resource_version().as_deref() == Some(ours.as_str()) =>
-        {
-            now
-        }
+    let ours = ctx.echoes.last_written(&key);
+    let policy = match (ctx.policies.get(&ObjectRef::from_obj(policy.as_ref())), &ours) {
+        (Some(now), Some(ours)) if now.uid() == policy.uid() && now.resource_version().as_ref() == Some(ours) => now,
         _ => policy,
     };
-    if ctx.echoes.awaited(&policy_key(&policy), policy.resource_version().as_deref()) {
+    if ctx.echoes.awaited(&key, policy.resource_version().as_deref()) {
         // The cache has not caught up with our last status write: a pass
         // now would call again for the members it recorded. Not counted as
         // a reconcile.
-        debug!(policy = %policy_key(&policy), version = ?policy.resource_version(), "Waiting for the echo of our status write");
+        debug!(policy = %key, version = ?policy.resource_version(), "Waiting for the echo of our status write");
         return Ok(Action::requeue(Duration::from_millis(250)));
     }
     let started = std::time::Instant::now();
-    let policy = match fresh_if_cache_differs(policy, &ctx).await {
+    let policy = match fresh_if_cache_differs(policy, &key, ours.as_deref(), &ctx).await {
         Ok(Some(policy)) => policy,
         // Gone, made again, or unreadable: the watch brings that news.
         Ok(None) => return Ok(Action::await_change()),
@@ -118,28 +115,29 @@ pub async fn reconcile(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Result
 }
 
 /// The policy to reconcile: the cached one, unless it shows another
-/// version than our last status write to it (see
+/// version than `ours`, our last status write to it (see
 /// [`super::status_writer::PendingEchoes::last_written`]); then the API
 /// server's own, read afresh, so that a pass never plans from a record
 /// older than one we wrote. `None` when that read finds the policy gone,
 /// made again (another uid) or unreadable.
 async fn fresh_if_cache_differs(
     policy: Arc<GroupBanPolicy>,
+    key: &str,
+    ours: Option<&str>,
     ctx: &Context,
 ) -> Result<Option<Arc<GroupBanPolicy>>, ReconcileError> {
-    let key = policy_key(&policy);
-    let Some(ours) = ctx.echoes.last_written(&key) else {
+    let Some(ours) = ours else {
         return Ok(Some(policy));
     };
-    if policy.resource_version().as_deref() == Some(ours.as_str()) {
+    if policy.resource_version().as_deref() == Some(ours) {
         return Ok(Some(policy));
     }
-    let namespace = policy.namespace().ok_or_else(|| ReconcileError::NotNamespaced(key.clone()))?;
+    let namespace = policy.namespace().ok_or_else(|| ReconcileError::NotNamespaced(key.to_string()))?;
     let api = status_api(ctx.client.clone(), &namespace);
     let fresh = api
         .get_opt(&policy.name_any())
         .await
-        .map_err(|source| ReconcileError::ReadPolicy { policy: key.clone(), source })?;
+        .map_err(|source| ReconcileError::ReadPolicy { policy: key.to_string(), source })?;
     debug!(policy = %key, cached = ?policy.resource_version(), ours = %ours, fresh = ?fresh.as_ref().and_then(|f| f.metadata.resource_version.clone()), "Read the policy afresh");
     Ok(fresh
         .filter(|fresh| fresh.metadata.uid == policy.metadata.uid)
