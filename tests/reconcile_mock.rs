@@ -110,6 +110,14 @@ fn answer(send: SendResponse<Response<Body>>, body: &Value) {
     send.send_response(Response::builder().body(Body::from(serde_json::to_vec(body).unwrap())).unwrap());
 }
 
+/// Answers with the API server's Status for `code`.
+fn fail(send: SendResponse<Response<Body>>, code: u16, reason: &str) {
+    let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "reason": reason});
+    send.send_response(
+        Response::builder().status(code).body(Body::from(serde_json::to_vec(&status).unwrap())).unwrap(),
+    );
+}
+
 /// Timestamps are the clock's; everything else in a status is exact.
 fn without_times(mut value: Value) -> Value {
     match &mut value {
@@ -353,12 +361,7 @@ async fn a_reconcile_that_outlives_its_policy_leaves_nothing_behind() {
         let reconcile = tokio::spawn(reconcile::reconcile(policy(2, None), ctx.clone()));
         let (request, _, send) = next(&mut handle).await;
         assert_eq!(request.uri().path(), "/api/v1/namespaces/team/secrets/groupban-credentials");
-        send.send_response(
-            Response::builder()
-                .status(500)
-                .body(Body::from(br#"{"kind":"Status","apiVersion":"v1","status":"Failure","code":500}"#.to_vec()))
-                .unwrap(),
-        );
+        fail(send, 500, "InternalError");
         // The policy's status says why before the error takes the backoff
         // path. The write is answered 404 in both deleted cases (a
         // re-created policy would draw a 409 and a re-read first; the
@@ -376,15 +379,7 @@ async fn a_reconcile_that_outlives_its_policy_leaves_nothing_behind() {
             "{ready}"
         );
         if deleted {
-            send.send_response(
-                Response::builder()
-                    .status(404)
-                    .body(Body::from(
-                        br#"{"kind":"Status","apiVersion":"v1","status":"Failure","code":404,"reason":"NotFound"}"#
-                            .to_vec(),
-                    ))
-                    .unwrap(),
-            );
+            fail(send, 404, "NotFound");
         } else {
             answer(
                 send,
@@ -491,12 +486,7 @@ async fn a_secret_blip_leaves_a_stalled_policy_as_it_was() {
     let reconcile = tokio::spawn(reconcile::reconcile(policy(2, Some(stalled)), ctx.clone()));
     let (request, _, send) = next(&mut handle).await;
     assert_eq!(request.uri().path(), "/api/v1/namespaces/team/secrets/groupban-credentials");
-    send.send_response(
-        Response::builder()
-            .status(500)
-            .body(Body::from(br#"{"kind":"Status","apiVersion":"v1","status":"Failure","code":500}"#.to_vec()))
-            .unwrap(),
-    );
+    fail(send, 500, "InternalError");
     assert_eq!(reconcile.await.unwrap().unwrap_err().category(), "ReadSecret");
     expect_nothing_more(&mut handle).await;
 }
