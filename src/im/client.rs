@@ -456,6 +456,9 @@ impl ImClient {
                 budget_answers += 1;
                 limiter.note_budget_answer(tokio::time::Instant::now());
             }
+            // A re-sign is routine (a UserSig past its time), not a failure
+            // a caller is told about.
+            let mut resigning = false;
             let (retry_after, why) = match &result {
                 Err(error) => (Some(policy.backoff(attempts, 1)), error.to_string()),
                 Ok((answer, _)) => {
@@ -465,7 +468,7 @@ impl ImClient {
                         CodeClass::Success | CodeClass::Terminal => (None, why),
                         CodeClass::SignatureExpired if !resigned => {
                             // Sign anew and retry at once, even on the last attempt.
-                            resigned = true;
+                            (resigned, resigning) = (true, true);
                             self.invalidate_usersig();
                             (Some(Duration::ZERO), why)
                         }
@@ -487,11 +490,7 @@ impl ImClient {
             match retry_after {
                 Some(delay) if budget_used < policy.max_attempts => {
                     debug!(command = command.name(), attempt = attempts, reason = %why, retry_in_ms = delay.as_millis() as u64, "Retrying IM call");
-                    // A re-sign is routine (a UserSig past its time), not a failure to show.
-                    let resign = resigned
-                        && delay.is_zero()
-                        && code.is_some_and(|c| codes::lookup(c).class == CodeClass::SignatureExpired);
-                    if let Some(on_retry) = on_retry.filter(|_| !resign) {
+                    if let Some(on_retry) = on_retry.filter(|_| !resigning) {
                         on_retry(&RetryNotice {
                             attempt: attempts,
                             error_code: code,
