@@ -378,7 +378,7 @@ async fn run_controller(args: RunArgs) -> Result<ExitCode, Failure> {
         ..Default::default()
     };
     if let Some(addr) = args.metrics_bind_address {
-        let bound = crate::metrics::serve(addr, options.health.clone())
+        let bound = crate::metrics::serve(addr, options.metrics.clone(), options.health.clone())
             .await
             .map_err(|e| Failure::InvalidInput(format!("cannot serve metrics on {addr}: {e}")))?;
         tracing::info!(addr = %bound, "Serving /metrics, /healthz and /readyz");
@@ -396,7 +396,7 @@ async fn run_controller(args: RunArgs) -> Result<ExitCode, Failure> {
         let _ = first_signal.await;
     });
     tokio::select! {
-        result = controller => result.map(|()| ExitCode::SUCCESS).map_err(Failure::Failed),
+        result = controller => result.map(|()| ExitCode::SUCCESS).map_err(|e| Failure::Failed(e.into())),
         Ok(()) = second_signal => {
             tracing::warn!("Second signal: exiting now; answers of calls in flight are not recorded");
             Ok(ExitCode::from(130))

@@ -10,12 +10,15 @@
 //! waited on the rate limiter, members by state, policies by condition,
 //! policies retrying on their backoff, build info.
 //!
-//! One process-wide set ([`global`]): the IM client records into it
-//! wherever it runs, and recording costs an atomic add when nobody scrapes.
+//! `run` makes one [`Metrics`] and hands it to whatever records: the IM
+//! client receives it as its [`CallObserver`], the controller through its
+//! context. Nothing here is process-wide, so a test can make its own set
+//! and see only what it recorded. Recording costs an atomic add when
+//! nobody scrapes.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -23,7 +26,6 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use kube::runtime::reflector::Store;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -31,8 +33,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::crd::{GroupBanPolicy, condition_types};
-use crate::engine::status::find_condition;
+use crate::im::CallObserver;
 
 /// The `controller` label of the controller-runtime metrics.
 pub const CONTROLLER_LABEL: &str = "groupbanpolicy";
@@ -113,8 +114,14 @@ pub struct Metrics {
     registry: Registry,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Metrics {
-    fn new() -> Self {
+    pub fn new() -> Self {
         let seconds = || Histogram::new(exponential_buckets(0.005, 2.0, 14));
         let mut metrics = Self {
             registry: Registry::default(),
@@ -227,39 +234,22 @@ impl Metrics {
         self.policies.clear();
         self.retrying.set(0);
     }
+}
 
-    /// Sets the member and policy gauges from the watched policies.
-    /// `groupban_policies{condition="Suspended"}` counts `spec.suspend`.
-    pub fn count_policies(&self, policies: &[Arc<GroupBanPolicy>]) {
-        let (mut desired, mut unbanned, mut failed, mut suspended) = (0, 0, 0, 0);
-        let conditions = [condition_types::READY, condition_types::RECONCILING, condition_types::STALLED];
-        let mut true_counts = [0i64; 3];
-        for policy in policies {
-            desired += policy.spec.unbanned_members.len() as i64;
-            suspended += i64::from(policy.spec.suspend == Some(true));
-            let Some(status) = &policy.status else { continue };
-            unbanned += status.unbanned_members.len() as i64;
-            failed += status.summary.as_ref().map_or(0, |s| i64::from(s.failed));
-            for (count, condition) in true_counts.iter_mut().zip(conditions) {
-                if find_condition(status, condition).is_some_and(|c| c.status == "True") {
-                    *count += 1;
-                }
-            }
-        }
-        for (state, value) in [("desired", desired), ("unbanned", unbanned), ("failed", failed)] {
-            self.members.get_or_create(&StateLabels { state }).set(value);
-        }
-        for (condition, value) in conditions.into_iter().zip(true_counts).chain([("Suspended", suspended)]) {
-            self.policies.get_or_create(&ConditionLabels { condition }).set(value);
-        }
+/// The IM client's attempts, by API and ErrorCode, and its waits.
+impl CallObserver for Metrics {
+    fn limiter_waited(&self, api: &'static str, waited: Duration) {
+        self.observe_limiter_wait(api, waited);
+    }
+
+    fn attempt_ended(&self, api: &'static str, error_code: Option<i64>, took: Duration) {
+        self.observe_call(api, error_code, took);
     }
 }
 
-/// The process's metrics.
-pub fn global() -> &'static Metrics {
-    static METRICS: OnceLock<Metrics> = OnceLock::new();
-    METRICS.get_or_init(Metrics::new)
-}
+/// Brings gauges up to date just before a scrape (the controller counts
+/// the policies in its cache).
+pub type ScrapeHook = Box<dyn Fn(&Metrics) + Send + Sync>;
 
 /// What the probes and the scrape need to know about the controller.
 #[derive(Default)]
@@ -267,8 +257,8 @@ pub struct Health {
     /// Set once this process can do its job: the standby once it has joined
     /// the election, the leader once its caches have synced.
     ready: AtomicBool,
-    /// The leader's policy cache, for the member and policy gauges.
-    policies: Mutex<Option<Store<GroupBanPolicy>>>,
+    /// Run before each scrape: the leader counts its policies.
+    before_scrape: Mutex<Option<ScrapeHook>>,
     /// What the process waits for while not ready, for `/readyz`'s body.
     waiting_for: Mutex<Option<String>>,
 }
@@ -283,17 +273,16 @@ impl Health {
         *self.waiting_for.lock().unwrap_or_else(|e| e.into_inner()) = what;
     }
 
-    pub fn set_policies(&self, store: Option<Store<GroupBanPolicy>>) {
-        *self.policies.lock().unwrap_or_else(|e| e.into_inner()) = store;
+    /// Sets (or, with `None`, drops) what runs before each scrape.
+    pub fn set_before_scrape(&self, hook: Option<ScrapeHook>) {
+        *self.before_scrape.lock().unwrap_or_else(|e| e.into_inner()) = hook;
     }
 }
 
 /// The OpenMetrics text of every metric.
-pub fn render(health: &Health) -> String {
-    let metrics = global();
-    let store = health.policies.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    if let Some(store) = store {
-        metrics.count_policies(&store.state());
+pub fn render(metrics: &Metrics, health: &Health) -> String {
+    if let Some(hook) = health.before_scrape.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        hook(metrics);
     }
     let mut text = String::new();
     // Writing to a String cannot fail.
@@ -304,7 +293,7 @@ pub fn render(health: &Health) -> String {
 /// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until the process
 /// ends. Returns the address actually bound (`:0` picks a port). `[::]`
 /// (what `:8080` means) falls back to `0.0.0.0` on a host without IPv6.
-pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> std::io::Result<SocketAddr> {
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, health: Arc<Health>) -> std::io::Result<SocketAddr> {
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Err(_) if addr.ip() == std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) => {
             tokio::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, addr.port())).await?
@@ -316,7 +305,7 @@ pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> std::io::Result<Soc
         .route("/metrics", get(scrape))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
-        .with_state(health);
+        .with_state(Served { metrics, health });
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             tracing::error!(%error, "The metrics and probe server stopped");
@@ -325,14 +314,21 @@ pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> std::io::Result<Soc
     Ok(bound)
 }
 
-async fn scrape(State(health): State<Arc<Health>>) -> impl IntoResponse {
-    let text = render(&health);
+/// What the server's routes read.
+#[derive(Clone)]
+struct Served {
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+}
+
+async fn scrape(State(served): State<Served>) -> impl IntoResponse {
+    let text = render(&served.metrics, &served.health);
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
 }
 
 /// Not ready while something is waited for (it says what), whatever else
 /// says ready (a leader election round, say); then ready as set.
-async fn ready(State(health): State<Arc<Health>>) -> impl IntoResponse {
+async fn ready(State(Served { health, .. }): State<Served>) -> impl IntoResponse {
     let waiting = health.waiting_for.lock().unwrap_or_else(|e| e.into_inner()).clone();
     match waiting {
         Some(what) => (StatusCode::SERVICE_UNAVAILABLE, what),
@@ -347,12 +343,12 @@ mod tests {
 
     #[test]
     fn metrics_render_with_controller_runtime_names() {
-        let metrics = global();
+        let metrics = Metrics::new();
         metrics.observe_call("unban_group_member", Some(0), Duration::from_millis(20));
         metrics.observe_call("unban_group_member", None, Duration::from_millis(20));
         metrics.observe_reconcile(false, Duration::from_millis(5));
         metrics.set_leader("groupban-operator", true);
-        let text = render(&Health::default());
+        let text = render(&metrics, &Health::default());
         for expected in [
             "groupban_im_calls_total{api=\"unban_group_member\",error_code=\"0\"} ",
             "groupban_im_calls_total{api=\"unban_group_member\",error_code=\"none\"} ",
@@ -367,5 +363,22 @@ mod tests {
         ] {
             assert!(text.contains(expected), "{expected} missing from:\n{text}");
         }
+    }
+
+    /// Each set counts only what was recorded into it, and a scrape runs
+    /// the hook the controller set, with the set being scraped.
+    #[test]
+    fn sets_are_independent_and_the_scrape_hook_sees_its_own() {
+        let (one, other) = (Metrics::new(), Metrics::new());
+        one.attempt_ended("unban_group_member", Some(10010), Duration::from_millis(3));
+        let health = Health::default();
+        health.set_before_scrape(Some(Box::new(|metrics: &Metrics| {
+            metrics.retrying.set(7);
+        })));
+        let (one_text, other_text) = (render(&one, &health), render(&other, &Health::default()));
+        assert!(one_text.contains("error_code=\"10010\"} 1"), "{one_text}");
+        assert!(!other_text.contains("10010"), "{other_text}");
+        assert!(one_text.contains("groupban_policies_retrying 7"), "{one_text}");
+        assert!(other_text.contains("groupban_policies_retrying 0"), "{other_text}");
     }
 }

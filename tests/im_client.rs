@@ -335,3 +335,26 @@ async fn a_stop_while_waiting_reports_the_last_answer_and_never_drops_one() {
     assert!(queued.await.unwrap().is_none(), "stopped before its first request");
     assert_eq!(logged_codes(&sim.base_url()).await, [Some(10002)]);
 }
+
+/// The client records every attempt into the observer it was given, and
+/// only there: a second set of metrics sees nothing of it.
+#[tokio::test]
+async fn attempts_are_recorded_into_the_injected_metrics_only() {
+    use groupban_operator::metrics::{Health, Metrics, render};
+    let sim = start(config(ROOM)).await;
+    let (ours, other) = (Arc::new(Metrics::new()), Metrics::new());
+    let settings = ClientSettings { observer: ours.clone(), ..quick_settings() };
+    let client = client_for(&sim.base_url(), credentials(ADMIN, KEY), settings, 200);
+    assert_eq!(client.unban_group_member("room", &["alice".into()]).await.error_code(), Some(0));
+    assert_eq!(client.unban_group_member("pub", &["alice".into()]).await.error_code(), Some(10004));
+    let text = render(&ours, &Health::default());
+    for expected in [
+        "groupban_im_calls_total{api=\"unban_group_member\",error_code=\"0\"} 1",
+        "groupban_im_calls_total{api=\"unban_group_member\",error_code=\"10004\"} 1",
+        "groupban_im_call_duration_seconds_count{api=\"unban_group_member\"} 2",
+        "groupban_rate_limiter_wait_seconds_total{api=\"unban_group_member\"} ",
+    ] {
+        assert!(text.contains(expected), "{expected} missing from:\n{text}");
+    }
+    assert!(!render(&other, &Health::default()).contains("groupban_im_calls_total{"), "another set saw the calls");
+}

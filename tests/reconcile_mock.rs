@@ -9,16 +9,11 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use groupban_operator::controller::backoff::Backoffs;
-use groupban_operator::controller::events::EventRecorders;
 use groupban_operator::controller::{Context, RunOptions, reconcile};
 use groupban_operator::crd::GroupBanPolicy;
-use groupban_operator::engine::clients::ClientPool;
-use groupban_operator::im::RateLimit;
 use http::{Request, Response};
 use kube::Client;
 use kube::client::Body;
-use kube::runtime::events::Reporter;
 use kube::runtime::{reflector, watcher};
 use serde_json::{Value, json};
 use support::*;
@@ -44,22 +39,7 @@ fn context_with(client: Client, cached: &[Arc<GroupBanPolicy>]) -> Arc<Context> 
         ..RunOptions::default()
     };
     let (_, shutdown) = tokio::sync::watch::channel(false);
-    Arc::new(Context {
-        pool: ClientPool::new(RateLimit::per_second(200), options.client.clone()).unwrap(),
-        recorders: EventRecorders::new(
-            client.clone(),
-            Reporter { controller: "groupban-operator".into(), instance: None },
-        ),
-        backoffs: Backoffs::new(options.backoff),
-        options,
-        shutdown,
-        drift_attempts: Default::default(),
-        policies,
-        echoes: Default::default(),
-        passes: Default::default(),
-        undecodable: Default::default(),
-        client,
-    })
+    Arc::new(Context::new(client, options, policies, shutdown).unwrap())
 }
 
 fn policy(members: usize, status: Option<Value>) -> Arc<GroupBanPolicy> {
@@ -326,16 +306,16 @@ async fn a_deleted_policy_is_forgotten() {
     let (service, _handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let ctx = context(Client::new(service, "default"));
     for key in ["team/a", "team/b", "team/c"] {
-        ctx.backoffs.next_delay(key);
-        ctx.drift_attempts.lock().unwrap().insert(key.to_string(), k8s_openapi::jiff::Timestamp::now());
+        ctx.memory.backoff_after_failure(key);
+        ctx.memory.drift_attempted(key, k8s_openapi::jiff::Timestamp::now());
     }
     ctx.forget_policy("team/a");
-    assert_eq!(ctx.backoffs.len(), 2);
+    assert_eq!(ctx.memory.retrying(), 2);
+    assert!(!ctx.memory.remembers("team/a"));
     ctx.forget_policies_except(&["team/b".to_string()].into());
-    assert_eq!(ctx.backoffs.len(), 1);
-    let remembered: Vec<String> = ctx.drift_attempts.lock().unwrap().keys().cloned().collect();
-    assert_eq!(remembered, ["team/b"]);
-    assert!(ctx.backoffs.next_delay("team/b") >= ctx.options.backoff.base, "team/b kept its count");
+    assert_eq!(ctx.memory.retrying(), 1);
+    assert!(ctx.memory.remembers("team/b") && !ctx.memory.remembers("team/c"));
+    assert!(ctx.memory.backoff_after_failure("team/b") >= ctx.options.backoff.base, "team/b kept its count");
 }
 
 /// A policy deleted while its reconcile ran (here: before the Secret read
@@ -357,7 +337,7 @@ async fn a_reconcile_that_outlives_its_policy_leaves_nothing_behind() {
             .collect();
         let ctx = context_with(Client::new(service, "default"), &cached);
         // An earlier failure, still counted.
-        ctx.backoffs.next_delay("team/p");
+        ctx.memory.backoff_after_failure("team/p");
         let reconcile = tokio::spawn(reconcile::reconcile(policy(2, None), ctx.clone()));
         let (request, _, send) = next(&mut handle).await;
         assert_eq!(request.uri().path(), "/api/v1/namespaces/team/secrets/groupban-credentials");
@@ -392,7 +372,7 @@ async fn a_reconcile_that_outlives_its_policy_leaves_nothing_behind() {
         } else {
             assert_eq!(result.unwrap_err().category(), "ReadSecret");
         }
-        assert_eq!(ctx.backoffs.len(), if deleted { 0 } else { 1 });
+        assert_eq!(ctx.memory.retrying(), if deleted { 0 } else { 1 });
         expect_nothing_more(&mut handle).await;
 
         // The error policy, which kube-runtime runs after the reconcile
@@ -401,7 +381,7 @@ async fn a_reconcile_that_outlives_its_policy_leaves_nothing_behind() {
         let action = reconcile::error_policy(policy(2, None), &error, ctx.clone());
         let await_change = kube::runtime::controller::Action::await_change();
         assert_eq!(action == await_change, deleted, "{action:?}");
-        assert_eq!(ctx.backoffs.len(), if deleted { 0 } else { 1 });
+        assert_eq!(ctx.memory.retrying(), if deleted { 0 } else { 1 });
     }
 }
 
@@ -447,7 +427,7 @@ async fn a_reconcile_waits_for_the_echo_of_the_last_status_write() {
     assert!(reconcile.await.unwrap().is_ok());
     expect_nothing_more(&mut handle).await;
     assert_eq!(calls().await, 1);
-    assert!(ctx.echoes.is_empty());
+    assert_eq!(ctx.memory.pending_echoes(), 0);
 
     // The echo came and went, then the cache went back to version 7 (a
     // relist served from before our write): the policy is read afresh
@@ -506,8 +486,8 @@ async fn a_reconcile_dispatched_before_our_echo_starts_from_the_echo() {
     let mut echoed = GroupBanPolicy::clone(&policy(5, Some(written)));
     echoed.metadata.resource_version = Some("8".into());
     let ctx = context_with(Client::new(service, "default"), &[Arc::new(echoed)]);
-    ctx.echoes.wrote("team/p", "8".into(), || Some("8".into()));
-    assert!(ctx.echoes.is_empty(), "the echo was seen");
+    ctx.memory.wrote_status("team/p", "8".into(), || Some("8".into()));
+    assert_eq!(ctx.memory.pending_echoes(), 0, "the echo was seen");
 
     // Dispatched with version 7, before the write.
     let reconcile = tokio::spawn(reconcile::reconcile(policy(5, None), ctx.clone()));

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
 use rand::Rng;
 
 /// Doubling delays with jitter, from `base` up to `max`.
@@ -38,11 +39,13 @@ impl BackoffPolicy {
 pub struct Backoffs {
     policy: BackoffPolicy,
     failures: Mutex<HashMap<String, u32>>,
+    /// Set to how many policies have a backoff in progress.
+    retrying: Gauge,
 }
 
 impl Backoffs {
-    pub fn new(policy: BackoffPolicy) -> Self {
-        Self { policy, failures: Mutex::new(HashMap::new()) }
+    pub fn new(policy: BackoffPolicy, retrying: Gauge) -> Self {
+        Self { policy, failures: Mutex::new(HashMap::new()), retrying }
     }
 
     /// Counts one more failed pass of `key` and returns how long to wait.
@@ -68,7 +71,7 @@ impl Backoffs {
     fn change<T>(&self, change: impl FnOnce(&mut HashMap<String, u32>) -> T) -> T {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         let result = change(&mut failures);
-        crate::metrics::global().retrying.set(failures.len() as i64);
+        self.retrying.set(failures.len() as i64);
         result
     }
 
@@ -79,6 +82,11 @@ impl Backoffs {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// True while `key` has a backoff in progress.
+    pub fn has(&self, key: &str) -> bool {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner()).contains_key(key)
     }
 }
 
@@ -101,12 +109,17 @@ mod tests {
     /// Each policy backs off on its own; success starts it over.
     #[test]
     fn backoff_is_per_policy_and_resets() {
-        let backoffs = Backoffs::new(BackoffPolicy { base: Duration::from_secs(1), max: Duration::from_secs(60) });
+        let retrying = Gauge::default();
+        let backoffs = Backoffs::new(
+            BackoffPolicy { base: Duration::from_secs(1), max: Duration::from_secs(60) },
+            retrying.clone(),
+        );
         for _ in 0..4 {
             backoffs.next_delay("ns/a");
         }
         assert!(backoffs.next_delay("ns/a") >= Duration::from_secs(8), "fifth failure: 16 s with jitter");
         assert!(backoffs.next_delay("ns/b") <= Duration::from_secs(1), "another policy starts at the base");
+        assert_eq!(retrying.get(), 2, "the gauge counts policies, not failures");
         backoffs.reset("ns/a");
         assert!(backoffs.next_delay("ns/a") <= Duration::from_secs(1));
         backoffs.reset("ns/a");

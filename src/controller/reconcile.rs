@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::DynamicObject;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
@@ -21,7 +20,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, instrument, warn};
 
 use super::passes::PassFor;
-use super::status_writer::{StatusTarget, Written, is_forbidden, publish_progress, status_api, write_status};
+use super::status_writer::{StatusApi, StatusTarget, Written, is_forbidden, publish_progress, write_status};
 use super::triggers::{SecretKey, credentials_secret};
 use super::{Context, drift, events};
 use crate::crd::{DriftStatus, GroupBanPolicy, GroupBanPolicyStatus, RECONCILE_REQUESTED_AT, condition_types, reasons};
@@ -76,12 +75,12 @@ pub async fn reconcile(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Result
     // creation version, the echo arrived, and the pass called again. When
     // the cache now shows our last write, start from it.
     let key = policy_key(&policy);
-    let ours = ctx.echoes.last_written(&key);
+    let ours = ctx.memory.last_written(&key);
     let policy = match (ctx.policies.get(&ObjectRef::from_obj(policy.as_ref())), &ours) {
         (Some(now), Some(ours)) if now.uid() == policy.uid() && now.resource_version().as_ref() == Some(ours) => now,
         _ => policy,
     };
-    if ctx.echoes.awaited(&key, policy.resource_version().as_deref()) {
+    if ctx.memory.awaits_echo(&key, policy.resource_version().as_deref()) {
         // The cache has not caught up with our last status write: a pass
         // now would call again for the members it recorded. Not counted as
         // a reconcile.
@@ -94,7 +93,7 @@ pub async fn reconcile(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Result
         // Gone, made again, or unreadable: the watch brings that news.
         Ok(None) => return Ok(Action::await_change()),
         Err(error) => {
-            crate::metrics::global().observe_reconcile(false, started.elapsed());
+            ctx.metrics.observe_reconcile(false, started.elapsed());
             return Err(error);
         }
     };
@@ -110,7 +109,7 @@ pub async fn reconcile(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Result
         }
         result = Ok(Action::await_change());
     }
-    crate::metrics::global().observe_reconcile(result.is_ok(), started.elapsed());
+    ctx.metrics.observe_reconcile(result.is_ok(), started.elapsed());
     result
 }
 
@@ -133,7 +132,7 @@ async fn fresh_if_cache_differs(
         return Ok(Some(policy));
     }
     let namespace = policy.namespace().ok_or_else(|| ReconcileError::NotNamespaced(key.to_string()))?;
-    let api = status_api(ctx.client.clone(), &namespace);
+    let api = StatusApi::new(ctx.client.clone(), &namespace, ctx.metrics.clone());
     let fresh = api
         .get_opt(&policy.name_any())
         .await
@@ -166,7 +165,7 @@ async fn reconcile_once(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Resul
         // Shutting down: start nothing new; the next leader or run takes over.
         return Ok(Action::await_change());
     }
-    let api = status_api(ctx.client.clone(), &namespace);
+    let api = StatusApi::new(ctx.client.clone(), &namespace, ctx.metrics.clone());
     let recorded = policy.status.clone().unwrap_or_default();
     debug!(version = ?policy.resource_version(), recorded = recorded.unbanned_members.len(), "Reconciling");
 
@@ -267,7 +266,7 @@ async fn reconcile_once(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Resul
     }
     let drift_due = match (decision, runnable) {
         (Decision::Idle, true) => {
-            drift::next_check_in(&policy.spec, ctx.last_drift_attempt(&key, &status), Timestamp::now())
+            drift::next_check_in(&policy.spec, ctx.memory.last_drift_attempt(&key, &status), Timestamp::now())
         }
         _ => None,
     };
@@ -286,10 +285,10 @@ async fn check_drift_if_due(
     record: &mut GroupBanPolicyStatus,
 ) -> Option<DriftStatus> {
     let now = Timestamp::now();
-    if drift::next_check_in(&policy.spec, ctx.last_drift_attempt(key, record), now) != Some(Duration::ZERO) {
+    if drift::next_check_in(&policy.spec, ctx.memory.last_drift_attempt(key, record), now) != Some(Duration::ZERO) {
         return None;
     }
-    ctx.drift_attempts.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_string(), now);
+    ctx.memory.drift_attempted(key, now);
     let client = ctx.pool.client_for(target);
     let mut shutdown = ctx.shutdown.clone();
     let checked = tokio::select! {
@@ -315,7 +314,7 @@ async fn check_drift_if_due(
 /// `progress_interval`. Returns the outcome and the last status written.
 async fn run_with_progress(
     ctx: &Context,
-    api: &Api<DynamicObject>,
+    api: &StatusApi,
     policy: &GroupBanPolicy,
     target: &StatusTarget,
     input: PolicyInput,
@@ -439,7 +438,7 @@ async fn publish_events(
         match ctx.recorders.publish(&event, &reference).await {
             Ok(()) => {}
             Err(error) if is_forbidden(&error.source) => {
-                crate::metrics::global().observe_forbidden(error.verb, "events.events.k8s.io");
+                ctx.metrics.observe_forbidden(error.verb, "events.events.k8s.io");
                 warn!(
                     reason = %event.reason,
                     error = %crate::error_chain(&error),
@@ -458,7 +457,7 @@ async fn publish_events(
 fn next_action(ctx: &Context, key: &str, drift_due: Option<Duration>, decision: Decision) -> Action {
     let options = &ctx.options;
     let settle = |wait: Duration| {
-        ctx.backoffs.reset(key);
+        ctx.memory.settled(key);
         // A drift check due sooner comes first (at least a second away).
         let wait = drift_due.map_or(wait, |due| wait.min(due.max(Duration::from_secs(1))));
         Action::requeue(wait)
@@ -467,7 +466,7 @@ fn next_action(ctx: &Context, key: &str, drift_due: Option<Duration>, decision: 
         return Action::await_change();
     }
     match decision {
-        Decision::Retry => Action::requeue(ctx.backoffs.next_delay(key)),
+        Decision::Retry => Action::requeue(ctx.memory.backoff_after_failure(key)),
         Decision::Idle => settle(options.idle_resync),
         Decision::Suspended => settle(options.idle_resync),
         // A person must act; the slow re-check catches fixes made outside
@@ -484,7 +483,7 @@ pub fn error_policy(policy: Arc<GroupBanPolicy>, error: &ReconcileError, ctx: Ar
         return Action::await_change();
     }
     let key = policy_key(&policy);
-    let delay = ctx.backoffs.next_delay(&key);
+    let delay = ctx.memory.backoff_after_failure(&key);
     warn!(
         policy = %key,
         category = error.category(),

@@ -2,7 +2,7 @@
 //! one fixed field manager, and only when something a user can see changed.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kube::Api;
@@ -13,6 +13,7 @@ use tracing::{debug, warn};
 
 use crate::crd::{GroupBanPolicy, GroupBanPolicyStatus};
 use crate::engine::status::differs_beyond_timestamps;
+use crate::metrics::Metrics;
 
 /// The field manager of every status write: one owner of `.status`.
 pub const FIELD_MANAGER: &str = "groupban-operator";
@@ -89,7 +90,7 @@ const CONFLICT_RETRIES: usize = 3;
 /// `written` (see [`PendingEchoes`]). A write RBAC refuses is counted here,
 /// for progress and final writes alike.
 pub async fn write_status(
-    api: &Api<DynamicObject>,
+    api: &StatusApi,
     target: &StatusTarget,
     status: &GroupBanPolicyStatus,
     written: &(dyn Fn(String) + Sync),
@@ -124,26 +125,40 @@ pub async fn write_status(
 /// that recomputes the status from a fresh read on a conflict rather than
 /// resending it. A write RBAC refuses is counted here.
 pub async fn write_status_at(
-    api: &Api<DynamicObject>,
+    api: &StatusApi,
     name: &str,
     status: &GroupBanPolicyStatus,
     resource_version: Option<&str>,
 ) -> Result<DynamicObject, kube::Error> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let result = api.patch_status(name, &params, &Patch::Apply(status_patch(status, resource_version))).await;
+    let result = api.api.patch_status(name, &params, &Patch::Apply(status_patch(status, resource_version))).await;
     if let Err(error) = &result
         && is_forbidden(error)
     {
-        crate::metrics::global().observe_forbidden(STATUS_WRITE.0, STATUS_WRITE.1);
+        api.metrics.observe_forbidden(STATUS_WRITE.0, STATUS_WRITE.1);
     }
     result
 }
 
-/// The API that status writes go through: untyped, so that an answer
-/// carrying a spec that no longer decodes (the policy was broken while its
-/// pass ran) is not an error, and never gets logged whole by the client.
-pub fn status_api(client: kube::Client, namespace: &str) -> Api<DynamicObject> {
-    Api::namespaced_with(client, namespace, &ApiResource::erase::<GroupBanPolicy>(&()))
+/// The API that status writes go through, and where the writes RBAC
+/// refuses are counted. Untyped, so that an answer carrying a spec that no
+/// longer decodes (the policy was broken while its pass ran) is not an
+/// error, and never gets logged whole by the client.
+pub struct StatusApi {
+    api: Api<DynamicObject>,
+    metrics: Arc<Metrics>,
+}
+
+impl StatusApi {
+    /// The policies of `namespace`.
+    pub fn new(client: kube::Client, namespace: &str, metrics: Arc<Metrics>) -> Self {
+        Self { api: Api::namespaced_with(client, namespace, &ApiResource::erase::<GroupBanPolicy>(&())), metrics }
+    }
+
+    /// Reads policy `name` as it is now (`None`: there is none).
+    pub async fn get_opt(&self, name: &str) -> Result<Option<DynamicObject>, kube::Error> {
+        self.api.get_opt(name).await
+    }
 }
 
 /// True for the API server's 403: RBAC does not allow the request.
@@ -219,6 +234,12 @@ impl PendingEchoes {
         }
     }
 
+    /// Keeps what is pending or written for the policies `keep` says yes to.
+    pub fn retain(&self, mut keep: impl FnMut(&str) -> bool) {
+        self.written.lock().unwrap_or_else(|e| e.into_inner()).retain(|key, _| keep(key));
+        self.lock().retain(|key, _| keep(key));
+    }
+
     /// The resourceVersion of our last status write to the policy, echoed
     /// or not. A cached version other than this one is either newer (the
     /// policy changed since) or older (the cache went back: a relist
@@ -248,7 +269,7 @@ impl PendingEchoes {
 /// sender; returns the last status written, if any. A failed write is only
 /// logged: the final write after the pass still carries everything.
 pub async fn publish_progress(
-    api: &Api<DynamicObject>,
+    api: &StatusApi,
     target: &StatusTarget,
     mut progress: watch::Receiver<Option<GroupBanPolicyStatus>>,
     on_server: &GroupBanPolicyStatus,

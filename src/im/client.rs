@@ -12,15 +12,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, watch};
 use tracing::debug;
 
-use super::codes::{self, CodeClass};
+use super::codes;
 use super::endpoint::Endpoint;
 use super::limiter::{ApiLimiters, CallSlot, RateLimiter};
+use super::observe::{CallObserver, NoObserver};
+use super::redact::redact_usersig;
+use super::retry::{RetryPolicy, Step, next_step};
 use super::usersig::{self, SigRequest};
+use super::wire::{Answer, BanPage, BannedAccount, Command, Empty, Envelope, MembersBody};
 use crate::error_chain;
 use crate::secret::Redacted;
 
@@ -40,45 +44,6 @@ impl std::fmt::Debug for AppCredentials {
             .field("identifier", &self.identifier)
             .field("secret_key", &self.secret_key)
             .finish()
-    }
-}
-
-/// The REST commands this operator uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Command {
-    UnbanGroupMember,
-    BanGroupMember,
-    GetGroupBanMember,
-}
-
-impl Command {
-    pub fn path(self) -> &'static str {
-        match self {
-            Command::UnbanGroupMember => "group_open_http_svc/unban_group_member",
-            Command::BanGroupMember => "group_open_http_svc/ban_group_member",
-            Command::GetGroupBanMember => "group_open_http_svc/get_group_ban_member",
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        self.path().rsplit('/').next().unwrap_or_default()
-    }
-}
-
-/// The common part of every IM answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Answer {
-    #[serde(rename = "ActionStatus", default)]
-    pub action_status: String,
-    #[serde(rename = "ErrorCode")]
-    pub error_code: i64,
-    #[serde(rename = "ErrorInfo", default)]
-    pub error_info: String,
-}
-
-impl Answer {
-    pub fn is_success(&self) -> bool {
-        self.error_code == 0
     }
 }
 
@@ -119,53 +84,6 @@ impl<T> Outcome<T> {
             attempts: self.attempts,
             budget_answers: self.budget_answers,
         }
-    }
-}
-
-/// How persistent a call is.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RetryPolicy {
-    /// Attempts per call, the first included. A 70001 re-sign is extra.
-    pub max_attempts: u32,
-    /// Backoff before the second attempt; doubles each time, with jitter.
-    pub base_delay: Duration,
-    pub max_delay: Duration,
-    /// How long every caller of the app pauses after a rate-limit answer;
-    /// doubled for each one that follows closely, up to the limiter's window
-    /// (see [`super::limiter::RateLimiter::rate_limited`]).
-    pub rate_limit_cooldown: Duration,
-    /// Backoff multiplier for undocumented codes: retried, but slowly.
-    pub unknown_code_slowdown: u32,
-}
-
-impl RetryPolicy {
-    /// Attempts per call unless configured otherwise (`--max-attempts`).
-    pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
-            base_delay: Duration::from_millis(200),
-            max_delay: Duration::from_secs(10),
-            rate_limit_cooldown: Duration::from_millis(100),
-            unknown_code_slowdown: 5,
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// Exponential backoff with jitter in [d/2, d].
-    pub fn backoff(&self, attempt: u32, slowdown: u32) -> Duration {
-        let exponent = attempt.saturating_sub(1).min(16);
-        let full = self
-            .base_delay
-            .saturating_mul(1 << exponent)
-            .saturating_mul(slowdown.max(1))
-            .min(self.max_delay.saturating_mul(slowdown.max(1)));
-        let half = full / 2;
-        half + full.saturating_sub(half).mul_f64(rand::rng().random::<f64>())
     }
 }
 
@@ -234,6 +152,9 @@ pub struct ClientSettings {
     pub usersig_ttl: Duration,
     pub retry: RetryPolicy,
     pub clock: UnixClock,
+    /// Told about every attempt (see [`CallObserver`]); `run` passes its
+    /// metrics, the one-shot commands count nothing.
+    pub observer: Arc<dyn CallObserver>,
 }
 
 impl Default for ClientSettings {
@@ -243,6 +164,7 @@ impl Default for ClientSettings {
             usersig_ttl: Duration::from_secs(24 * 3600),
             retry: RetryPolicy::default(),
             clock: system_clock(),
+            observer: Arc::new(NoObserver),
         }
     }
 }
@@ -428,7 +350,7 @@ impl ImClient {
         let mut resigned = false;
         // The previous attempt's answer: what a stop while waiting reports.
         let mut last: Option<Result<(Answer, T), TransportError>> = None;
-        let metrics = crate::metrics::global();
+        let observer = &self.settings.observer;
         loop {
             let waiting = tokio::time::Instant::now();
             let slot = tokio::select! {
@@ -438,7 +360,7 @@ impl ImClient {
             };
             attempts += 1;
             let started = tokio::time::Instant::now();
-            metrics.observe_limiter_wait(command.name(), started - waiting);
+            observer.limiter_waited(command.name(), started - waiting);
             // reqwest's own timeout bounds this already; this one holds for
             // any client, so a hung gateway cannot keep a slot for ever.
             let result = tokio::time::timeout(self.settings.request_timeout, self.send_once::<B, T>(command, body))
@@ -451,65 +373,44 @@ impl ImClient {
                 Err(_) => drop(slot),
             }
             let code = result.as_ref().ok().map(|(answer, _)| answer.error_code);
-            metrics.observe_call(command.name(), code, started.elapsed());
+            observer.attempt_ended(command.name(), code, started.elapsed());
             if code.is_some_and(codes::spends_app_budget) {
                 budget_answers += 1;
                 limiter.note_budget_answer(tokio::time::Instant::now());
             }
-            // A re-sign is routine (a UserSig past its time), not a failure
-            // a caller is told about.
-            let mut resigning = false;
-            let (retry_after, why) = match &result {
-                Err(error) => (Some(policy.backoff(attempts, 1)), error.to_string()),
-                Ok((answer, _)) => {
-                    let info = codes::lookup(answer.error_code);
-                    let why = format!("ErrorCode {} {}", answer.error_code, info.reason);
-                    match info.class {
-                        CodeClass::Success | CodeClass::Terminal => (None, why),
-                        CodeClass::SignatureExpired if !resigned => {
-                            // Sign anew and retry at once, even on the last attempt.
-                            (resigned, resigning) = (true, true);
-                            self.invalidate_usersig();
-                            (Some(Duration::ZERO), why)
-                        }
-                        CodeClass::SignatureExpired => (None, why),
-                        CodeClass::RateLimited => {
-                            // The limiter holds every caller of the app back
-                            // and widens its window.
-                            let now = tokio::time::Instant::now();
-                            limiter.rate_limited(started, now, policy.rate_limit_cooldown);
-                            (Some(Duration::ZERO), why)
-                        }
-                        CodeClass::Retryable => (Some(policy.backoff(attempts, 1)), why),
-                        CodeClass::Unknown => (Some(policy.backoff(attempts, policy.unknown_code_slowdown)), why),
-                    }
-                }
-            };
-            // The re-sign retry after a 70001 does not use up the budget.
-            let budget_used = attempts - u32::from(resigned);
-            match retry_after {
-                Some(delay) if budget_used < policy.max_attempts => {
-                    debug!(command = command.name(), attempt = attempts, reason = %why, retry_in_ms = delay.as_millis() as u64, "Retrying IM call");
-                    if let Some(on_retry) = on_retry.filter(|_| !resigning) {
-                        on_retry(&RetryNotice {
-                            attempt: attempts,
-                            error_code: code,
-                            detail: match &result {
-                                Ok((answer, _)) => answer.error_info.clone(),
-                                Err(error) => error.to_string(),
-                            },
-                            retry_in: delay,
-                        });
-                    }
-                    tokio::select! {
-                        biased;
-                        _ = stopped(&mut stop) => return Some(Outcome { result, attempts, budget_answers }),
-                        _ = tokio::time::sleep(delay) => {}
-                    }
+            let delay = match next_step(code, attempts, resigned, &policy, rand::rng().random()) {
+                Step::Done => return Some(Outcome { result, attempts, budget_answers }),
+                // A re-sign is routine (a UserSig past its time), not a
+                // failure a caller is told about.
+                Step::Resign => {
+                    resigned = true;
+                    self.invalidate_usersig();
+                    debug!(command = command.name(), attempt = attempts, "Signing anew after 70001; retrying at once");
                     last = Some(result);
+                    continue;
                 }
-                _ => return Some(Outcome { result, attempts, budget_answers }),
+                Step::RateLimited => {
+                    // The limiter holds every caller of the app back and
+                    // widens its window; the wait is the limiter's.
+                    limiter.rate_limited(started, tokio::time::Instant::now(), policy.rate_limit_cooldown);
+                    Duration::ZERO
+                }
+                Step::RetryAfter(delay) => delay,
+            };
+            let detail = match &result {
+                Ok((answer, _)) => answer.error_info.clone(),
+                Err(error) => error.to_string(),
+            };
+            debug!(command = command.name(), attempt = attempts, error_code = ?code, %detail, retry_in_ms = delay.as_millis() as u64, "Retrying IM call");
+            if let Some(on_retry) = on_retry {
+                on_retry(&RetryNotice { attempt: attempts, error_code: code, detail, retry_in: delay });
             }
+            tokio::select! {
+                biased;
+                _ = stopped(&mut stop) => return Some(Outcome { result, attempts, budget_answers }),
+                _ = tokio::time::sleep(delay) => {}
+            }
+            last = Some(result);
         }
     }
 
@@ -614,195 +515,14 @@ async fn read_bounded(mut response: reqwest::Response, limit: usize) -> Result<V
     Ok(body)
 }
 
-/// The shortest piece of a UserSig that is hidden when found alone. A UserSig
-/// is a few hundred characters; 12 of them match ordinary text by chance
-/// practically never, and give an attacker nothing a brute force could use.
-const MIN_REDACTED_FRAGMENT: usize = 12;
-
-/// `text` with every run of at least [`MIN_REDACTED_FRAGMENT`] characters
-/// that also occurs in the UserSig, as generated or percent-encoded (`*`
-/// as `%2A` or `%2a`, as strict encoders write it), replaced by
-/// `<redacted>`. Catches a gateway that echoes the URL, a cut-short copy,
-/// or one re-encoded on the way.
-pub fn redact_usersig(text: &str, usersig: &str) -> String {
-    // Every answer passes through here, most with an empty ErrorInfo or
-    // "OK": nothing that short can hold a fragment.
-    if text.len() < MIN_REDACTED_FRAGMENT {
-        return text.to_string();
-    }
-    let encode = |upper: bool| -> String {
-        const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
-        const HEX_LOWER: &[u8; 16] = b"0123456789abcdef";
-        let hex = if upper { HEX_UPPER } else { HEX_LOWER };
-        let mut encoded = String::with_capacity(usersig.len() * 3);
-        for b in usersig.bytes() {
-            if b.is_ascii_alphanumeric() {
-                encoded.push(char::from(b));
-            } else {
-                encoded.push('%');
-                encoded.push(char::from(hex[usize::from(b >> 4)]));
-                encoded.push(char::from(hex[usize::from(b & 0xf)]));
-            }
-        }
-        encoded
-    };
-    let (upper, lower) = (encode(true), encode(false));
-    let forms = [usersig.as_bytes(), upper.as_bytes(), lower.as_bytes()];
-    let bytes = text.as_bytes();
-    let mut hidden = vec![false; bytes.len()];
-    for form in forms {
-        for start in 0..bytes.len() {
-            let longest = (0..form.len())
-                .map(|from| bytes[start..].iter().zip(&form[from..]).take_while(|(a, b)| a == b).count())
-                .max()
-                .unwrap_or(0);
-            if longest >= MIN_REDACTED_FRAGMENT {
-                hidden[start..start + longest].iter_mut().for_each(|h| *h = true);
-            }
-        }
-    }
-    if !hidden.contains(&true) {
-        return text.to_string();
-    }
-    // Hidden runs are ASCII (a UserSig and its encoding are), so cutting at
-    // their edges keeps every other character whole.
-    let mut out = String::with_capacity(text.len());
-    let mut in_run = false;
-    for (index, ch) in text.char_indices() {
-        if hidden[index] {
-            if !in_run {
-                out.push_str("<redacted>");
-            }
-            in_run = true;
-        } else {
-            out.push(ch);
-            in_run = false;
-        }
-    }
-    out
-}
-
-/// The body of `unban_group_member` and (with `Duration`) `ban_group_member`.
-#[derive(Serialize)]
-struct MembersBody<'a> {
-    #[serde(rename = "GroupId")]
-    group_id: &'a str,
-    #[serde(rename = "Members_Account")]
-    members: &'a [String],
-    #[serde(rename = "Duration", skip_serializing_if = "Option::is_none")]
-    duration: Option<u32>,
-}
-
-#[derive(Deserialize)]
-struct Envelope<T> {
-    #[serde(flatten)]
-    answer: Answer,
-    // Unknown fields (RequestId, ErrorDisplay, ...) are ignored.
-    #[serde(flatten)]
-    data: T,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct Empty {}
-
-/// A member on a group's ban list.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BannedAccount {
-    #[serde(rename = "Member_Account")]
-    pub member_account: String,
-    /// Unix seconds at which the ban ends.
-    #[serde(rename = "BannedUntil", default)]
-    pub banned_until: u64,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct BanPage {
-    #[serde(rename = "BannedAccountList", default)]
-    banned_accounts: Vec<BannedAccount>,
-    #[serde(rename = "NextOffset", default)]
-    next_offset: u64,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
-
-    const SIG: &str = "eJwtzEELgjAYxvHvsvMQ3W2u*Z7Ds-ZNBCtjKsqhHFPRS-9w*yu*a*vhXqVQ";
-
-    #[test]
-    fn a_usersig_is_hidden_whole_cut_short_or_percent_encoded() {
-        let encoded = SIG.replace('*', "%2A").replace('-', "%2D");
-        for echoed in [SIG.to_string(), SIG[..20].to_string(), SIG[7..40].to_string(), encoded[3..30].to_string()] {
-            let text = format!("bad sig usersig={echoed}&random=1 (é)");
-            let redacted = redact_usersig(&text, SIG);
-            assert!(!redacted.contains(&echoed[..MIN_REDACTED_FRAGMENT]), "{redacted}");
-            assert!(redacted.starts_with("bad sig usersig=<redacted>&random=1 (é)"), "{redacted}");
-        }
-        let unrelated = "group eJw not found: 10010";
-        assert_eq!(redact_usersig(unrelated, SIG), unrelated);
-        // A text that is nothing but the shortest fragment hidden.
-        assert_eq!(redact_usersig(&SIG[5..5 + MIN_REDACTED_FRAGMENT], SIG), "<redacted>");
-        assert_eq!(redact_usersig(&SIG[..MIN_REDACTED_FRAGMENT - 1], SIG), &SIG[..MIN_REDACTED_FRAGMENT - 1]);
-    }
-
-    proptest! {
-        /// Whatever surrounds it, no piece of the UserSig of redactable
-        /// length survives, and text without one comes back unchanged.
-        #[test]
-        fn no_fragment_survives_redaction(
-            before in ".{0,40}",
-            after in ".{0,40}",
-            from in 0usize..40,
-            length in MIN_REDACTED_FRAGMENT..30,
-        ) {
-            let fragment = &SIG[from..(from + length).min(SIG.len())];
-            let redacted = redact_usersig(&format!("{before}{fragment}{after}"), SIG);
-            if fragment.len() >= MIN_REDACTED_FRAGMENT {
-                prop_assert!(!redacted.contains(fragment), "{}", redacted);
-            }
-            prop_assert_eq!(redact_usersig(&before, "x".repeat(64).as_str()), before.clone());
-        }
-    }
-
-    #[test]
-    fn envelope_ignores_unknown_fields_and_reads_the_answer() {
-        let body = r#"{"ActionStatus":"FAIL","ErrorInfo":"group not found","ErrorCode":10010,"RequestId":"Id-1","ErrorDisplay":"x"}"#;
-        let envelope: Envelope<Empty> = serde_json::from_str(body).unwrap();
-        assert_eq!(envelope.answer.error_code, 10010);
-        assert_eq!(envelope.answer.error_info, "group not found");
-    }
-
-    #[test]
-    fn ban_page_reads_the_documented_sample() {
-        let body = r#"{"ActionStatus":"OK","BannedAccountList":[{"BannedUntil":1660875916,"Member_Account":"brennanli1"}],"ErrorCode":0,"ErrorInfo":"","NextOffset":2}"#;
-        let envelope: Envelope<BanPage> = serde_json::from_str(body).unwrap();
-        assert_eq!(envelope.data.next_offset, 2);
-        assert_eq!(envelope.data.banned_accounts[0].member_account, "brennanli1");
-        assert_eq!(envelope.data.banned_accounts[0].banned_until, 1660875916);
-    }
-
-    #[test]
-    fn backoff_grows_exponentially_within_jitter_and_caps() {
-        let policy = RetryPolicy::default();
-        for attempt in 1..=10 {
-            let full = (policy.base_delay * (1 << (attempt - 1))).min(policy.max_delay);
-            let delay = policy.backoff(attempt, 1);
-            assert!(delay >= full / 2 && delay <= full, "attempt {attempt}: {delay:?} vs {full:?}");
-        }
-        assert!(policy.backoff(1, 5) >= policy.base_delay * 5 / 2);
-    }
 
     #[test]
     fn credentials_debug_hides_the_key() {
         let credentials =
             AppCredentials { sdkappid: 1, identifier: "admin".into(), secret_key: Redacted::new("k3y".into()) };
         assert!(!format!("{credentials:?}").contains("k3y"));
-    }
-
-    #[test]
-    fn command_names_are_the_last_path_segment() {
-        assert_eq!(Command::UnbanGroupMember.name(), "unban_group_member");
-        assert_eq!(Command::GetGroupBanMember.path(), "group_open_http_svc/get_group_ban_member");
     }
 }

@@ -39,14 +39,15 @@
 //! task, not all of them.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::client::Command;
+use super::window_counter::WindowCounter;
+use super::wire::Command;
 
 /// The documented rate limit of the IM REST API: 200 calls per second per
 /// app (SDKAppID) and per API. The one place this number is written.
@@ -197,49 +198,6 @@ impl SlidingWindow {
     /// True when no call is in flight and every slot's window has passed.
     fn is_idle(&self, now: Instant) -> bool {
         self.in_flight.is_empty() && self.latest_arrival.is_none_or(|latest| latest + self.window() <= now)
-    }
-}
-
-/// Rejects rather than waits: how a server enforces a limit. Used by the
-/// simulator, which answers 60007 when `try_admit` says no.
-#[derive(Debug, Clone)]
-pub struct WindowCounter {
-    window: Duration,
-    arrivals: VecDeque<Instant>,
-}
-
-impl WindowCounter {
-    pub fn new(window: Duration) -> Self {
-        Self { window, arrivals: VecDeque::new() }
-    }
-
-    /// Counts an event at `now` and returns how many fall in `(now - window, now]`.
-    pub fn observe(&mut self, now: Instant) -> usize {
-        self.forget_before(now);
-        self.arrivals.push_back(now);
-        self.arrivals.len()
-    }
-
-    /// How many events fall in `(now - window, now]`.
-    pub fn count(&mut self, now: Instant) -> usize {
-        self.forget_before(now);
-        self.arrivals.len()
-    }
-
-    /// Admits an event at `now` if fewer than `max` were admitted in the window.
-    pub fn try_admit(&mut self, now: Instant, max: usize) -> bool {
-        self.forget_before(now);
-        if self.arrivals.len() >= max {
-            return false;
-        }
-        self.arrivals.push_back(now);
-        true
-    }
-
-    fn forget_before(&mut self, now: Instant) {
-        while self.arrivals.front().is_some_and(|&t| t + self.window <= now) {
-            self.arrivals.pop_front();
-        }
     }
 }
 
@@ -731,15 +689,6 @@ mod tests {
     }
 
     #[test]
-    fn counter_admits_up_to_max_in_a_window_then_refuses() {
-        let origin = Instant::now();
-        let mut counter = WindowCounter::new(Duration::from_secs(1));
-        assert!((0..3).all(|_| counter.try_admit(origin, 3)));
-        assert!(!counter.try_admit(origin + Duration::from_millis(999), 3));
-        assert!(counter.try_admit(origin + Duration::from_secs(1), 3));
-    }
-
-    #[test]
     fn registry_shares_one_limiter_per_app() {
         let registry = LimiterRegistry::default();
         let unban = Command::UnbanGroupMember;
@@ -813,19 +762,6 @@ mod tests {
         let spacing = limit.window / 400;
         assert!(starts.windows(2).all(|pair| pair[1] - pair[0] >= spacing), "spaced by at least {spacing:?}");
         assert!(starts[199] - starts[0] < limit.window / 2 + spacing, "and done within half a window");
-    }
-
-    /// The simulator's counter reports what it saw: the busiest-window
-    /// figures in tests and benchmarks come from it.
-    #[test]
-    fn counter_observes_events_within_the_window() {
-        let origin = Instant::now();
-        let mut counter = WindowCounter::new(Duration::from_secs(1));
-        assert_eq!(counter.observe(origin), 1);
-        assert_eq!(counter.observe(origin + Duration::from_millis(500)), 2);
-        assert_eq!(counter.observe(origin + Duration::from_millis(999)), 3);
-        assert_eq!(counter.observe(origin + Duration::from_millis(1000)), 3, "the first has left the window");
-        assert_eq!(counter.observe(origin + Duration::from_secs(5)), 1);
     }
 
     /// One 60007 episode: calls in flight when the first answer came back

@@ -22,7 +22,7 @@ use tracing::debug;
 use super::SimulatorConfig;
 use super::gateway::{self, AppIdentity};
 use super::groups::{Groups, MAX_MEMBERS_PER_CALL, ServiceAnswer};
-use crate::im::limiter::WindowCounter;
+use crate::im::window_counter::WindowCounter;
 
 /// The query parameters the REST API documents.
 const KNOWN_PARAMETERS: &[&str] = &["sdkappid", "identifier", "usersig", "random", "contenttype"];
