@@ -10,6 +10,7 @@
 //! - [`tools`]: `demo` and `bench`, driven against the simulator.
 //! - [`metrics`]: `/metrics`, `/healthz` and `/readyz` for `run`.
 //! - [`secret`]: a wrapper that keeps secret values out of logs and debug output.
+//! - [`signals`]: SIGTERM and SIGINT, for `run`, `apply` and `simulate`.
 //! - [`telemetry`]: log lines on stderr, text or JSON, filtered by `RUST_LOG`.
 //! - [`cli`]: the command line.
 // One exception, in oneshot::strict_yaml::check_nesting: libyaml's parser
@@ -24,6 +25,7 @@ pub mod im;
 pub mod metrics;
 pub mod oneshot;
 pub mod secret;
+pub mod signals;
 pub mod simulator;
 pub mod telemetry;
 pub mod tools;
@@ -66,17 +68,6 @@ macro_rules! outln {
     ($($arg:tt)*) => {
         $crate::write_stdout(&format!("{}\n", format_args!($($arg)*)))
     };
-}
-
-/// Why a command's work did not complete: input the user must fix, or a
-/// failure of the work itself. The command line maps these to exit codes
-/// 2 and 1; library code never decides exit codes.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("{0}")]
-    InvalidInput(String),
-    #[error(transparent)]
-    Failed(#[from] anyhow::Error),
 }
 
 /// Formats an error with its whole `source()` chain joined by ": ".

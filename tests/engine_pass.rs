@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use groupban_operator::crd::{GroupBanPolicySpec, GroupBanPolicyStatus};
 use groupban_operator::engine::clients::ClientPool;
+use groupban_operator::engine::conditions::Decision;
 use groupban_operator::engine::credentials::AppTarget;
-use groupban_operator::engine::status::Decision;
 use groupban_operator::engine::{PolicyInput, run_pass};
 use groupban_operator::im::{Endpoint, RateLimit};
 use serde_json::Value;

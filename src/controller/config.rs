@@ -9,6 +9,13 @@ use super::triggers::SecretKey;
 use crate::im::ClientSettings;
 use crate::metrics::{Health, Metrics};
 
+/// The controller's name in Events and logs.
+pub const CONTROLLER_NAME: &str = "groupban-operator";
+
+/// How long a graceful shutdown may take before `run` returns anyway:
+/// well within Kubernetes' default 30 s grace period.
+pub const SHUTDOWN_BUDGET: Duration = Duration::from_secs(20);
+
 /// How `run` behaves; the command line fills it.
 #[derive(Clone)]
 pub struct RunOptions {

@@ -11,9 +11,11 @@ use kube::{Client, ResourceExt};
 use tokio::sync::watch;
 use tracing::warn;
 
+use super::config::{CONTROLLER_NAME, RunOptions};
 use super::memory::PolicyMemory;
+use super::memory::policy_key;
 use super::passes::RunningPasses;
-use super::{CONTROLLER_NAME, RunOptions, decode, events, reconcile, status_writer};
+use super::{decode, events, status_writer};
 use crate::crd::GroupBanPolicy;
 use crate::engine::clients::ClientPool;
 use crate::im::{ClientSettings, RateLimit, TransportError};
@@ -94,8 +96,8 @@ impl Context {
     /// [`super::status_writer::PendingEchoes`]).
     pub fn wrote_status(&self, policy: &GroupBanPolicy, version: String) {
         let cached = || self.policies.get(&ObjectRef::from_obj(policy)).and_then(|p| p.resource_version());
-        tracing::debug!(policy = %reconcile::policy_key(policy), %version, "Wrote status");
-        self.memory.wrote_status(&reconcile::policy_key(policy), version, cached);
+        tracing::debug!(policy = %policy_key(policy), %version, "Wrote status");
+        self.memory.wrote_status(&policy_key(policy), version, cached);
     }
 
     /// Says once per generation that a policy cannot be read, and why: a
@@ -169,13 +171,13 @@ impl Context {
                 return;
             };
             let mut status = stored.clone().unwrap_or_default();
-            crate::engine::status::mark_unreadable(
+            crate::engine::conditions::mark_unreadable(
                 &mut status,
                 &still_bad.problem,
                 still_bad.generation,
                 k8s_openapi::jiff::Timestamp::now(),
             );
-            if stored.is_some_and(|stored| !crate::engine::status::differs_beyond_timestamps(&stored, &status)) {
+            if stored.is_some_and(|stored| !crate::engine::changes::differs_beyond_timestamps(&stored, &status)) {
                 return;
             }
             match status_writer::write_status_at(&api, &bad.name, &status, still_bad.resource_version.as_deref()).await

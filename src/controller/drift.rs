@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::crd::{DriftStatus, GroupBanPolicySpec, GroupBanPolicyStatus, drift_check_interval};
-use crate::engine::status::describe_answer;
+use crate::engine::fold::describe_answer;
 use crate::im::ImClient;
 
 /// How long until the next drift check is due, counted from the last

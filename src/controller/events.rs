@@ -1,4 +1,4 @@
-//! Events (events.k8s.io/v1) from the pure [`notices`](crate::engine::status::notices):
+//! Events (events.k8s.io/v1) from the pure [`notices`](crate::engine::changes::notices):
 //! Normal when members were unbanned, Warning when a policy stalls. A state
 //! that did not change makes no Event.
 
@@ -14,7 +14,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Reporter};
 use kube::{Api, Client};
 
-use crate::engine::status::Notice;
+use crate::engine::changes::Notice;
 
 /// Publishes Events (events.k8s.io/v1) as kube's `Recorder` does, a repeat
 /// within [`SERIES_WINDOW`] becoming a count on the first Event rather than
@@ -176,7 +176,7 @@ pub const MAX_NOTE_BYTES: usize = 1024;
 /// The Event reason for newly unbanned members.
 pub const MEMBERS_UNBANNED: &str = "MembersUnbanned";
 /// Warning: the app's budget is spent by someone else (see
-/// [`crate::engine::status::Notice::BudgetShared`]).
+/// [`crate::engine::changes::Notice::BudgetShared`]).
 pub const BUDGET_SHARED: &str = "RateLimitedByGateway";
 
 /// The Event a notice becomes.

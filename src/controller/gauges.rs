@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::crd::{GroupBanPolicy, condition_types};
-use crate::engine::status::find_condition;
+use crate::engine::conditions::find_condition;
 use crate::metrics::{ConditionLabels, Metrics, StateLabels};
 
 /// Sets `groupban_members{state}` and `groupban_policies{condition}` from

@@ -12,7 +12,14 @@ use prometheus_client::metrics::gauge::Gauge;
 
 use super::backoff::{BackoffPolicy, Backoffs};
 use super::status_writer::PendingEchoes;
-use crate::crd::GroupBanPolicyStatus;
+use kube::ResourceExt;
+
+use crate::crd::{GroupBanPolicy, GroupBanPolicyStatus};
+
+/// The policy's `namespace/name`.
+pub fn policy_key(policy: &GroupBanPolicy) -> String {
+    format!("{}/{}", policy.namespace().unwrap_or_default(), policy.name_any())
+}
 
 /// Per-policy memory, keyed by `namespace/name`.
 #[derive(Debug)]

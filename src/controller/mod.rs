@@ -34,6 +34,7 @@ pub mod context;
 pub mod decode;
 pub mod drift;
 pub mod events;
+pub mod failure;
 pub mod gauges;
 pub mod leader;
 pub mod memory;
@@ -43,66 +44,20 @@ pub mod reconcile;
 pub mod status_writer;
 pub mod terms;
 pub mod triggers;
+pub mod trim;
 pub mod watches;
-
-use std::time::Duration;
 
 use kube::{Api, Client};
 use tokio::sync::watch;
 use tracing::info;
 
-pub use config::{LeaderElection, RunOptions};
+pub use config::{CONTROLLER_NAME, LeaderElection, RunOptions, SHUTDOWN_BUDGET};
 pub use context::Context;
-pub use watches::{trim_for_cache, trim_secret_meta};
+pub use failure::RunFailure;
+pub use memory::policy_key;
+pub use trim::{trim_for_cache, trim_secret_meta};
 
 use crate::crd::GroupBanPolicy;
-use crate::im::TransportError;
-
-/// The controller's name in Events and logs.
-pub const CONTROLLER_NAME: &str = "groupban-operator";
-
-/// How long a graceful shutdown may take before `run` returns anyway:
-/// well within Kubernetes' default 30 s grace period.
-pub const SHUTDOWN_BUDGET: Duration = Duration::from_secs(20);
-
-/// Why `run` stopped other than by a clean shutdown. Everything a policy
-/// can get wrong ends in its status instead; these stop the process.
-#[derive(Debug, thiserror::Error)]
-pub enum RunFailure {
-    #[error("failed to find a Kubernetes configuration")]
-    NoKubeConfig(#[source] kube::config::InferConfigError),
-    #[error("failed to create a Kubernetes client")]
-    KubeClient(#[source] kube::Error),
-    #[error(
-        "the GroupBanPolicy CRD (groupbanpolicies.groupban.dev) is not installed: kubectl apply -f crds/groupbanpolicies.yaml, or install the Helm chart"
-    )]
-    CrdMissing,
-    #[error(
-        "access denied listing GroupBanPolicies ({0}); the service account needs get/list/watch on groupbanpolicies.groupban.dev"
-    )]
-    ListForbidden(String),
-    #[error("the API server refused the list: {0} (check --selector)")]
-    ListRefused(String),
-    #[error("failed to set up the IM HTTP client")]
-    ImClient(#[source] TransportError),
-    #[error("shutdown took longer than {} s; answers of calls still in flight were not recorded", SHUTDOWN_BUDGET.as_secs())]
-    ShutdownOverran,
-}
-
-impl RunFailure {
-    /// A bounded label for logs (never an object name).
-    pub fn category(&self) -> &'static str {
-        match self {
-            RunFailure::NoKubeConfig(_) => "NoKubeConfig",
-            RunFailure::KubeClient(_) => "KubeClient",
-            RunFailure::CrdMissing => "CrdMissing",
-            RunFailure::ListForbidden(_) => "ListForbidden",
-            RunFailure::ListRefused(_) => "ListRefused",
-            RunFailure::ImClient(_) => "ImClient",
-            RunFailure::ShutdownOverran => "ShutdownOverran",
-        }
-    }
-}
 
 /// Connects with the usual Kubernetes configuration (in-cluster, else
 /// `KUBECONFIG`, else `~/.kube/config`) and runs until `shutdown` resolves.

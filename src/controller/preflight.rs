@@ -7,7 +7,7 @@ use kube::api::ListParams;
 use tokio::sync::watch;
 use tracing::warn;
 
-use super::RunFailure;
+use super::failure::RunFailure;
 use crate::crd::GroupBanPolicy;
 use crate::metrics::Health;
 

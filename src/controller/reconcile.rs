@@ -19,13 +19,17 @@ use kube::{Api, Resource, ResourceExt};
 use tokio::sync::watch;
 use tracing::{debug, info, instrument, warn};
 
+use super::context::Context;
+use super::memory::policy_key;
 use super::passes::PassFor;
 use super::status_writer::{StatusApi, StatusTarget, Written, is_forbidden, publish_progress, write_status};
 use super::triggers::{SecretKey, credentials_secret};
-use super::{Context, drift, events};
+use super::trim::trim_for_cache;
+use super::{decode, drift, events};
 use crate::crd::{DriftStatus, GroupBanPolicy, GroupBanPolicyStatus, RECONCILE_REQUESTED_AT, condition_types, reasons};
+use crate::engine::changes::{PassCalls, differs_beyond_timestamps, notices};
+use crate::engine::conditions::{Decision, find_condition};
 use crate::engine::credentials::{self, AppTarget, CredentialsError};
-use crate::engine::status::{Decision, PassCalls, differs_beyond_timestamps, find_condition, notices};
 use crate::engine::{PassOutcome, PolicyInput, run_pass};
 use crate::im::codes;
 
@@ -59,11 +63,6 @@ impl ReconcileError {
             ReconcileError::StatusForbidden { .. } => "StatusForbidden",
         }
     }
-}
-
-/// The policy's `namespace/name`.
-pub fn policy_key(policy: &GroupBanPolicy) -> String {
-    format!("{}/{}", policy.namespace().unwrap_or_default(), policy.name_any())
 }
 
 /// [`reconcile_once`], counted and timed in the controller-runtime metrics.
@@ -140,9 +139,9 @@ async fn fresh_if_cache_differs(
     debug!(policy = %key, cached = ?policy.resource_version(), ours = %ours, fresh = ?fresh.as_ref().and_then(|f| f.metadata.resource_version.clone()), "Read the policy afresh");
     Ok(fresh
         .filter(|fresh| fresh.metadata.uid == policy.metadata.uid)
-        .and_then(|fresh| super::decode::decode(fresh).ok())
+        .and_then(|fresh| decode::decode(fresh).ok())
         .map(|mut fresh| {
-            super::trim_for_cache(&mut fresh);
+            trim_for_cache(&mut fresh);
             Arc::new(fresh)
         }))
 }

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::crd::{GroupBanPolicy, GroupBanPolicyStatus};
-use crate::engine::status::differs_beyond_timestamps;
+use crate::engine::changes::differs_beyond_timestamps;
 use crate::metrics::Metrics;
 
 /// The field manager of every status write: one owner of `.status`.

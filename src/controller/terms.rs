@@ -13,7 +13,10 @@ use kube::runtime::watcher;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::{CONTROLLER_NAME, Context, RunFailure, RunOptions, SHUTDOWN_BUDGET, gauges, leader, reconcile, watches};
+use super::config::{CONTROLLER_NAME, RunOptions, SHUTDOWN_BUDGET};
+use super::context::Context;
+use super::failure::RunFailure;
+use super::{gauges, leader, reconcile, watches};
 
 /// Runs terms until `stopped` turns true: as the only controller, or as a
 /// candidate of the leader election `options` names.

@@ -20,7 +20,7 @@ use k8s_openapi::jiff::Timestamp;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
-use super::status::{CallReport, NO_IM_ANSWER, RetryCause};
+use super::fold::{CallReport, NO_IM_ANSWER, RetryCause};
 use crate::im::client::RetryNotice;
 use crate::im::codes::{self, CodeClass, Reach};
 use crate::im::{CallControl, ImClient};

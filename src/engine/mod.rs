@@ -10,11 +10,15 @@
 //! Reading and writing belong to the caller; `run_pass` gets the inputs and
 //! hands statuses to an observer after every batch of answers.
 
+pub mod changes;
 pub mod clients;
+pub mod conditions;
 pub mod credentials;
 pub mod execute;
+#[cfg(test)]
+mod fixtures;
+pub mod fold;
 pub mod plan;
-pub mod status;
 
 use std::collections::BTreeSet;
 
@@ -25,9 +29,10 @@ use tracing::{debug, warn};
 use crate::crd::reasons;
 use crate::crd::{GroupBanPolicySpec, GroupBanPolicyStatus, validate_spec};
 use clients::ClientPool;
+use conditions::{Decision, Halt, PassView};
 use credentials::{AppTarget, CredentialsError};
 use execute::{CallEvent, PolicyJob, halts_policy};
-use status::{Decision, DesiredMembers, Halt, PassView, RecordOwner, RetryCause};
+use fold::{DesiredMembers, RecordOwner, RetryCause};
 
 /// What a pass needs to know about one policy.
 #[derive(Debug, Clone)]
@@ -91,7 +96,7 @@ pub async fn run_pass(
         let target = input.target.as_ref().ok();
         let owner = target.map(|t| (t.credentials.sdkappid, t.endpoint.to_string()));
         let owner = owner.as_ref().map(|(sdkappid, endpoint)| RecordOwner { sdkappid: *sdkappid, endpoint });
-        statuses.push(status::prepare(input.recorded.clone(), &input.spec, owner));
+        statuses.push(fold::prepare(input.recorded.clone(), &input.spec, owner));
 
         if let Err(problem) = validate_spec(&input.spec) {
             halts[index] = Some(Halt::Config(problem.into()));
@@ -142,7 +147,7 @@ pub async fn run_pass(
     // and condition up to date before anything can be saved.
     let now = Timestamp::now();
     for (index, status) in statuses.iter_mut().enumerate() {
-        status::refresh(
+        conditions::refresh(
             status,
             pass_view(&inputs[index], &desired[index], &halts[index], &failed_in_pass[index], &None),
             now,
@@ -190,13 +195,13 @@ pub async fn run_pass(
                     halts[index] =
                         Some(Halt::Terminal { error_code: report.error_code, error_info: report.error_info.clone() });
                 }
-                status::record_call(&mut statuses[index], &desired[index], &report);
+                fold::record_call(&mut statuses[index], &desired[index], &report);
             }
             let now = Timestamp::now();
             for index in touched {
                 let view =
                     pass_view(&inputs[index], &desired[index], &halts[index], &failed_in_pass[index], &retrying[index]);
-                status::refresh(&mut statuses[index], view, now);
+                conditions::refresh(&mut statuses[index], view, now);
             }
             observe(&statuses, progress);
         }
@@ -211,7 +216,7 @@ pub async fn run_pass(
         .map(|(index, status)| {
             // Every call has ended: nothing is being retried any more.
             let view = pass_view(&inputs[index], &desired[index], &halts[index], &failed_in_pass[index], &None);
-            let (status, decision) = status::conclude(status, view, now);
+            let (status, decision) = conditions::conclude(status, view, now);
             PassOutcome {
                 status,
                 decision,

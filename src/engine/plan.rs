@@ -12,7 +12,7 @@ use crate::im::MAX_MEMBERS_PER_CALL;
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Plan {
     /// Each batch is one `unban_group_member` call. (Recorded members no
-    /// longer desired are not the plan's business: `status::prepare` drops
+    /// longer desired are not the plan's business: `fold::prepare` drops
     /// them from the record before planning; they are never banned again.)
     pub batches: Vec<Vec<String>>,
 }

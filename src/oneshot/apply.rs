@@ -7,15 +7,14 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use crate::RunError;
 use crate::crd::{GroupBanPolicyStatus, condition_types};
 use crate::engine::clients::ClientPool;
+use crate::engine::conditions::find_condition;
 use crate::engine::credentials::{self, CredentialsError};
-use crate::engine::status::find_condition;
 use crate::engine::{PolicyInput, run_pass};
-use crate::im::{ClientSettings, RateLimit};
-use crate::oneshot::manifests::{self, Manifests};
-use crate::oneshot::state_file::StateFile;
+use crate::im::{ClientSettings, RateLimit, TransportError};
+use crate::oneshot::manifests::{self, ManifestError, Manifests};
+use crate::oneshot::state_file::{StateError, StateFile};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -63,25 +62,52 @@ impl ApplyResult {
     }
 }
 
+/// Why `apply` could not run: its input (exit 2), or the HTTP client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Manifests(#[from] ManifestError),
+    #[error("no GroupBanPolicy (groupban.dev/v1alpha1) found in {0}")]
+    NoPolicy(String),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("failed to set up the IM HTTP client")]
+    HttpClient(#[source] TransportError),
+}
+
+impl ApplyError {
+    /// True when the user must fix the input (the manifests, the state file).
+    pub fn is_invalid_input(&self) -> bool {
+        !matches!(self, ApplyError::HttpClient(_))
+    }
+
+    /// A bounded label for logs.
+    pub fn category(&self) -> &'static str {
+        match self {
+            ApplyError::Manifests(_) => "Manifests",
+            ApplyError::NoPolicy(_) => "NoPolicy",
+            ApplyError::State(_) => "StateFile",
+            ApplyError::HttpClient(_) => "HttpClient",
+        }
+    }
+}
+
 /// Loads the manifests under `paths`, then runs [`apply_manifests`].
-pub async fn apply(paths: &[PathBuf], options: &ApplyOptions) -> Result<ApplyResult, RunError> {
-    let manifests = manifests::load(paths).map_err(|e| RunError::InvalidInput(e.to_string()))?;
+pub async fn apply(paths: &[PathBuf], options: &ApplyOptions) -> Result<ApplyResult, ApplyError> {
+    let manifests = manifests::load(paths)?;
     if manifests.policies.is_empty() {
         let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-        return Err(RunError::InvalidInput(format!(
-            "no GroupBanPolicy (groupban.dev/v1alpha1) found in {}",
-            shown.join(", ")
-        )));
+        return Err(ApplyError::NoPolicy(shown.join(", ")));
     }
     apply_manifests(manifests, options).await
 }
 
 /// Reconciles every loaded policy once and saves the state after every
 /// batch of answers.
-pub async fn apply_manifests(manifests: Manifests, options: &ApplyOptions) -> Result<ApplyResult, RunError> {
+pub async fn apply_manifests(manifests: Manifests, options: &ApplyOptions) -> Result<ApplyResult, ApplyError> {
     let started = Instant::now();
     let mut state = match &options.state {
-        Some(path) => Some(StateFile::open(path).map_err(|e| RunError::InvalidInput(e.to_string()))?),
+        Some(path) => Some(StateFile::open(path)?),
         None => None,
     };
     let inputs: Vec<PolicyInput> = manifests
@@ -106,7 +132,7 @@ pub async fn apply_manifests(manifests: Manifests, options: &ApplyOptions) -> Re
     let keys: Vec<String> = inputs.iter().map(|i| i.key.clone()).collect();
 
     let pool = ClientPool::new(RateLimit::per_second(options.max_calls_per_second), options.client.clone())
-        .map_err(|e| RunError::Failed(e.into()))?;
+        .map_err(ApplyError::HttpClient)?;
     let progress_bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(

@@ -12,6 +12,7 @@
 //! It serves users trying the operator without a Tencent account, users'
 //! own CI, our tests and our benchmarks; it is a product feature.
 
+mod config;
 mod gateway;
 mod groups;
 mod seed;
@@ -25,57 +26,18 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use config::{Faults, SimulatorConfig};
 pub use groups::MAX_MEMBERS_PER_CALL;
 pub use seed::{SeedError, SeedFile};
 pub use server::LoggedRequest;
 
-use crate::secret::Redacted;
-
-/// Injected faults, drawn per request from an RNG seeded with `seed`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Faults {
-    /// Share of calls answered 10002 (internal error) without effect.
-    pub fail_10002: f64,
-    /// Share of calls answered HTTP 502 without effect.
-    pub fail_http502: f64,
-    /// Added before every answer.
-    pub latency: Duration,
-    pub seed: u64,
-}
-
-impl Default for Faults {
-    fn default() -> Self {
-        Self { fail_10002: 0.0, fail_http502: 0.0, latency: Duration::ZERO, seed: 1 }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct SimulatorConfig {
-    pub sdkappid: u64,
-    pub identifier: String,
-    pub secret_key: Redacted<String>,
-    /// Calls admitted per second for the app; more get 60007.
-    pub rate_limit: u32,
-    pub faults: Faults,
-    pub seed: SeedFile,
-    pub allow_any_group_type: bool,
-    /// Requests kept for `/simulator/requests`; older ones are dropped.
-    pub request_log_limit: usize,
-}
-
-impl SimulatorConfig {
-    pub fn new(sdkappid: u64, identifier: &str, secret_key: &str) -> Self {
-        Self {
-            sdkappid,
-            identifier: identifier.to_string(),
-            secret_key: Redacted::new(secret_key.to_string()),
-            rate_limit: crate::im::DEFAULT_CALLS_PER_SECOND,
-            faults: Faults::default(),
-            seed: SeedFile::default(),
-            allow_any_group_type: false,
-            request_log_limit: 100_000,
-        }
-    }
+/// Why one of the simulator's own pages could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("cannot set up an HTTP client")]
+    Client(#[source] crate::im::TransportError),
+    #[error("the simulator did not answer")]
+    Http(#[source] reqwest::Error),
 }
 
 /// A simulator serving in this process; dropping it stops the server.
@@ -93,11 +55,12 @@ impl RunningSimulator {
 
     /// Reads one of its JSON endpoints: `/simulator/state`,
     /// `/simulator/requests` or `/simulator/stats`.
-    pub async fn fetch_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+    pub async fn fetch_json(&self, path: &str) -> Result<serde_json::Value, FetchError> {
         // The operator's own client: no proxy for loopback, bounded waits.
-        let client = crate::im::client::http_client(Duration::from_secs(10))?;
+        let client = crate::im::client::http_client(Duration::from_secs(10)).map_err(FetchError::Client)?;
         let url = format!("{}{path}", self.base_url());
-        Ok(client.get(url).send().await?.error_for_status()?.json().await?)
+        let answer = client.get(url).send().await.and_then(|a| a.error_for_status()).map_err(FetchError::Http)?;
+        answer.json().await.map_err(FetchError::Http)
     }
 
     /// Stops accepting, finishes requests in flight, and returns.

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::SimulatorConfig;
+use super::config::SimulatorConfig;
 use super::gateway::{self, AppIdentity};
 use super::groups::{Groups, MAX_MEMBERS_PER_CALL, ServiceAnswer};
 use crate::im::window_counter::WindowCounter;

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use super::ToolError;
 use crate::engine::clients::ClientPool;
 use crate::engine::credentials::AppTarget;
 use crate::im::{AppCredentials, ClientSettings, Endpoint, RateLimit};
@@ -45,12 +46,12 @@ pub struct ClientBenchReport {
     pub peak_calls_in_any_window: u64,
 }
 
-pub async fn client_throughput(params: ClientBenchParams) -> anyhow::Result<ClientBenchReport> {
+pub async fn client_throughput(params: ClientBenchParams) -> Result<ClientBenchReport, ToolError> {
     let mut config = SimulatorConfig::new(SDKAPPID, ADMIN, KEY);
     config.rate_limit = params.rate_limit;
-    config.seed = SeedFile::parse(&format!("groups: [{{groupId: \"{GROUP}\", type: AVChatRoom}}]"))
-        .map_err(anyhow::Error::msg)?;
-    let listen: SocketAddr = "127.0.0.1:0".parse()?;
+    config.seed =
+        SeedFile::parse(&format!("groups: [{{groupId: \"{GROUP}\", type: AVChatRoom}}]")).map_err(ToolError::Seed)?;
+    let listen = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
     let sim = simulator::start(config, listen).await?;
     let base_url = sim.base_url();
 
@@ -144,7 +145,7 @@ pub struct ApplyBenchReport {
 
 /// Runs `groupban-operator apply` (this same binary) as a child process on
 /// generated manifests against an in-process simulator.
-pub async fn apply_run(params: ApplyBenchParams) -> anyhow::Result<ApplyBenchReport> {
+pub async fn apply_run(params: ApplyBenchParams) -> Result<ApplyBenchReport, ToolError> {
     let groups: Vec<String> = (0..params.policies).map(|i| format!("@TGS#bench{i:03}")).collect();
     let member_list: Vec<String> = (0..params.members).map(|i| format!("member{i:05}")).collect();
     let banned = member_list.join(", ");
@@ -152,10 +153,10 @@ pub async fn apply_run(params: ApplyBenchParams) -> anyhow::Result<ApplyBenchRep
         groups.iter().map(|g| format!("{{groupId: \"{g}\", type: AVChatRoom, banned: [{banned}]}}")).collect();
     let mut config = SimulatorConfig::new(SDKAPPID, ADMIN, KEY);
     config.rate_limit = params.rate_limit;
-    config.seed = SeedFile::parse(&format!("groups: [{}]", seed_groups.join(", "))).map_err(anyhow::Error::msg)?;
+    config.seed = SeedFile::parse(&format!("groups: [{}]", seed_groups.join(", "))).map_err(ToolError::Seed)?;
     config.faults.fail_10002 = params.fail_10002;
     config.faults.fail_http502 = params.fail_http502;
-    let sim = simulator::start(config, "127.0.0.1:0".parse()?).await?;
+    let sim = simulator::start(config, SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0))).await?;
     let base_url = sim.base_url();
 
     let dir = std::env::temp_dir().join(format!("groupban-bench-{}", std::process::id()));

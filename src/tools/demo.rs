@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::RunError;
+use super::ToolError;
 use crate::engine::credentials::keys;
 use crate::im::ClientSettings;
 use crate::oneshot::apply::{ApplyOptions, OutputFormat, apply_manifests};
@@ -31,22 +31,21 @@ groups:
     banned: [alice, bob, mallory]
 "#;
 
-pub async fn run() -> Result<(), RunError> {
+pub async fn run() -> Result<(), ToolError> {
     let mut manifests = Manifests::default();
     let mut origins = BTreeMap::new();
     for (text, file) in [(CREDENTIALS, "examples/credentials.yaml"), (POLICIES, "examples/policies.yaml")] {
-        manifests::load_text(text, file, &mut manifests, &mut origins).map_err(|e| RunError::Failed(e.into()))?;
+        manifests::load_text(text, file, &mut manifests, &mut origins).map_err(ToolError::Examples)?;
     }
     let secret = manifests.secrets.values().next().cloned().unwrap_or_default();
     let value = |key: &str| secret.string_data.as_ref().and_then(|d| d.get(key)).cloned().unwrap_or_default();
     let sdkappid = value(keys::SDK_APP_ID).parse().unwrap_or(1_400_000_000);
 
     let mut config = SimulatorConfig::new(sdkappid, &value(keys::IDENTIFIER), &value(keys::SECRET_KEY));
-    config.seed = SeedFile::parse(SEED).map_err(|e| RunError::Failed(anyhow::anyhow!(e)))?;
+    config.seed = SeedFile::parse(SEED).map_err(ToolError::Seed)?;
     config.faults = Faults { fail_10002: 0.10, fail_http502: 0.05, latency: Duration::from_millis(5), seed: 42 };
-    let sim = simulator::start(config, "127.0.0.1:0".parse().map_err(|e| RunError::Failed(anyhow::anyhow!("{e}")))?)
-        .await
-        .map_err(|e| RunError::Failed(e.into()))?;
+    let loopback = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
+    let sim = simulator::start(config, loopback).await?;
     let base_url = sim.base_url();
     for secret in manifests.secrets.values_mut() {
         secret.string_data.get_or_insert_with(Default::default).insert(keys::ENDPOINT.into(), base_url.clone());
@@ -68,7 +67,7 @@ pub async fn run() -> Result<(), RunError> {
 
     let log = sim.fetch_json("/simulator/requests").await?;
     let state = sim.fetch_json("/simulator/state").await?;
-    sim.stop().await.map_err(|e| RunError::Failed(e.into()))?;
+    sim.stop().await?;
 
     crate::outln!("\n# What the simulator received, in order:");
     crate::outln!("{:>4}  {:<20}  {:<18}  {:>7}  answer", "#", "command", "group", "members");
