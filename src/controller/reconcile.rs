@@ -19,6 +19,7 @@ use kube::{Api, Resource, ResourceExt};
 use tokio::sync::watch;
 use tracing::{debug, info, instrument, warn};
 
+use super::config::RunOptions;
 use super::context::Context;
 use super::memory::policy_key;
 use super::passes::PassFor;
@@ -27,10 +28,10 @@ use super::triggers::{SecretKey, credentials_secret};
 use super::trim::trim_for_cache;
 use super::{decode, drift, events};
 use crate::crd::{DriftStatus, GroupBanPolicy, GroupBanPolicyStatus, RECONCILE_REQUESTED_AT, condition_types, reasons};
-use crate::engine::changes::{PassCalls, differs_beyond_timestamps, notices};
+use crate::engine::changes::{Notice, PassCalls, differs_beyond_timestamps, notices};
 use crate::engine::conditions::{Decision, find_condition};
 use crate::engine::credentials::{self, AppTarget, CredentialsError};
-use crate::engine::{PassOutcome, PolicyInput, run_pass};
+use crate::engine::{PassOutcome, PolicyInput, run_one};
 use crate::im::codes;
 
 /// What stops a reconcile before it could conclude. Problems a person must
@@ -220,25 +221,6 @@ async fn reconcile_once(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Resul
     status.drift = drift_status;
     status.last_handled_reconcile_at =
         policy.annotations().get(RECONCILE_REQUESTED_AT).cloned().or(recorded.last_handled_reconcile_at.clone());
-
-    // Members the drift check took out and the pass unbanned again count as
-    // newly unbanned in the Event.
-    let before_pass = GroupBanPolicyStatus { unbanned_members: for_pass_members, ..recorded.clone() };
-    let on_server = progress_written.as_ref().unwrap_or(&recorded);
-    if differs_beyond_timestamps(on_server, &status) {
-        let written = write_status(&api, &target, &status, &|version| ctx.wrote_status(&policy, version))
-            .await
-            .map_err(|source| match is_forbidden(&source) {
-                true => ReconcileError::StatusForbidden { policy: key.clone(), source },
-                false => ReconcileError::WriteStatus { policy: key.clone(), source },
-            })?;
-        if written == Written::ObjectReplaced {
-            // Deleted, or made again under its name: the new object has a
-            // reconcile of its own; nothing of this pass is its.
-            debug!("Policy deleted or replaced during its reconcile; status not written");
-            return Ok(Action::await_change());
-        }
-    }
     if calls_succeeded + calls_failed > 0 {
         info!(calls_succeeded, calls_failed, ?decision, "Pass done");
     }
@@ -252,24 +234,157 @@ async fn reconcile_once(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Resul
              --max-calls-per-second: another client is likely spending this app's budget"
         );
     }
-    publish_events(&ctx, &policy, &before_pass, &status, calls).await;
-    if let Some(failure) = read_failure {
-        return Err(failure);
-    }
-    if let Some(why) = pass.changed() {
-        // What was confirmed is written; the watch event that stopped the
-        // pass schedules the next reconcile, from the new spec. No backoff:
-        // nothing failed.
-        info!(why, "Pass stopped: its policy changed");
-        return Ok(Action::await_change());
-    }
     let drift_due = match (decision, runnable) {
         (Decision::Idle, true) => {
             drift::next_check_in(&policy.spec, ctx.memory.last_drift_attempt(&key, &status), Timestamp::now())
         }
         _ => None,
     };
-    Ok(next_action(&ctx, &key, drift_due, decision))
+    let changed = pass.changed();
+    if let Some(why) = changed {
+        info!(why, "Pass stopped: its policy changed");
+    }
+    let verdict = Verdict::of(PassEnd {
+        // Members the drift check took out and the pass unbanned again
+        // count as newly unbanned in the Event.
+        before: GroupBanPolicyStatus { unbanned_members: for_pass_members, ..recorded.clone() },
+        on_server: progress_written.unwrap_or(recorded),
+        after: status,
+        calls,
+        decision,
+        read_failure,
+        policy_changed: changed.is_some(),
+        shutting_down: *ctx.shutdown.borrow(),
+        drift_due,
+        options: &ctx.options,
+    });
+    carry_out(&ctx, &api, &policy, &target, &key, verdict).await
+}
+
+/// Everything a reconcile knows once its pass has ended.
+struct PassEnd<'a> {
+    /// The record the pass started from (after the drift check).
+    before: GroupBanPolicyStatus,
+    /// What the API server holds: the last progress write, else the record.
+    on_server: GroupBanPolicyStatus,
+    /// The status the pass concluded.
+    after: GroupBanPolicyStatus,
+    calls: PassCalls,
+    decision: Decision,
+    /// The Secret could not be read (the status says so); the error goes
+    /// to the error policy, which retries on the backoff.
+    read_failure: Option<ReconcileError>,
+    /// The watch stopped the pass: the policy was edited, deleted or made again.
+    policy_changed: bool,
+    shutting_down: bool,
+    /// When the next drift check is due, for a converged policy.
+    drift_due: Option<Duration>,
+    options: &'a RunOptions,
+}
+
+/// What a reconcile concluded, as one value (computed without I/O), which
+/// [`carry_out`] applies: the status to write, the Events, and what comes
+/// next.
+#[derive(Debug)]
+struct Verdict {
+    /// Written when it differs from the server's beyond timestamps.
+    write: Option<GroupBanPolicyStatus>,
+    notices: Vec<Notice>,
+    next: Next,
+}
+
+/// What follows a reconcile; the one place a policy's backoff changes is
+/// [`action_for`], which turns this into kube-runtime's action.
+#[derive(Debug)]
+enum Next {
+    /// Fails the reconcile: the error policy retries it on the backoff.
+    Fail(ReconcileError),
+    /// Nothing until the policy changes: the watch event that stopped the
+    /// pass schedules the next reconcile (no backoff: nothing failed), or
+    /// the process is shutting down.
+    AwaitChange,
+    /// Work is left: run again after the policy's backoff, which grows.
+    Retry,
+    /// Settled (done, suspended or stalled): the backoff starts over, and
+    /// the policy is looked at again after this long.
+    Settle(Duration),
+}
+
+impl Verdict {
+    fn of(end: PassEnd<'_>) -> Self {
+        let write = differs_beyond_timestamps(&end.on_server, &end.after).then(|| end.after.clone());
+        let notices = notices(&end.before, &end.after, end.calls);
+        let next = match end.read_failure {
+            Some(failure) => Next::Fail(failure),
+            None => next_after(end.decision, end.policy_changed, end.shutting_down, end.drift_due, end.options),
+        };
+        Self { write, notices, next }
+    }
+}
+
+/// When to look at the policy again, from the pass's decision (and, for a
+/// converged policy, when its next drift check is due).
+fn next_after(
+    decision: Decision,
+    policy_changed: bool,
+    shutting_down: bool,
+    drift_due: Option<Duration>,
+    options: &RunOptions,
+) -> Next {
+    if policy_changed || shutting_down {
+        return Next::AwaitChange;
+    }
+    // A drift check due sooner comes first (at least a second away).
+    let settle = |wait: Duration| Next::Settle(drift_due.map_or(wait, |due| wait.min(due.max(Duration::from_secs(1)))));
+    match decision {
+        Decision::Retry => Next::Retry,
+        Decision::Idle | Decision::Suspended => settle(options.idle_resync),
+        // A person must act; the slow re-check catches fixes made outside
+        // the cluster (a permission granted in the IM console, say).
+        Decision::Stalled => settle(options.stalled_recheck),
+    }
+}
+
+/// Applies a verdict: the status write, then the Events, then the next
+/// action. A policy deleted or made again meanwhile gets none of them.
+async fn carry_out(
+    ctx: &Context,
+    api: &StatusApi,
+    policy: &GroupBanPolicy,
+    target: &StatusTarget,
+    key: &str,
+    verdict: Verdict,
+) -> Result<Action, ReconcileError> {
+    if let Some(status) = &verdict.write {
+        let written = write_status(api, target, status, &|version| ctx.wrote_status(policy, version)).await.map_err(
+            |source| match is_forbidden(&source) {
+                true => ReconcileError::StatusForbidden { policy: key.to_string(), source },
+                false => ReconcileError::WriteStatus { policy: key.to_string(), source },
+            },
+        )?;
+        if written == Written::ObjectReplaced {
+            // Deleted, or made again under its name: the new object has a
+            // reconcile of its own; nothing of this pass is its.
+            debug!("Policy deleted or replaced during its reconcile; status not written");
+            return Ok(Action::await_change());
+        }
+    }
+    publish_events(ctx, policy, &verdict.notices).await;
+    action_for(ctx, key, verdict.next)
+}
+
+/// kube-runtime's action for `next`, changing the policy's backoff: the
+/// only place it changes.
+fn action_for(ctx: &Context, key: &str, next: Next) -> Result<Action, ReconcileError> {
+    match next {
+        Next::Fail(error) => Err(error),
+        Next::AwaitChange => Ok(Action::await_change()),
+        Next::Retry => Ok(Action::requeue(ctx.memory.backoff_after_failure(key))),
+        Next::Settle(wait) => {
+            ctx.memory.settled(key);
+            Ok(Action::requeue(wait))
+        }
+    }
 }
 
 /// The drift check, when due: members found banned again leave `record`
@@ -323,32 +438,19 @@ async fn run_with_progress(
     let (progress_tx, progress_rx) = watch::channel(None);
     let mut gate = ProgressGate::new(ctx.options.progress_interval, recorded);
     let pass = async move {
-        let inputs = [input];
-        let mut outcomes = run_pass(&inputs, &ctx.pool, stop, |statuses, progress| {
+        let outcome = run_one(&input, &ctx.pool, stop, |status, progress| {
             let calls_left = progress.calls_done < progress.calls_planned;
-            if let Some(status) = statuses.first()
-                && gate.admits(status, calls_left, tokio::time::Instant::now())
-            {
+            if gate.admits(status, calls_left, tokio::time::Instant::now()) {
                 progress_tx.send_replace(Some(status.clone()));
             }
         })
         .await;
         drop(progress_tx);
-        outcomes.pop()
+        outcome
     };
     let on_written = |version| ctx.wrote_status(policy, version);
     let publisher = publish_progress(api, target, progress_rx, recorded, &on_written);
-    let (outcome, written) = tokio::join!(pass, publisher);
-    // One input gives one outcome; an empty pass cannot happen.
-    let outcome = outcome.unwrap_or_else(|| PassOutcome {
-        status: recorded.clone(),
-        decision: Decision::Retry,
-        calls_succeeded: 0,
-        calls_failed: 0,
-        budget_answers: 0,
-        app_budget_answers_lately: 0,
-    });
-    (outcome, written)
+    tokio::join!(pass, publisher)
 }
 
 /// Which of a pass's statuses are published as progress: one every
@@ -424,16 +526,10 @@ async fn read_credentials(
     }
 }
 
-async fn publish_events(
-    ctx: &Context,
-    policy: &GroupBanPolicy,
-    before: &GroupBanPolicyStatus,
-    after: &GroupBanPolicyStatus,
-    calls: PassCalls,
-) {
+async fn publish_events(ctx: &Context, policy: &GroupBanPolicy, notices: &[Notice]) {
     let reference = policy.object_ref(&());
-    for notice in notices(before, after, calls) {
-        let event = events::event_for(&notice);
+    for notice in notices {
+        let event = events::event_for(notice);
         match ctx.recorders.publish(&event, &reference).await {
             Ok(()) => {}
             Err(error) if is_forbidden(&error.source) => {
@@ -448,29 +544,6 @@ async fn publish_events(
                 warn!(reason = %event.reason, error = %crate::error_chain(&error), "Failed to publish an Event");
             }
         }
-    }
-}
-
-/// When to look at the policy again, from the pass's decision (and, for a
-/// converged policy, when its next drift check is due).
-fn next_action(ctx: &Context, key: &str, drift_due: Option<Duration>, decision: Decision) -> Action {
-    let options = &ctx.options;
-    let settle = |wait: Duration| {
-        ctx.memory.settled(key);
-        // A drift check due sooner comes first (at least a second away).
-        let wait = drift_due.map_or(wait, |due| wait.min(due.max(Duration::from_secs(1))));
-        Action::requeue(wait)
-    };
-    if *ctx.shutdown.borrow() {
-        return Action::await_change();
-    }
-    match decision {
-        Decision::Retry => Action::requeue(ctx.memory.backoff_after_failure(key)),
-        Decision::Idle => settle(options.idle_resync),
-        Decision::Suspended => settle(options.idle_resync),
-        // A person must act; the slow re-check catches fixes made outside
-        // the cluster (a permission granted in the IM console, say).
-        Decision::Stalled => settle(options.stalled_recheck),
     }
 }
 
@@ -539,5 +612,29 @@ mod tests {
         let mut gate =
             ProgressGate { last_sent: start, ..ProgressGate::new(interval, &GroupBanPolicyStatus::default()) };
         assert!(!gate.admits(&with_ready("GroupNotFound"), false, at(10)));
+    }
+
+    /// What follows a pass, from its decision: a change or a shutdown
+    /// waits for the watch; a retry takes the backoff; a settled policy is
+    /// looked at again after the resync or the stalled re-check, or when
+    /// its drift check is due, if sooner (but not within a second).
+    #[test]
+    fn the_next_step_follows_the_decision() {
+        let options = RunOptions::default();
+        let (idle, stalled) = (options.idle_resync, options.stalled_recheck);
+        let minute = Duration::from_secs(60);
+        let step = |decision, changed, stopping, drift| {
+            format!("{:?}", next_after(decision, changed, stopping, drift, &options))
+        };
+        let settle = |wait: Duration| format!("{:?}", Next::Settle(wait));
+        assert_eq!(step(Decision::Retry, false, false, None), "Retry");
+        assert_eq!(step(Decision::Retry, true, false, None), "AwaitChange");
+        assert_eq!(step(Decision::Idle, false, true, None), "AwaitChange");
+        assert_eq!(step(Decision::Idle, false, false, None), settle(idle));
+        assert_eq!(step(Decision::Suspended, false, false, None), settle(idle));
+        assert_eq!(step(Decision::Stalled, false, false, None), settle(stalled));
+        assert_eq!(step(Decision::Idle, false, false, Some(minute)), settle(minute));
+        assert_eq!(step(Decision::Idle, false, false, Some(Duration::ZERO)), settle(Duration::from_secs(1)));
+        assert_eq!(step(Decision::Stalled, false, false, Some(stalled * 2)), settle(stalled));
     }
 }

@@ -21,6 +21,7 @@ pub mod fold;
 pub mod plan;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use k8s_openapi::jiff::Timestamp;
 use tokio::sync::{mpsc, watch};
@@ -28,6 +29,7 @@ use tracing::{debug, warn};
 
 use crate::crd::reasons;
 use crate::crd::{GroupBanPolicySpec, GroupBanPolicyStatus, validate_spec};
+use crate::im::{Command, RateLimiter};
 use clients::ClientPool;
 use conditions::{Decision, Halt, PassView};
 use credentials::{AppTarget, CredentialsError};
@@ -72,10 +74,26 @@ pub struct PassOutcome {
     pub app_budget_answers_lately: usize,
 }
 
+/// What a pass learns about one policy beside its status.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Why the pass stopped short of the policy's planned calls, if it did.
+    halt: Option<Halt>,
+    /// Members whose latest call in this pass failed.
+    failed_in_pass: BTreeSet<String>,
+    /// The latest retried attempt, while no later call has succeeded.
+    retrying: Option<RetryCause>,
+    calls_succeeded: usize,
+    calls_failed: usize,
+    budget_answers: u32,
+    /// The limiter of the policy's app, when it made calls.
+    limiter: Option<Arc<RateLimiter>>,
+}
+
 /// Runs one pass. `observe` sees the statuses after every batch of answers
 /// (answers that land together are folded together, so a slow store never
 /// holds up the calls), with summary and conditions already brought up to
-/// date; the concluded outcomes are returned, not observed.
+/// date; the concluded outcomes are returned, one per input, in order.
 ///
 /// Stopping: once `shutdown` turns true, no new call starts (calls waiting
 /// for the limiter or a backoff give up); requests already on the wire
@@ -87,71 +105,96 @@ pub async fn run_pass(
     inputs: &[PolicyInput],
     pool: &ClientPool,
     shutdown: watch::Receiver<bool>,
-    mut observe: impl FnMut(&[GroupBanPolicyStatus], PassProgress),
+    observe: impl FnMut(&[GroupBanPolicyStatus], PassProgress),
 ) -> Vec<PassOutcome> {
-    let mut halts: Vec<Option<Halt>> = vec![None; inputs.len()];
-    let mut statuses = Vec::with_capacity(inputs.len());
+    let mut statuses: Vec<GroupBanPolicyStatus> = inputs.iter().map(prepared).collect();
+    let mut tallies: Vec<Tally> = inputs.iter().map(|_| Tally::default()).collect();
+    drive(inputs, &mut statuses, &mut tallies, pool, shutdown, observe).await;
+    inputs.iter().zip(statuses).zip(tallies).map(|((input, status), tally)| conclude(input, status, tally)).collect()
+}
+
+/// [`run_pass`] over one policy: what the controller runs per reconcile.
+/// `observe` sees the policy's status after every batch of its answers.
+pub async fn run_one(
+    input: &PolicyInput,
+    pool: &ClientPool,
+    shutdown: watch::Receiver<bool>,
+    mut observe: impl FnMut(&GroupBanPolicyStatus, PassProgress),
+) -> PassOutcome {
+    let mut statuses = [prepared(input)];
+    let mut tallies = [Tally::default()];
+    drive(std::slice::from_ref(input), &mut statuses, &mut tallies, pool, shutdown, |statuses, progress| {
+        for status in statuses {
+            observe(status, progress);
+        }
+    })
+    .await;
+    let ([status], [tally]) = (statuses, tallies);
+    conclude(input, status, tally)
+}
+
+/// The recorded status made ready for a pass (see [`fold::prepare`]).
+fn prepared(input: &PolicyInput) -> GroupBanPolicyStatus {
+    let target = input.target.as_ref().ok();
+    let owner = target.map(|t| (t.credentials.sdkappid, t.endpoint.to_string()));
+    let owner = owner.as_ref().map(|(sdkappid, endpoint)| RecordOwner { sdkappid: *sdkappid, endpoint });
+    fold::prepare(input.recorded.clone(), &input.spec, owner)
+}
+
+/// Why no call can be made for `input`, if none can.
+fn halt_before_calls(input: &PolicyInput) -> Option<Halt> {
+    if let Err(problem) = validate_spec(&input.spec) {
+        return Some(Halt::Config(problem.into()));
+    }
+    if input.spec.suspend == Some(true) {
+        return Some(Halt::Suspended);
+    }
+    match &input.target {
+        Ok(_) => None,
+        Err(problem) if problem.is_passing() => {
+            Some(Halt::Unavailable { reason: reasons::CREDENTIALS_UNAVAILABLE, message: problem.to_string() })
+        }
+        Err(problem) => Some(Halt::Config(problem.clone().into())),
+    }
+}
+
+/// Plans, executes and folds: `statuses` and `tallies` (one per input)
+/// hold what the pass found when it returns.
+async fn drive(
+    inputs: &[PolicyInput],
+    statuses: &mut [GroupBanPolicyStatus],
+    tallies: &mut [Tally],
+    pool: &ClientPool,
+    shutdown: watch::Receiver<bool>,
+    mut observe: impl FnMut(&[GroupBanPolicyStatus], PassProgress),
+) {
     let mut jobs = Vec::new();
     for (index, input) in inputs.iter().enumerate() {
-        let target = input.target.as_ref().ok();
-        let owner = target.map(|t| (t.credentials.sdkappid, t.endpoint.to_string()));
-        let owner = owner.as_ref().map(|(sdkappid, endpoint)| RecordOwner { sdkappid: *sdkappid, endpoint });
-        statuses.push(fold::prepare(input.recorded.clone(), &input.spec, owner));
-
-        if let Err(problem) = validate_spec(&input.spec) {
-            halts[index] = Some(Halt::Config(problem.into()));
+        tallies[index].halt = halt_before_calls(input);
+        let Ok(target) = &input.target else { continue };
+        if tallies[index].halt.is_some() {
             continue;
         }
-        if input.spec.suspend == Some(true) {
-            halts[index] = Some(Halt::Suspended);
-            continue;
-        }
-        let target = match &input.target {
-            Ok(target) => target,
-            Err(problem) if problem.is_passing() => {
-                let message = problem.to_string();
-                halts[index] = Some(Halt::Unavailable { reason: reasons::CREDENTIALS_UNAVAILABLE, message });
-                continue;
-            }
-            Err(problem) => {
-                halts[index] = Some(Halt::Config(problem.clone().into()));
-                continue;
-            }
-        };
         let plan = plan::plan(&input.spec.unbanned_members, &statuses[index].unbanned_members);
         debug!(policy = %input.key, calls = plan.batches.len(), members = plan.members_to_unban(), "Planned");
         if !plan.batches.is_empty() {
+            let client = pool.client_for(target);
+            tallies[index].limiter = Some(client.limiter(Command::UnbanGroupMember).clone());
             jobs.push(PolicyJob {
                 policy: index,
                 group_id: input.spec.group_id.clone(),
-                client: pool.client_for(target),
+                client,
                 batches: plan.batches,
             });
         }
     }
 
     let desired: Vec<DesiredMembers<'_>> = inputs.iter().map(|input| DesiredMembers::of(&input.spec)).collect();
-    let mut failed_in_pass: Vec<BTreeSet<String>> = vec![BTreeSet::new(); inputs.len()];
-    let mut succeeded = vec![0usize; inputs.len()];
-    let mut failed = vec![0usize; inputs.len()];
-    let mut budget_answers = vec![0u32; inputs.len()];
-    let mut retrying: Vec<Option<RetryCause>> = vec![None; inputs.len()];
-    let limiters: Vec<Option<std::sync::Arc<crate::im::RateLimiter>>> = {
-        let mut limiters = vec![None; inputs.len()];
-        for job in &jobs {
-            limiters[job.policy] = Some(job.client.limiter(crate::im::Command::UnbanGroupMember).clone());
-        }
-        limiters
-    };
     // prepare() may have emptied or trimmed a record: bring every summary
     // and condition up to date before anything can be saved.
     let now = Timestamp::now();
     for (index, status) in statuses.iter_mut().enumerate() {
-        conditions::refresh(
-            status,
-            pass_view(&inputs[index], &desired[index], &halts[index], &failed_in_pass[index], &None),
-            now,
-        );
+        conditions::refresh(status, pass_view(&inputs[index], &desired[index], &tallies[index], false), now);
     }
     let mut progress = PassProgress { calls_planned: jobs.iter().map(|j| j.batches.len()).sum(), calls_done: 0 };
     let (reports_tx, mut reports) = mpsc::unbounded_channel();
@@ -167,76 +210,81 @@ pub async fn run_pass(
             let mut touched = BTreeSet::new();
             for (index, event) in landed {
                 touched.insert(index);
+                let tally = &mut tallies[index];
                 let report = match event {
                     CallEvent::Retrying(cause) => {
-                        retrying[index] = Some(cause);
+                        tally.retrying = Some(cause);
                         continue;
                     }
                     CallEvent::Done(report) => report,
                 };
                 progress.calls_done += 1;
-                budget_answers[index] = budget_answers[index].saturating_add(report.budget_answers);
+                tally.budget_answers = tally.budget_answers.saturating_add(report.budget_answers);
                 let input = &inputs[index];
                 if report.error_code == 0 {
-                    succeeded[index] += 1;
+                    tally.calls_succeeded += 1;
                     debug!(policy = %input.key, group = %input.spec.group_id, members = report.members.len(), attempts = report.attempts, "Unbanned batch");
                     for member in &report.members {
-                        failed_in_pass[index].remove(member);
+                        tally.failed_in_pass.remove(member);
                     }
                     // The gateway answers again: an older retry's cause is
                     // no longer news (a call still retrying tells again).
-                    retrying[index] = None;
+                    tally.retrying = None;
                 } else {
-                    failed[index] += 1;
+                    tally.calls_failed += 1;
                     warn!(policy = %input.key, group = %input.spec.group_id, members = report.members.len(), error_code = report.error_code, attempts = report.attempts, "Batch failed");
-                    failed_in_pass[index].extend(report.members.iter().cloned());
+                    tally.failed_in_pass.extend(report.members.iter().cloned());
                 }
-                if halts_policy(report.error_code) && halts[index].is_none() {
-                    halts[index] =
+                if halts_policy(report.error_code) && tally.halt.is_none() {
+                    tally.halt =
                         Some(Halt::Terminal { error_code: report.error_code, error_info: report.error_info.clone() });
                 }
                 fold::record_call(&mut statuses[index], &desired[index], &report);
             }
             let now = Timestamp::now();
             for index in touched {
-                let view =
-                    pass_view(&inputs[index], &desired[index], &halts[index], &failed_in_pass[index], &retrying[index]);
+                let view = pass_view(&inputs[index], &desired[index], &tallies[index], true);
                 conditions::refresh(&mut statuses[index], view, now);
             }
-            observe(&statuses, progress);
+            observe(statuses, progress);
         }
     };
     // The fold ends when the last call's report has been sent.
     tokio::join!(calls, fold);
-
-    let now = Timestamp::now();
-    statuses
-        .into_iter()
-        .enumerate()
-        .map(|(index, status)| {
-            // Every call has ended: nothing is being retried any more.
-            let view = pass_view(&inputs[index], &desired[index], &halts[index], &failed_in_pass[index], &None);
-            let (status, decision) = conditions::conclude(status, view, now);
-            PassOutcome {
-                status,
-                decision,
-                calls_succeeded: succeeded[index],
-                calls_failed: failed[index],
-                budget_answers: budget_answers[index],
-                app_budget_answers_lately: limiters[index]
-                    .as_ref()
-                    .map_or(0, |limiter| limiter.budget_answers_lately(tokio::time::Instant::now())),
-            }
-        })
-        .collect()
 }
 
+/// The outcome of one policy once every call has ended.
+fn conclude(input: &PolicyInput, status: GroupBanPolicyStatus, tally: Tally) -> PassOutcome {
+    let desired = DesiredMembers::of(&input.spec);
+    // Every call has ended: nothing is being retried any more.
+    let view = pass_view(input, &desired, &tally, false);
+    let (status, decision) = conditions::conclude(status, view, Timestamp::now());
+    PassOutcome {
+        status,
+        decision,
+        calls_succeeded: tally.calls_succeeded,
+        calls_failed: tally.calls_failed,
+        budget_answers: tally.budget_answers,
+        app_budget_answers_lately: tally
+            .limiter
+            .as_ref()
+            .map_or(0, |limiter| limiter.budget_answers_lately(tokio::time::Instant::now())),
+    }
+}
+
+/// What the conditions are computed from; `retrying` says whether a call
+/// may still be retrying (during the pass) or not (at its end).
 fn pass_view<'a>(
     input: &'a PolicyInput,
     desired: &'a DesiredMembers<'a>,
-    halt: &'a Option<Halt>,
-    failed_in_pass: &'a BTreeSet<String>,
-    retrying: &'a Option<RetryCause>,
+    tally: &'a Tally,
+    retrying: bool,
 ) -> PassView<'a> {
-    PassView { desired, generation: input.generation, halt: halt.as_ref(), failed_in_pass, retrying: retrying.as_ref() }
+    PassView {
+        desired,
+        generation: input.generation,
+        halt: tally.halt.as_ref(),
+        failed_in_pass: &tally.failed_in_pass,
+        retrying: tally.retrying.as_ref().filter(|_| retrying),
+    }
 }
