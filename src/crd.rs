@@ -297,18 +297,44 @@ pub fn kubernetes_integer_formats(schema: &mut serde_json::Value) {
     }
 }
 
-/// A spec that breaks a rule, with the field named in the message.
+/// A spec that breaks a rule: which rule, naming the field and the value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct SpecError(pub String);
+pub enum SpecError {
+    #[error("spec.groupId {0:?} must be 1 to {MAX_GROUP_ID_BYTES} bytes of printable ASCII")]
+    GroupId(String),
+    #[error("spec.unbannedMembers has {0} entries; at most {MAX_MEMBERS} (split larger sets over several policies)")]
+    TooManyMembers(usize),
+    #[error("spec.unbannedMembers[{index}] {member:?} must be 1 to {MAX_MEMBER_BYTES} bytes of printable ASCII")]
+    Member { index: usize, member: String },
+    #[error("spec.unbannedMembers[{index}] {member:?} appears more than once")]
+    DuplicateMember { index: usize, member: String },
+    #[error("spec.credentialsSecretRef.name must not be empty")]
+    EmptySecretName,
+    #[error("spec.driftCheckInterval {0}")]
+    DriftCheckInterval(String),
+}
+
+impl SpecError {
+    /// The field at fault, as a bounded label (never a value).
+    pub fn field(&self) -> &'static str {
+        match self {
+            SpecError::GroupId(_) => "spec.groupId",
+            SpecError::TooManyMembers(_) | SpecError::Member { .. } | SpecError::DuplicateMember { .. } => {
+                "spec.unbannedMembers"
+            }
+            SpecError::EmptySecretName => "spec.credentialsSecretRef.name",
+            SpecError::DriftCheckInterval(_) => "spec.driftCheckInterval",
+        }
+    }
+}
 
 /// Checks the rules of the schema in code: `apply` reads files no API
 /// server has validated, and the controller double-checks. Returns the
 /// first problem, naming the field.
 pub fn validate_spec(spec: &GroupBanPolicySpec) -> Result<(), SpecError> {
-    check_spec(spec).map_err(SpecError)?;
+    check_spec(spec)?;
     if let Some(text) = &spec.drift_check_interval {
-        drift_check_interval(text).map_err(|problem| SpecError(format!("spec.driftCheckInterval {problem}")))?;
+        drift_check_interval(text).map_err(SpecError::DriftCheckInterval)?;
     }
     Ok(())
 }
@@ -357,37 +383,35 @@ pub fn drift_check_interval(text: &str) -> Result<std::time::Duration, String> {
     Ok(interval)
 }
 
-fn check_spec(spec: &GroupBanPolicySpec) -> Result<(), String> {
+fn check_spec(spec: &GroupBanPolicySpec) -> Result<(), SpecError> {
     let printable = |text: &str| text.bytes().all(|b| (0x20..=0x7e).contains(&b));
     if spec.group_id.is_empty() || spec.group_id.len() > MAX_GROUP_ID_BYTES || !printable(&spec.group_id) {
-        return Err(format!(
-            "spec.groupId {:?} must be 1 to {MAX_GROUP_ID_BYTES} bytes of printable ASCII",
-            spec.group_id
-        ));
+        return Err(SpecError::GroupId(cut_value(&spec.group_id)));
     }
     if spec.unbanned_members.len() > MAX_MEMBERS {
-        return Err(format!(
-            "spec.unbannedMembers has {} entries; at most {MAX_MEMBERS} (split larger sets over several policies)",
-            spec.unbanned_members.len()
-        ));
+        return Err(SpecError::TooManyMembers(spec.unbanned_members.len()));
     }
     let mut seen = std::collections::HashSet::with_capacity(spec.unbanned_members.len());
     for (index, member) in spec.unbanned_members.iter().enumerate() {
         if member.is_empty() || member.len() > MAX_MEMBER_BYTES || !printable(member) {
-            return Err(format!(
-                "spec.unbannedMembers[{index}] {member:?} must be 1 to {MAX_MEMBER_BYTES} bytes of printable ASCII"
-            ));
+            return Err(SpecError::Member { index, member: cut_value(member) });
         }
         if !seen.insert(member.as_str()) {
-            return Err(format!("spec.unbannedMembers[{index}] {member:?} appears more than once"));
+            return Err(SpecError::DuplicateMember { index, member: member.clone() });
         }
     }
     if let Some(secret) = &spec.credentials_secret_ref
         && secret.name.is_empty()
     {
-        return Err("spec.credentialsSecretRef.name must not be empty".into());
+        return Err(SpecError::EmptySecretName);
     }
     Ok(())
+}
+
+/// A value quoted in a [`SpecError`], cut so that a huge one cannot make
+/// a status or an Event large.
+fn cut_value(value: &str) -> String {
+    crate::cut_text(value, 256)
 }
 
 #[cfg(test)]
@@ -419,7 +443,7 @@ mod tests {
         assert!(drift_check_interval("1s").is_ok());
         let mut with_drift = spec("g", &["a"]);
         with_drift.drift_check_interval = Some("5x".into());
-        assert!(validate_spec(&with_drift).unwrap_err().0.contains("spec.driftCheckInterval"));
+        assert!(validate_spec(&with_drift).unwrap_err().to_string().contains("spec.driftCheckInterval"));
     }
 
     proptest::proptest! {
@@ -485,16 +509,16 @@ mod tests {
 
     #[test]
     fn violations_name_the_field() {
-        let duplicate = validate_spec(&spec("g", &["a", "a"])).unwrap_err().0;
+        let duplicate = validate_spec(&spec("g", &["a", "a"])).unwrap_err().to_string();
         assert!(duplicate.contains("spec.unbannedMembers[1]"), "{duplicate}");
-        let long = validate_spec(&spec("g", &[&"x".repeat(33)])).unwrap_err().0;
+        let long = validate_spec(&spec("g", &[&"x".repeat(33)])).unwrap_err().to_string();
         assert!(long.contains("spec.unbannedMembers[0]"), "{long}");
-        assert!(validate_spec(&spec("", &[])).unwrap_err().0.contains("spec.groupId"));
+        assert!(validate_spec(&spec("", &[])).unwrap_err().to_string().contains("spec.groupId"));
         assert!(validate_spec(&spec(&"g".repeat(49), &[])).is_err());
         assert!(validate_spec(&spec("g\u{e9}", &[])).is_err(), "non-ASCII bytes");
         let many: Vec<String> = (0..5001).map(|i| format!("m{i}")).collect();
         let mut big = spec("g", &[]);
         big.unbanned_members = many;
-        assert!(validate_spec(&big).unwrap_err().0.contains("5001"));
+        assert!(validate_spec(&big).unwrap_err().to_string().contains("5001"));
     }
 }

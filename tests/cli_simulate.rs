@@ -56,7 +56,7 @@ fn spawn_simulator(extra: &[&str]) -> SimProcess {
 fn query(identifier: &str, key: &str) -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let request = usersig::SigRequest { sdkappid: SDKAPPID, identifier, time: now, expire: 600, userbuf: None };
-    let sig = usersig::generate(key, &request);
+    let sig = usersig::generate(key, &request).unwrap();
     format!("sdkappid={SDKAPPID}&identifier={identifier}&usersig={sig}&random=42&contenttype=json")
 }
 

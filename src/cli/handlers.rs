@@ -65,7 +65,8 @@ pub fn print_usersig(args: UsersigArgs) -> Result<ExitCode, Failure> {
         expire: args.expire,
         userbuf: args.userbuf.as_deref().map(str::as_bytes),
     };
-    crate::outln!("{}", usersig::generate(args.secret_key.expose(), &request));
+    let usersig = usersig::generate(args.secret_key.expose(), &request).map_err(|e| Failure::failed("Sign", e))?;
+    crate::outln!("{usersig}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -176,7 +177,7 @@ pub async fn apply(args: ApplyArgs) -> Result<ExitCode, Failure> {
         stop: Some(stop),
     };
     let result = crate::oneshot::apply::apply(&args.paths, &options).await?;
-    crate::write_stdout(&result.render(args.output));
+    crate::write_stdout(&result.render(args.output).map_err(|e| Failure::failed("Render", e))?);
     let summary = result.summary;
     // One line for people and scripts (the benchmark reads it).
     eprintln!(
@@ -253,7 +254,7 @@ pub async fn bench_client(args: BenchClientArgs) -> Result<ExitCode, Failure> {
         report.peak_calls_in_any_window,
         report.rate_limited_60007,
     );
-    crate::outln!("{}", serde_json::to_string(&report).unwrap_or_default());
+    crate::outln!("{}", serde_json::to_string(&report).map_err(|e| Failure::failed("Render", e))?);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -284,6 +285,6 @@ pub async fn bench_apply(args: BenchApplyArgs) -> Result<ExitCode, Failure> {
         report.peak_rss_kib as f64 / 1024.0,
         report.peak_calls_in_any_window,
     );
-    crate::outln!("{}", serde_json::to_string(&report).unwrap_or_default());
+    crate::outln!("{}", serde_json::to_string(&report).map_err(|e| Failure::failed("Render", e))?);
     Ok(ExitCode::SUCCESS)
 }

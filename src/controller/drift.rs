@@ -11,7 +11,33 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::crd::{DriftStatus, GroupBanPolicySpec, GroupBanPolicyStatus, drift_check_interval};
 use crate::engine::fold::describe_answer;
-use crate::im::ImClient;
+use crate::im::{ImClient, TransportError};
+
+/// Why a drift check found nothing out: it is tried again one interval
+/// after this attempt.
+#[derive(Debug, thiserror::Error)]
+pub enum DriftError {
+    /// The gateway answered with an error (the group is gone, say).
+    #[error("{description}")]
+    Answered { error_code: i64, description: String },
+    /// No IM answer after the client's retries.
+    #[error(transparent)]
+    NoAnswer(#[from] TransportError),
+    /// Abandoned: a ban-list read has no effect worth waiting for.
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+impl DriftError {
+    /// A bounded label for logs.
+    pub fn category(&self) -> &'static str {
+        match self {
+            DriftError::Answered { .. } => "Answered",
+            DriftError::NoAnswer(_) => "NoAnswer",
+            DriftError::ShuttingDown => "ShuttingDown",
+        }
+    }
+}
 
 /// How long until the next drift check is due, counted from the last
 /// attempt (`None`: never): `None` when the policy has no (valid)
@@ -42,12 +68,15 @@ pub async fn check(
     group_id: &str,
     recorded: &mut GroupBanPolicyStatus,
     now: Timestamp,
-) -> Result<DriftStatus, String> {
+) -> Result<DriftStatus, DriftError> {
     let outcome = client.get_group_ban_members(group_id).await;
     let banned = match outcome.result {
         Ok((answer, banned)) if answer.is_success() => banned,
-        Ok((answer, _)) => return Err(describe_answer(answer.error_code, &answer.error_info)),
-        Err(error) => return Err(error.to_string()),
+        Ok((answer, _)) => {
+            let description = describe_answer(answer.error_code, &answer.error_info);
+            return Err(DriftError::Answered { error_code: answer.error_code, description });
+        }
+        Err(error) => return Err(error.into()),
     };
     let banned: BTreeSet<&str> = banned.iter().map(|b| b.member_account.as_str()).collect();
     let again: BTreeSet<String> = banned_again(&recorded.unbanned_members, &banned).into_iter().cloned().collect();

@@ -408,7 +408,7 @@ async fn check_drift_if_due(
     let checked = tokio::select! {
         checked = drift::check(&client, &policy.spec.group_id, record, now) => checked,
         // A ban-list read has no effect: abandon it on shutdown.
-        _ = shutdown.wait_for(|stop| *stop) => Err("shutting down".to_string()),
+        _ = shutdown.wait_for(|stop| *stop) => Err(drift::DriftError::ShuttingDown),
     };
     match checked {
         Ok(checked) => {
@@ -418,7 +418,7 @@ async fn check_drift_if_due(
             Some(checked)
         }
         Err(problem) => {
-            warn!(problem = %crate::cut_text(&problem, 1024), "Drift check failed; trying again next interval");
+            warn!(category = problem.category(), problem = %crate::cut_text(&problem.to_string(), 1024), "Drift check failed; trying again next interval");
             None
         }
     }

@@ -394,7 +394,7 @@ mod tests {
         assert_eq!(decide(&[report(&["a"], -1)], None), Decision::Retry);
         let gone = Halt::Terminal { error_code: 10010, error_info: String::new() };
         assert_eq!(decide(&[report(&["a"], 10010)], Some(&gone)), Decision::Stalled);
-        let bad_spec = Halt::Config(SpecError("spec.groupId is bad".into()).into());
+        let bad_spec = Halt::Config(SpecError::GroupId(String::new()).into());
         assert_eq!(decide(&[], Some(&bad_spec)), Decision::Stalled);
     }
 

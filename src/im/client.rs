@@ -420,7 +420,7 @@ impl ImClient {
         command: Command,
         body: &B,
     ) -> Result<(Answer, T), TransportError> {
-        let usersig = self.usersig();
+        let usersig = self.usersig().map_err(|e| TransportError::Request(e.to_string()))?;
         let mut url = self.endpoint.command_url(command.path());
         url.query_pairs_mut()
             .append_pair("sdkappid", &self.credentials.sdkappid.to_string())
@@ -471,11 +471,11 @@ impl ImClient {
         }
     }
 
-    fn usersig(&self) -> Redacted<String> {
+    fn usersig(&self) -> Result<Redacted<String>, usersig::SignError> {
         let now = (self.settings.clock)();
         let mut cache = self.sig_cache.current.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(cached) = cache.as_ref().filter(|c| now < c.renew_at) {
-            return cached.usersig.clone();
+            return Ok(cached.usersig.clone());
         }
         let ttl = self.settings.usersig_ttl.as_secs().max(1);
         let request = SigRequest {
@@ -485,9 +485,9 @@ impl ImClient {
             expire: ttl,
             userbuf: None,
         };
-        let usersig = Redacted::new(usersig::generate(self.credentials.secret_key.expose(), &request));
+        let usersig = Redacted::new(usersig::generate(self.credentials.secret_key.expose(), &request)?);
         *cache = Some(CachedSig { usersig: usersig.clone(), renew_at: now + ttl / 2 });
-        usersig
+        Ok(usersig)
     }
 
     fn invalidate_usersig(&self) {

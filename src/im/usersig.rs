@@ -91,9 +91,16 @@ impl UserSigError {
     }
 }
 
+/// Why a UserSig could not be made. Encoding a document of strings and
+/// integers into memory does not fail in practice; if it ever did, the
+/// caller says so rather than send an empty signature.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot encode a UserSig: {0}")]
+pub struct SignError(String);
+
 /// Generates a UserSig the way the official Python port does (same JSON key
 /// order and zlib level), so its output is accepted by every verifier.
-pub fn generate(secret_key: &str, request: &SigRequest<'_>) -> String {
+pub fn generate(secret_key: &str, request: &SigRequest<'_>) -> Result<String, SignError> {
     let userbuf = request.userbuf.map(|buf| STANDARD.encode(buf));
     let sig = mac_base64(secret_key, request, userbuf.as_deref());
 
@@ -124,14 +131,11 @@ pub fn generate(secret_key: &str, request: &SigRequest<'_>) -> String {
         userbuf: userbuf.as_deref(),
         sig: &sig,
     };
-    // Serialising a struct of strings and integers cannot fail.
-    let json = serde_json::to_vec(&document).unwrap_or_default();
-
+    let json = serde_json::to_vec(&document).map_err(|e| SignError(e.to_string()))?;
     let mut encoder = ZlibEncoder::new(Vec::new(), Compression::default());
-    // Writing into a Vec cannot fail.
-    let _ = encoder.write_all(&json);
-    let compressed = encoder.finish().unwrap_or_default();
-    to_url_alphabet(&STANDARD.encode(compressed))
+    encoder.write_all(&json).map_err(|e| SignError(e.to_string()))?;
+    let compressed = encoder.finish().map_err(|e| SignError(e.to_string()))?;
+    Ok(to_url_alphabet(&STANDARD.encode(compressed)))
 }
 
 /// Decodes a UserSig without checking it: url-base64, zlib, JSON.
@@ -334,7 +338,7 @@ mod tests {
         for (vector, userbuf) in
             [(VECTOR_A, None), (VECTOR_B, Some(&b"abc"[..])), (VECTOR_C, Some(&[0xfb, 0xff, 0xfe, 0x00][..]))]
         {
-            let ours = decode(&generate(KEY, &request(userbuf))).expect("ours decodes");
+            let ours = decode(&generate(KEY, &request(userbuf)).unwrap()).expect("ours decodes");
             let official = decode(vector).expect("vector decodes");
             assert_eq!(ours, official);
         }
@@ -387,7 +391,7 @@ mod tests {
             key in "[0-9a-f]{64}",
         ) {
             let req = SigRequest { sdkappid, identifier: &identifier, time, expire, userbuf: userbuf.as_deref() };
-            let usersig = generate(&key, &req);
+            let usersig = generate(&key, &req).unwrap();
             prop_assert!(usersig.chars().all(|c| c.is_ascii_alphanumeric() || "*-_".contains(c)));
             let want = Expectation { sdkappid, identifier: &identifier, userbuf: userbuf.as_deref(), now: time };
             prop_assert!(verify(&key, &usersig, &want).is_ok());

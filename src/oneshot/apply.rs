@@ -53,11 +53,20 @@ pub struct RunSummary {
     pub seconds: f64,
 }
 
+/// The List could not be written out (which would be a bug: it is plain
+/// JSON); the state file, when there is one, has been saved regardless.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot render the results: {0}")]
+pub struct RenderError(String);
+
 impl ApplyResult {
-    pub fn render(&self, format: OutputFormat) -> String {
+    /// The List of policies and their status, as `-o` asks.
+    pub fn render(&self, format: OutputFormat) -> Result<String, RenderError> {
         match format {
-            OutputFormat::Json => serde_json::to_string_pretty(&self.list).unwrap_or_default() + "\n",
-            OutputFormat::Yaml => yaml_serde::to_string(&self.list).unwrap_or_default(),
+            OutputFormat::Json => {
+                serde_json::to_string_pretty(&self.list).map(|text| text + "\n").map_err(|e| RenderError(e.to_string()))
+            }
+            OutputFormat::Yaml => yaml_serde::to_string(&self.list).map_err(|e| RenderError(e.to_string())),
         }
     }
 }

@@ -22,7 +22,7 @@ use serde_json::Value;
 use tracing::warn;
 
 use super::strict_yaml::{self, MAX_DEPTH, TooDeep};
-use crate::crd::{GroupBanPolicy, validate_spec};
+use crate::crd::{GroupBanPolicy, SpecError, validate_spec};
 
 pub const DEFAULT_NAMESPACE: &str = "default";
 const POLICY_API_VERSION: &str = "groupban.dev/v1alpha1";
@@ -58,9 +58,67 @@ pub struct Manifests {
     pub secrets: HashMap<(String, String), Secret>,
 }
 
+/// Why the manifests cannot be loaded; each names the file and document.
+/// No message shows a Secret's value.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ManifestError(pub String);
+pub enum ManifestError {
+    #[error("file {file}, line {line}: collections are nested more than {MAX_DEPTH} levels deep")]
+    TooDeep { file: String, line: usize },
+    #[error("{at}: invalid YAML: {message}")]
+    InvalidYaml { at: String, message: String },
+    #[error("{at}: invalid YAML at {path}: {message}")]
+    InvalidYamlAt { at: String, path: String, message: String },
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: std::io::Error },
+    #[error("cannot list {path}: {error}")]
+    List { path: String, error: std::io::Error },
+    #[error("{name} is larger than {} MiB", MAX_MANIFEST_BYTES >> 20)]
+    TooLarge { name: String },
+    #[error("{name} is not UTF-8 text (invalid byte at offset {offset})")]
+    NotUtf8 { name: String, offset: usize },
+    #[error("{at}: the document has no kind")]
+    NoKind { at: String },
+    #[error("{at}: {object} is also defined in {first}")]
+    Duplicate { at: String, object: String, first: String },
+    #[error("{at}: apiVersion {version:?} is not served; use {POLICY_API_VERSION}")]
+    ApiVersion { at: String, version: String },
+    #[error("{at}: unknown field {fields}")]
+    UnknownFields { at: String, fields: String },
+    #[error("{at}: {kind} has no metadata.name")]
+    NoName { at: String, kind: &'static str },
+    #[error("{at}: {problem}")]
+    Spec { at: String, problem: SpecError },
+    #[error(
+        "{at}: Secret field {path} is {found}, which is not valid there (Secret values are not shown; \
+         stringData values must be strings, so quote numbers; data values must be base64)"
+    )]
+    SecretField { at: String, path: String, found: &'static str },
+    #[error("{at}: {kind} field {path}: {message}")]
+    Field { at: String, kind: &'static str, path: String, message: String },
+    #[error("the GroupBanPolicy schema cannot be read from its CRD: {0}")]
+    Schema(String),
+}
+
+impl ManifestError {
+    /// A bounded label for logs.
+    pub fn category(&self) -> &'static str {
+        match self {
+            ManifestError::TooDeep { .. } => "TooDeep",
+            ManifestError::InvalidYaml { .. } | ManifestError::InvalidYamlAt { .. } => "InvalidYaml",
+            ManifestError::Read { .. } | ManifestError::List { .. } => "Read",
+            ManifestError::TooLarge { .. } => "TooLarge",
+            ManifestError::NotUtf8 { .. } => "NotUtf8",
+            ManifestError::NoKind { .. } => "NoKind",
+            ManifestError::Duplicate { .. } => "Duplicate",
+            ManifestError::ApiVersion { .. } => "ApiVersion",
+            ManifestError::UnknownFields { .. } => "UnknownFields",
+            ManifestError::NoName { .. } => "NoName",
+            ManifestError::Spec { .. } => "Spec",
+            ManifestError::SecretField { .. } | ManifestError::Field { .. } => "Field",
+            ManifestError::Schema(_) => "Schema",
+        }
+    }
+}
 
 /// Loads every manifest under `paths`.
 pub fn load(paths: &[PathBuf]) -> Result<Manifests, ManifestError> {
@@ -83,17 +141,15 @@ pub fn load_text(
     origins: &mut BTreeMap<String, String>,
 ) -> Result<(), ManifestError> {
     if let Err(TooDeep { line }) = strict_yaml::check_nesting(text, MAX_DEPTH) {
-        return Err(ManifestError(format!(
-            "file {file}, line {line}: collections are nested more than {MAX_DEPTH} levels deep"
-        )));
+        return Err(ManifestError::TooDeep { file: file.to_string(), line });
     }
     for (index, document) in yaml_serde::Deserializer::from_str(text).enumerate() {
         let at = format!("file {file}, document {}", index + 1);
         let value = strict_yaml::read_document(document).map_err(|(path, message)| {
             let message = without_values(&message);
             match path.as_str() {
-                "." => ManifestError(format!("{at}: invalid YAML: {message}")),
-                _ => ManifestError(format!("{at}: invalid YAML at {path}: {message}")),
+                "." => ManifestError::InvalidYaml { at: at.clone(), message },
+                _ => ManifestError::InvalidYamlAt { at: at.clone(), path, message },
             }
         })?;
         add_document(value, &at, manifests, origins)?;
@@ -106,11 +162,12 @@ fn expand(path: &Path) -> Result<Vec<PathBuf>, ManifestError> {
         return Ok(vec![path.to_path_buf()]);
     }
     let metadata =
-        std::fs::metadata(path).map_err(|e| ManifestError(format!("cannot read {}: {e}", path.display())))?;
+        std::fs::metadata(path).map_err(|error| ManifestError::Read { path: path.display().to_string(), error })?;
     if !metadata.is_dir() {
         return Ok(vec![path.to_path_buf()]);
     }
-    let entries = std::fs::read_dir(path).map_err(|e| ManifestError(format!("cannot list {}: {e}", path.display())))?;
+    let entries =
+        std::fs::read_dir(path).map_err(|error| ManifestError::List { path: path.display().to_string(), error })?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|entry| entry.path())
@@ -127,21 +184,19 @@ fn read(file: &Path) -> Result<String, ManifestError> {
     let (name, source): (String, Box<dyn Read>) = if file == Path::new("-") {
         ("stdin".into(), Box::new(std::io::stdin()))
     } else {
-        let opened =
-            std::fs::File::open(file).map_err(|e| ManifestError(format!("cannot read {}: {e}", file.display())))?;
+        let opened = std::fs::File::open(file)
+            .map_err(|error| ManifestError::Read { path: file.display().to_string(), error })?;
         (file.display().to_string(), Box::new(opened))
     };
     let mut bytes = Vec::new();
     source
         .take(MAX_MANIFEST_BYTES + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| ManifestError(format!("cannot read {name}: {e}")))?;
+        .map_err(|error| ManifestError::Read { path: name.clone(), error })?;
     if bytes.len() as u64 > MAX_MANIFEST_BYTES {
-        return Err(ManifestError(format!("{name} is larger than {} MiB", MAX_MANIFEST_BYTES >> 20)));
+        return Err(ManifestError::TooLarge { name });
     }
-    String::from_utf8(bytes).map_err(|e| {
-        ManifestError(format!("{name} is not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()))
-    })
+    String::from_utf8(bytes).map_err(|e| ManifestError::NotUtf8 { name, offset: e.utf8_error().valid_up_to() })
 }
 
 fn add_document(
@@ -156,7 +211,7 @@ fn add_document(
     let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
     let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
     match (kind.as_str(), api_version.as_str()) {
-        ("", _) => Err(ManifestError(format!("{at}: the document has no kind"))),
+        ("", _) => Err(ManifestError::NoKind { at: at.to_string() }),
         ("List", "v1") => {
             let items = value.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
             for (i, item) in items.into_iter().enumerate() {
@@ -167,25 +222,24 @@ fn add_document(
         ("GroupBanPolicy", POLICY_API_VERSION) => {
             let loaded = parse_policy(value, at)?;
             if let Some(first) = origins.insert(format!("GroupBanPolicy {}", loaded.key()), at.to_string()) {
-                return Err(ManifestError(format!("{at}: GroupBanPolicy {} is also defined in {first}", loaded.key())));
+                let object = format!("GroupBanPolicy {}", loaded.key());
+                return Err(ManifestError::Duplicate { at: at.to_string(), object, first });
             }
             manifests.policies.push(loaded);
             Ok(())
         }
-        ("GroupBanPolicy", other) => {
-            Err(ManifestError(format!("{at}: apiVersion {other:?} is not served; use {POLICY_API_VERSION}")))
-        }
+        ("GroupBanPolicy", other) => Err(ManifestError::ApiVersion { at: at.to_string(), version: other.to_string() }),
         ("Secret", "v1") => {
             let secret = parse_secret(value, at)?;
             let name = secret
                 .metadata
                 .name
                 .clone()
-                .ok_or_else(|| ManifestError(format!("{at}: Secret has no metadata.name")))?;
+                .ok_or_else(|| ManifestError::NoName { at: at.to_string(), kind: "Secret" })?;
             let namespace = secret.metadata.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
             let origin = format!("Secret {namespace}/{name}");
             if let Some(first) = origins.insert(origin.clone(), at.to_string()) {
-                return Err(ManifestError(format!("{at}: {origin} is also defined in {first}")));
+                return Err(ManifestError::Duplicate { at: at.to_string(), object: origin, first });
             }
             manifests.secrets.insert((namespace, name), secret);
             Ok(())
@@ -201,23 +255,29 @@ fn add_document(
     }
 }
 
-/// The OpenAPI schema of a GroupBanPolicy, as the CRD declares it.
-fn policy_schema() -> &'static Value {
-    static SCHEMA: OnceLock<Value> = OnceLock::new();
-    SCHEMA.get_or_init(|| {
+/// The OpenAPI schema of a GroupBanPolicy, as the CRD declares it. Fails
+/// (on every call) if the CRD cannot give it, which would be a bug: an
+/// empty schema would let every unknown field through.
+fn policy_schema() -> Result<&'static Value, ManifestError> {
+    static SCHEMA: OnceLock<Result<Value, String>> = OnceLock::new();
+    let schema = SCHEMA.get_or_init(|| {
         use kube::CustomResourceExt;
-        let crd = serde_json::to_value(GroupBanPolicy::crd()).unwrap_or_default();
-        crd.pointer("/spec/versions/0/schema/openAPIV3Schema").cloned().unwrap_or_default()
-    })
+        let crd = serde_json::to_value(GroupBanPolicy::crd()).map_err(|e| e.to_string())?;
+        crd.pointer("/spec/versions/0/schema/openAPIV3Schema")
+            .filter(|schema| schema.get("properties").is_some())
+            .cloned()
+            .ok_or_else(|| "the CRD has no openAPIV3Schema with properties".to_string())
+    });
+    schema.as_ref().map_err(|problem| ManifestError::Schema(problem.clone()))
 }
 
 fn parse_policy(value: Value, at: &str) -> Result<LoadedPolicy, ManifestError> {
     // Unknown fields are an error, as kubectl's strict validation makes
     // them: a misspelt `suspend` must not silently keep calls going.
-    let unknown = strict_yaml::unknown_fields(&value, policy_schema());
+    let unknown = strict_yaml::unknown_fields(&value, policy_schema()?);
     if !unknown.is_empty() {
         let listed: Vec<String> = unknown.iter().map(|path| format!("{path:?}")).collect();
-        return Err(ManifestError(format!("{at}: unknown field {}", listed.join(", "))));
+        return Err(ManifestError::UnknownFields { at: at.to_string(), fields: listed.join(", ") });
     }
     let policy: GroupBanPolicy = typed(value, at, "GroupBanPolicy")?;
     let name = policy
@@ -225,10 +285,10 @@ fn parse_policy(value: Value, at: &str) -> Result<LoadedPolicy, ManifestError> {
         .name
         .clone()
         .filter(|n| !n.is_empty())
-        .ok_or_else(|| ManifestError(format!("{at}: GroupBanPolicy has no metadata.name")))?;
+        .ok_or_else(|| ManifestError::NoName { at: at.to_string(), kind: "GroupBanPolicy" })?;
     let namespace = policy.metadata.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
     let at = format!("{at} (GroupBanPolicy {namespace}/{name})");
-    validate_spec(&policy.spec).map_err(|problem| ManifestError(format!("{at}: {problem}")))?;
+    validate_spec(&policy.spec).map_err(|problem| ManifestError::Spec { at: at.clone(), problem })?;
     Ok(LoadedPolicy { policy, namespace, name, source: at })
 }
 
@@ -258,10 +318,7 @@ fn parse_secret(value: Value, at: &str) -> Result<Secret, ManifestError> {
             Some(Value::Object(_)) => "a mapping",
             None => "missing or invalid",
         };
-        ManifestError(format!(
-            "{at}: Secret field {path} is {found}, which is not valid there (Secret values are not shown; \
-             stringData values must be strings, so quote numbers; data values must be base64)"
-        ))
+        ManifestError::SecretField { at: at.to_string(), path, found }
     })
 }
 
@@ -276,10 +333,10 @@ fn lookup<'a>(value: &'a Value, path: &serde_path_to_error::Path) -> Option<&'a 
 }
 
 /// Deserializes with the path of the failing field in the message.
-fn typed<T: serde::de::DeserializeOwned>(value: Value, at: &str, kind: &str) -> Result<T, ManifestError> {
+fn typed<T: serde::de::DeserializeOwned>(value: Value, at: &str, kind: &'static str) -> Result<T, ManifestError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        ManifestError(format!("{at}: {kind} field {path}: {}", e.into_inner()))
+        ManifestError::Field { at: at.to_string(), kind, path, message: e.into_inner().to_string() }
     })
 }
 
@@ -289,7 +346,7 @@ mod tests {
 
     fn load_str(text: &str) -> Result<Manifests, String> {
         let mut manifests = Manifests::default();
-        load_text(text, "f.yaml", &mut manifests, &mut BTreeMap::new()).map_err(|e| e.0)?;
+        load_text(text, "f.yaml", &mut manifests, &mut BTreeMap::new()).map_err(|e| e.to_string())?;
         Ok(manifests)
     }
 
@@ -417,7 +474,7 @@ mod tests {
             let path = dir.path().join("m.yaml");
             std::fs::write(&path, &bytes).unwrap();
             if let Err(error) = load(std::slice::from_ref(&path)) {
-                proptest::prop_assert!(error.0.contains("m.yaml"), "{}", error.0);
+                proptest::prop_assert!(error.to_string().contains("m.yaml"), "{}", error);
             }
         }
 

@@ -113,7 +113,8 @@ mod tests {
     }
 
     fn query_for(identifier: &str, key: &str, time: u64) -> String {
-        let sig = generate(key, &SigRequest { sdkappid: 1400000000, identifier, time, expire: 60, userbuf: None });
+        let sig =
+            generate(key, &SigRequest { sdkappid: 1400000000, identifier, time, expire: 60, userbuf: None }).unwrap();
         format!("sdkappid=1400000000&identifier={identifier}&usersig={sig}&random=7&contenttype=json")
     }
 

@@ -63,7 +63,7 @@ pub async fn run() -> Result<(), ToolError> {
     };
     let result = apply_manifests(manifests, &options).await?;
     crate::outln!("# Policies and their status (as `kubectl get gbp -o yaml` would show them):");
-    crate::write_stdout(&result.render(OutputFormat::Yaml));
+    crate::write_stdout(&result.render(OutputFormat::Yaml)?);
 
     let log = sim.fetch_json("/simulator/requests").await?;
     let state = sim.fetch_json("/simulator/state").await?;

@@ -6,7 +6,7 @@ pub mod demo;
 
 use crate::im::TransportError;
 use crate::im::endpoint::EndpointError;
-use crate::oneshot::apply::ApplyError;
+use crate::oneshot::apply::{ApplyError, RenderError};
 use crate::oneshot::manifests::ManifestError;
 use crate::simulator::FetchError;
 
@@ -23,6 +23,8 @@ pub enum ToolError {
     Fetch(#[from] FetchError),
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Render(#[from] RenderError),
     #[error("cannot set up the IM client")]
     ImClient(#[from] TransportError),
     #[error("the simulator's address is not an endpoint")]
@@ -40,6 +42,7 @@ impl ToolError {
             ToolError::Io(_) => "Io",
             ToolError::Fetch(_) => "Fetch",
             ToolError::Apply(error) => error.category(),
+            ToolError::Render(_) => "Render",
             ToolError::ImClient(_) => "ImClient",
             ToolError::Endpoint(_) => "Endpoint",
             ToolError::Worker(_) => "Worker",
