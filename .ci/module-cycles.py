@@ -69,15 +69,43 @@ def expand_use(tree):
     return [tree]
 
 
+STRING = re.compile(r'r(#*)"(?:.|\n)*?"\1|b?"(?:\\.|[^"\\])*"|//[^\n]*|/\*(?:.|\n)*?\*/')
+TEST_MODULE = re.compile(r"#\[cfg\(test\)\]\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+\w+\s*\{")
+
+
+def code_only(text):
+    """`text` without string literals, comments and `#[cfg(test)]` modules
+    (unit tests may reach anywhere; they are not part of the build)."""
+    text = STRING.sub(lambda m: '""' if m.group(0).endswith('"') else " ", text)
+    while (match := TEST_MODULE.search(text)) is not None:
+        depth, end = 0, len(text)
+        for i in range(match.end() - 1, len(text)):
+            depth += (text[i] == "{") - (text[i] == "}")
+            if depth == 0:
+                end = i + 1
+                break
+        text = text[: match.start()] + text[end:]
+    return text
+
+
+TEST_DECLARATION = re.compile(r"#\[cfg\(test\)\]\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+(\w+)\s*;")
+
+
 def source_edges(src, modules):
     """Module -> module edges from the paths written in the sources."""
-    edges = set()
-    for file in sorted(pathlib.Path(src).rglob("*.rs")):
-        text = file.read_text()
-        # Unit tests may reach anywhere; they are not part of the build.
-        text = re.split(r"#\[cfg\(test\)\]\s*mod\s+\w+\s*\{", text)[0]
-        text = re.sub(r"//[^\n]*", "", text)
+    files = sorted(pathlib.Path(src).rglob("*.rs"))
+    test_only = set()
+    for file in files:
         here = module_path_of(file, pathlib.Path(src))
+        test_only.update(f"{here}::{name}" for name in TEST_DECLARATION.findall(file.read_text()))
+    edges = set()
+    for file in files:
+        here = module_path_of(file, pathlib.Path(src))
+        if file.name == "main.rs" or here in test_only:
+            continue  # the binary's root, or a module only tests build
+        text = code_only(file.read_text())
+        if here not in modules:
+            raise SystemExit(f"module-cycles: {file} is module {here}, which cargo-modules did not list")
         paths = []
         for tree in GROUP.findall(text):
             paths.extend(expand_use(tree))
@@ -158,13 +186,13 @@ def main():
     lines = sys.stdin.read().splitlines()
     modules = {m.group(1) for m in map(MODULE.match, lines) if m}
     item_edges = [m.groups() for m in map(EDGE.match, lines) if m]
+    if CRATE not in modules or len(modules) < 2 or not item_edges:
+        print("module-cycles: no module graph read; is the input cargo-modules' dot output?", file=sys.stderr)
+        return 2
     edges = {(module_of(a, modules), module_of(b, modules)) for a, b in item_edges}
     if len(sys.argv) == 3 and sys.argv[1] == "--src":
         edges |= source_edges(sys.argv[2], modules)
     edges = sorted((a, b) for a, b in edges if a != b)
-    if not edges:
-        print("module-cycles: no module edges read; is the input cargo-modules' dot output?", file=sys.stderr)
-        return 2
     found = cycles(edges)
     for component in found:
         inside = set(component)

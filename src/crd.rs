@@ -314,20 +314,6 @@ pub enum SpecError {
     DriftCheckInterval(String),
 }
 
-impl SpecError {
-    /// The field at fault, as a bounded label (never a value).
-    pub fn field(&self) -> &'static str {
-        match self {
-            SpecError::GroupId(_) => "spec.groupId",
-            SpecError::TooManyMembers(_) | SpecError::Member { .. } | SpecError::DuplicateMember { .. } => {
-                "spec.unbannedMembers"
-            }
-            SpecError::EmptySecretName => "spec.credentialsSecretRef.name",
-            SpecError::DriftCheckInterval(_) => "spec.driftCheckInterval",
-        }
-    }
-}
-
 /// Checks the rules of the schema in code: `apply` reads files no API
 /// server has validated, and the controller double-checks. Returns the
 /// first problem, naming the field.
@@ -414,6 +400,29 @@ fn cut_value(value: &str) -> String {
     crate::cut_text(value, 256)
 }
 
+/// The CustomResourceDefinition as YAML: what `groupban-operator crd`
+/// prints and `crds/groupbanpolicies.yaml` holds. Fails only if the types
+/// cannot be serialized, which would be a bug worth failing loudly on.
+pub fn render_yaml() -> Result<String, CrdRenderError> {
+    use kube::CustomResourceExt;
+    let mut crd = GroupBanPolicy::crd();
+    // Helm keeps the CRD, and with it every policy, when the chart is
+    // uninstalled; kubectl ignores the annotation.
+    crd.metadata.annotations = Some([("helm.sh/resource-policy".to_string(), "keep".to_string())].into());
+    let mut value = serde_json::to_value(&crd)?;
+    kubernetes_integer_formats(&mut value);
+    Ok(yaml_serde::to_string(&value)?)
+}
+
+/// Why the CRD could not be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum CrdRenderError {
+    #[error("failed to convert the CRD to JSON")]
+    Json(#[from] serde_json::Error),
+    #[error("failed to write the CRD as YAML")]
+    Yaml(#[from] yaml_serde::Error),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -461,7 +470,7 @@ mod tests {
     /// unsigned fields keep their range as bounds the server enforces.
     #[test]
     fn the_crd_uses_only_formats_kubernetes_recognizes() {
-        let crd: serde_json::Value = yaml_serde::from_str(&crate::crd_yaml().unwrap()).unwrap();
+        let crd: serde_json::Value = yaml_serde::from_str(&render_yaml().unwrap()).unwrap();
         let mut formats = Vec::new();
         fn collect<'a>(value: &'a serde_json::Value, found: &mut Vec<&'a serde_json::Value>) {
             match value {

@@ -30,29 +30,6 @@ pub mod simulator;
 pub mod telemetry;
 pub mod tools;
 
-/// The CustomResourceDefinition as YAML: what `groupban-operator crd`
-/// prints and `crds/groupbanpolicies.yaml` holds. Fails only if the types
-/// cannot be serialized, which would be a bug worth failing loudly on.
-pub fn crd_yaml() -> Result<String, CrdRenderError> {
-    use kube::CustomResourceExt;
-    let mut crd = crd::GroupBanPolicy::crd();
-    // Helm keeps the CRD, and with it every policy, when the chart is
-    // uninstalled; kubectl ignores the annotation.
-    crd.metadata.annotations = Some([("helm.sh/resource-policy".to_string(), "keep".to_string())].into());
-    let mut value = serde_json::to_value(&crd)?;
-    crd::kubernetes_integer_formats(&mut value);
-    Ok(yaml_serde::to_string(&value)?)
-}
-
-/// Why the CRD could not be rendered.
-#[derive(Debug, thiserror::Error)]
-pub enum CrdRenderError {
-    #[error("failed to convert the CRD to JSON")]
-    Json(#[from] serde_json::Error),
-    #[error("failed to write the CRD as YAML")]
-    Yaml(#[from] yaml_serde::Error),
-}
-
 /// Writes to stdout without panicking when the reader has gone away
 /// (`groupban-operator apply ... | head` closes the pipe early); `print!`
 /// would panic on that broken pipe.

@@ -1,5 +1,10 @@
 //! SIGTERM (what Kubernetes and CI send) and SIGINT (Ctrl-C).
 
+/// The process could not install its signal handlers.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot handle signals: {0}")]
+pub struct SignalError(std::io::Error);
+
 /// Both signals, registered once: from then on no signal kills the
 /// process outright, and none is missed between two waits.
 pub struct Signals {
@@ -9,9 +14,12 @@ pub struct Signals {
 
 impl Signals {
     /// Fails only when the process cannot install signal handlers.
-    pub fn new() -> std::io::Result<Self> {
+    pub fn new() -> Result<Self, SignalError> {
         use tokio::signal::unix::{SignalKind, signal};
-        Ok(Self { term: signal(SignalKind::terminate())?, interrupt: signal(SignalKind::interrupt())? })
+        Ok(Self {
+            term: signal(SignalKind::terminate()).map_err(SignalError)?,
+            interrupt: signal(SignalKind::interrupt()).map_err(SignalError)?,
+        })
     }
 
     /// The next signal's name.

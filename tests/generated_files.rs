@@ -14,7 +14,7 @@ fn crd_files_are_exactly_the_crd_command_output() {
     for copy in ["crds/groupbanpolicies.yaml", "charts/groupban-operator/files/groupbanpolicies.yaml"] {
         let committed = std::fs::read_to_string(Path::new(ROOT).join(copy)).unwrap();
         assert!(
-            committed == groupban_operator::crd_yaml().unwrap(),
+            committed == groupban_operator::crd::render_yaml().unwrap(),
             "{copy} is stale: run `cargo run -q -- crd | tee crds/groupbanpolicies.yaml > charts/groupban-operator/files/groupbanpolicies.yaml`"
         );
     }

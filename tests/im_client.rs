@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use groupban_operator::im::client::RetryNotice;
 use groupban_operator::im::client::system_clock;
-use groupban_operator::im::{CallControl, ClientSettings, TransportError};
+use groupban_operator::im::{CallControl, ClientSettings, Command, TransportError};
 use support::*;
 
 const ROOM: &str = "groups: [{groupId: room, type: AVChatRoom, banned: [alice, bob, carol]}, {groupId: pub, type: Public}, {groupId: locked, type: AVChatRoom, failWith: {errorCode: 10007, errorInfo: no permission}}, {groupId: odd, type: AVChatRoom, failWith: {errorCode: 12345, errorInfo: something new}}, {groupId: revoked, type: AVChatRoom, failWith: {errorCode: 70052, errorInfo: usersig invalidated}}]";
@@ -143,6 +143,26 @@ async fn answer_60007_cools_down_and_then_succeeds() {
     let codes = logged_codes(&sim.base_url()).await;
     assert!(codes.contains(&Some(60007)), "{codes:?}");
     assert_eq!(codes.iter().filter(|c| **c == Some(0)).count(), 12);
+}
+
+/// A 60007 on the last attempt the policy allows still pauses every
+/// caller of the app: the next call waits out the cool-down, although the
+/// answer was not retried.
+#[tokio::test]
+async fn a_final_60007_still_pauses_the_app() {
+    let mut config = config(ROOM);
+    config.rate_limit = 1;
+    let sim = start(config).await;
+    let mut settings = quick_settings();
+    settings.retry.max_attempts = 1;
+    let cooldown = settings.retry.rate_limit_cooldown;
+    let client = client_for(&sim.base_url(), credentials(ADMIN, KEY), settings, 200);
+    assert_eq!(client.unban_group_member("room", &["alice".into()]).await.error_code(), Some(0));
+    let refused = client.unban_group_member("room", &["bob".into()]).await;
+    assert_eq!((refused.error_code(), refused.attempts), (Some(60007), 1));
+    let answered = tokio::time::Instant::now();
+    drop(client.limiter(Command::UnbanGroupMember).acquire().await);
+    assert!(answered.elapsed() >= cooldown * 9 / 10, "waited {:?}, not the {cooldown:?} cool-down", answered.elapsed());
 }
 
 fn stop_control(stop: tokio::sync::watch::Receiver<bool>) -> CallControl<'static> {

@@ -118,7 +118,10 @@ pub async fn run_controller(args: RunArgs) -> Result<ExitCode, Failure> {
         let _ = first_signal.await;
     });
     tokio::select! {
-        result = controller => result.map(|()| ExitCode::SUCCESS).map_err(Failure::from),
+        result = controller => result.map(|()| ExitCode::SUCCESS).map_err(|failure| {
+            tracing::error!(category = failure.category(), error = %crate::error_chain(&failure), "The operator stopped");
+            Failure::from(failure)
+        }),
         Ok(()) = second_signal => {
             tracing::warn!("Second signal: exiting now; answers of calls in flight are not recorded");
             Ok(ExitCode::from(130))

@@ -27,7 +27,7 @@ pub fn main() -> ExitCode {
     crate::install_crypto_provider();
     let outcome = match cli.command {
         Command::Usersig(args) => handlers::print_usersig(args),
-        Command::Crd => match crate::crd_yaml() {
+        Command::Crd => match crate::crd::render_yaml() {
             Ok(yaml) => {
                 crate::write_stdout(&yaml);
                 Ok(ExitCode::SUCCESS)
@@ -50,7 +50,8 @@ pub fn main() -> ExitCode {
             eprintln!("error: {message}");
             ExitCode::from(2)
         }
-        Err(Failure::Failed { error, .. }) => {
+        Err(Failure::Failed { category, error }) => {
+            tracing::debug!(category, "Command failed");
             eprintln!("error: {}", crate::error_chain(&*error));
             ExitCode::from(1)
         }

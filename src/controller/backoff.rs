@@ -120,6 +120,7 @@ mod tests {
         assert!(backoffs.next_delay("ns/a") >= Duration::from_secs(8), "fifth failure: 16 s with jitter");
         assert!(backoffs.next_delay("ns/b") <= Duration::from_secs(1), "another policy starts at the base");
         assert_eq!(retrying.get(), 2, "the gauge counts policies, not failures");
+        assert!(!backoffs.is_empty() && backoffs.has("ns/a") && !backoffs.has("ns/c"));
         backoffs.reset("ns/a");
         assert!(backoffs.next_delay("ns/a") <= Duration::from_secs(1));
         backoffs.reset("ns/a");

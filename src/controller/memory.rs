@@ -107,7 +107,8 @@ impl PolicyMemory {
 
     /// Forgets every policy but those in `live`: kube-runtime does not
     /// reconcile a deleted object, and a process that runs for months sees
-    /// many come and go.
+    /// many come and go. (Echoes go too: before they lived apart, the last
+    /// write of a policy deleted during a watch gap stayed for good.)
     pub fn forget_all_except(&self, live: &HashSet<String>) {
         self.backoffs.retain(|key| live.contains(key));
         self.drift_attempts.lock().unwrap_or_else(|e| e.into_inner()).retain(|key, _| live.contains(key));

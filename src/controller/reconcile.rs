@@ -240,10 +240,6 @@ async fn reconcile_once(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Resul
         }
         _ => None,
     };
-    let changed = pass.changed();
-    if let Some(why) = changed {
-        info!(why, "Pass stopped: its policy changed");
-    }
     let verdict = Verdict::of(PassEnd {
         // Members the drift check took out and the pass unbanned again
         // count as newly unbanned in the Event.
@@ -253,16 +249,13 @@ async fn reconcile_once(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Resul
         calls,
         decision,
         read_failure,
-        policy_changed: changed.is_some(),
-        shutting_down: *ctx.shutdown.borrow(),
         drift_due,
-        options: &ctx.options,
     });
-    carry_out(&ctx, &api, &policy, &target, &key, verdict).await
+    carry_out(&ctx, &api, &policy, &target, &key, verdict, &|| pass.changed()).await
 }
 
 /// Everything a reconcile knows once its pass has ended.
-struct PassEnd<'a> {
+struct PassEnd {
     /// The record the pass started from (after the drift check).
     before: GroupBanPolicyStatus,
     /// What the API server holds: the last progress write, else the record.
@@ -274,23 +267,21 @@ struct PassEnd<'a> {
     /// The Secret could not be read (the status says so); the error goes
     /// to the error policy, which retries on the backoff.
     read_failure: Option<ReconcileError>,
-    /// The watch stopped the pass: the policy was edited, deleted or made again.
-    policy_changed: bool,
-    shutting_down: bool,
     /// When the next drift check is due, for a converged policy.
     drift_due: Option<Duration>,
-    options: &'a RunOptions,
 }
 
 /// What a reconcile concluded, as one value (computed without I/O), which
-/// [`carry_out`] applies: the status to write, the Events, and what comes
-/// next.
+/// [`carry_out`] applies: the status to write, the Events, and what decides
+/// what comes next (see [`Verdict::next`]).
 #[derive(Debug)]
 struct Verdict {
     /// Written when it differs from the server's beyond timestamps.
     write: Option<GroupBanPolicyStatus>,
     notices: Vec<Notice>,
-    next: Next,
+    read_failure: Option<ReconcileError>,
+    decision: Decision,
+    drift_due: Option<Duration>,
 }
 
 /// What follows a reconcile; the one place a policy's backoff changes is
@@ -311,14 +302,20 @@ enum Next {
 }
 
 impl Verdict {
-    fn of(end: PassEnd<'_>) -> Self {
+    fn of(end: PassEnd) -> Self {
         let write = differs_beyond_timestamps(&end.on_server, &end.after).then(|| end.after.clone());
         let notices = notices(&end.before, &end.after, end.calls);
-        let next = match end.read_failure {
+        Self { write, notices, read_failure: end.read_failure, decision: end.decision, drift_due: end.drift_due }
+    }
+
+    /// What follows, once the status is written and the Events are out:
+    /// `policy_changed` and `shutting_down` are read then, so that an edit
+    /// made while they went out still waits for its own watch event.
+    fn next(self, policy_changed: bool, shutting_down: bool, options: &RunOptions) -> Next {
+        match self.read_failure {
             Some(failure) => Next::Fail(failure),
-            None => next_after(end.decision, end.policy_changed, end.shutting_down, end.drift_due, end.options),
-        };
-        Self { write, notices, next }
+            None => next_after(self.decision, policy_changed, shutting_down, self.drift_due, options),
+        }
     }
 }
 
@@ -354,6 +351,7 @@ async fn carry_out(
     target: &StatusTarget,
     key: &str,
     verdict: Verdict,
+    policy_changed: &(dyn Fn() -> Option<&'static str> + Sync),
 ) -> Result<Action, ReconcileError> {
     if let Some(status) = &verdict.write {
         let written = write_status(api, target, status, &|version| ctx.wrote_status(policy, version)).await.map_err(
@@ -370,7 +368,12 @@ async fn carry_out(
         }
     }
     publish_events(ctx, policy, &verdict.notices).await;
-    action_for(ctx, key, verdict.next)
+    let changed = policy_changed();
+    if let (Some(why), None) = (changed, &verdict.read_failure) {
+        info!(why, "Pass stopped: its policy changed");
+    }
+    let next = verdict.next(changed.is_some(), *ctx.shutdown.borrow(), &ctx.options);
+    action_for(ctx, key, next)
 }
 
 /// kube-runtime's action for `next`, changing the policy's backoff: the

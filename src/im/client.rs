@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{Semaphore, watch};
 use tracing::debug;
 
-use super::codes;
+use super::codes::{self, CodeClass};
 use super::endpoint::Endpoint;
 use super::limiter::{ApiLimiters, CallSlot, RateLimiter};
 use super::observe::{CallObserver, NoObserver};
@@ -378,6 +378,11 @@ impl ImClient {
                 budget_answers += 1;
                 limiter.note_budget_answer(tokio::time::Instant::now());
             }
+            if code.is_some_and(|code| codes::lookup(code).class == CodeClass::RateLimited) {
+                // The limiter holds every caller of the app back and widens
+                // its window, whether or not this call tries again.
+                limiter.rate_limited(started, tokio::time::Instant::now(), policy.rate_limit_cooldown);
+            }
             let delay = match next_step(code, attempts, resigned, &policy, rand::rng().random()) {
                 Step::Done => return Some(Outcome { result, attempts, budget_answers }),
                 // A re-sign is routine (a UserSig past its time), not a
@@ -389,12 +394,8 @@ impl ImClient {
                     last = Some(result);
                     continue;
                 }
-                Step::RateLimited => {
-                    // The limiter holds every caller of the app back and
-                    // widens its window; the wait is the limiter's.
-                    limiter.rate_limited(started, tokio::time::Instant::now(), policy.rate_limit_cooldown);
-                    Duration::ZERO
-                }
+                // The pause is the limiter's (see above).
+                Step::RateLimited => Duration::ZERO,
                 Step::RetryAfter(delay) => delay,
             };
             let detail = match &result {

@@ -73,8 +73,10 @@ pub enum Step {
     /// at once. Once per call, and not counted against `max_attempts`, so
     /// it happens even after the last attempt.
     Resign,
-    /// The app's budget is spent (60007, 60011): every caller of the app
-    /// pauses on the limiter, then this one sends again.
+    /// The app's budget is spent (60007, 60011): send again once the
+    /// limiter lets this caller through (the client tells the limiter of
+    /// every such answer, the last attempt's too, and it pauses every
+    /// caller of the app).
     RateLimited,
     /// Send again after this backoff.
     RetryAfter(Duration),

@@ -76,4 +76,19 @@ mod tests {
         assert_eq!(counter.observe(origin + Duration::from_millis(1000)), 3, "the first has left the window");
         assert_eq!(counter.observe(origin + Duration::from_secs(5)), 1);
     }
+
+    /// Counting looks without adding: what the limiter reports as the
+    /// app's budget answers of the last minute.
+    #[test]
+    fn count_reports_the_window_without_adding_to_it() {
+        let origin = Instant::now();
+        let mut counter = WindowCounter::new(Duration::from_secs(60));
+        assert_eq!(counter.count(origin), 0);
+        for second in 0..5 {
+            counter.observe(origin + Duration::from_secs(second));
+        }
+        assert_eq!(counter.count(origin + Duration::from_secs(5)), 5);
+        assert_eq!(counter.count(origin + Duration::from_secs(5)), 5, "counting added nothing");
+        assert_eq!(counter.count(origin + Duration::from_secs(62)), 2, "the first three have left the window");
+    }
 }

@@ -85,15 +85,16 @@ pub enum ApplyError {
 }
 
 impl ApplyError {
-    /// True when the user must fix the input (the manifests, the state file).
+    /// True when the user must fix the input (the manifests, the state
+    /// file); false for what no input can fix.
     pub fn is_invalid_input(&self) -> bool {
-        !matches!(self, ApplyError::HttpClient(_))
+        !matches!(self, ApplyError::HttpClient(_) | ApplyError::Manifests(ManifestError::Schema(_)))
     }
 
     /// A bounded label for logs.
     pub fn category(&self) -> &'static str {
         match self {
-            ApplyError::Manifests(_) => "Manifests",
+            ApplyError::Manifests(error) => error.category(),
             ApplyError::NoPolicy(_) => "NoPolicy",
             ApplyError::State(_) => "StateFile",
             ApplyError::HttpClient(_) => "HttpClient",
