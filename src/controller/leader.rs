@@ -334,7 +334,9 @@ mod tests {
         assert_eq!(taken.holder_identity.as_deref(), Some("me"));
         assert_eq!(taken.lease_transitions, Some(4));
         assert_ne!(taken.acquire_time, theirs.acquire_time);
+        assert!(taken.acquire_time.is_some() && taken.renew_time.is_some(), "taken now, renewed now");
         let renewed = claimed_spec(Some(&taken), &config);
+        assert!(renewed.renew_time.is_some() && renewed.renew_time >= taken.renew_time);
         assert_eq!(renewed.lease_transitions, Some(4));
         assert_eq!(renewed.acquire_time, taken.acquire_time);
         assert_eq!(renewed.lease_duration_seconds, Some(15));
