@@ -952,4 +952,19 @@ mod tests {
         let started = waiter.await.unwrap();
         assert_eq!(started, begin + Duration::from_secs(6), "a window after the answer");
     }
+
+    /// Answers that the app's budget was spent are counted per app over the
+    /// last minute, whoever drew them: what tells a shared budget apart.
+    #[tokio::test(start_paused = true)]
+    async fn budget_answers_are_counted_over_the_last_minute() {
+        let limiter = RateLimiter::new(RateLimit::per_second(200));
+        let begin = Instant::now();
+        assert_eq!(limiter.budget_answers_lately(begin), 0);
+        for second in 0..3 {
+            limiter.note_budget_answer(begin + Duration::from_secs(second));
+        }
+        assert_eq!(limiter.budget_answers_lately(begin + Duration::from_secs(3)), 3);
+        assert_eq!(limiter.budget_answers_lately(begin + BUDGET_ANSWERS_WINDOW + Duration::from_secs(1)), 1);
+        assert_eq!(limiter.budget_answers_lately(begin + BUDGET_ANSWERS_WINDOW * 2), 0);
+    }
 }
