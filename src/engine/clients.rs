@@ -136,4 +136,25 @@ mod tests {
         tokio::time::advance(IDLE_CLIENT_TTL).await;
         assert_eq!(pool.evict_idle(), (0, 0), "no client, no limiter left");
     }
+
+    /// A client in use is kept however long since it was handed out; the
+    /// pool sweeps idle ones by itself, at most once a minute, as clients
+    /// are asked for; idle means a quarter of an hour.
+    #[tokio::test(start_paused = true)]
+    async fn clients_in_use_stay_and_idle_ones_are_swept_as_clients_are_asked_for() {
+        crate::install_crypto_provider();
+        assert_eq!(IDLE_CLIENT_TTL, Duration::from_secs(15 * 60), "the README's 15 minutes");
+        let pool = ClientPool::new(RateLimit::per_second(200), ClientSettings::default()).unwrap();
+        let held = pool.client_for(&target("held"));
+        let idle = Arc::downgrade(&pool.client_for(&target("idle")));
+        tokio::time::advance(IDLE_CLIENT_TTL + SWEEP_EVERY).await;
+        let again = pool.client_for(&target("held"));
+        assert!(Arc::ptr_eq(&again, &held), "a client in use is never swept");
+        assert!(idle.upgrade().is_none(), "asking for a client swept the idle one");
+        let fresh = Arc::downgrade(&pool.client_for(&target("fresh")));
+        drop(again);
+        tokio::time::advance(IDLE_CLIENT_TTL).await;
+        pool.client_for(&target("held"));
+        assert!(fresh.upgrade().is_none(), "a minute after the last sweep, the next request sweeps");
+    }
 }
