@@ -162,6 +162,30 @@ mod tests {
         for bad in ["", "name", "/name", "ns/", "a/b/c"] {
             assert!(bad.parse::<SecretKey>().is_err(), "{bad:?}");
         }
+        let key: SecretKey = "ops/im-app".parse().unwrap();
+        assert_eq!((key.namespace.as_str(), key.name.as_str()), ("ops", "im-app"));
+        assert_eq!(key.to_string(), "ops/im-app");
+    }
+
+    /// Only a Secret the API server could not hand out is a passing
+    /// problem (retried, never Stalled).
+    #[test]
+    fn only_an_unavailable_secret_is_passing() {
+        let unavailable = CredentialsError::Unavailable { secret: "ns/s".into(), reason: "HTTP 503".into() };
+        let missing = CredentialsError::SecretNotFound { secret: "ns/s".into() };
+        assert!(unavailable.is_passing() && !missing.is_passing());
+    }
+
+    /// A key whose value is only blanks reads as missing; an SDKAppID of 0
+    /// is refused, 1 is accepted.
+    #[test]
+    fn blank_values_are_missing_and_the_sdkappid_is_positive() {
+        let blank = secret(&[("sdkAppId", "1"), ("identifier", " \n"), ("secretKey", "k")]);
+        assert!(matches!(from_secret(&blank, "s"), Err(CredentialsError::MissingKey { key: "identifier", .. })));
+        let zero = secret(&[("sdkAppId", "0"), ("identifier", "admin"), ("secretKey", "k")]);
+        assert!(matches!(from_secret(&zero, "s"), Err(CredentialsError::InvalidSdkAppId { .. })));
+        let one = secret(&[("sdkAppId", "1"), ("identifier", "admin"), ("secretKey", "k")]);
+        assert_eq!(from_secret(&one, "s").unwrap().credentials.sdkappid, 1);
     }
 
     #[test]
