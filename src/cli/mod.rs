@@ -1,5 +1,5 @@
-//! The command line: one subcommand per entry point. [`args`] says what
-//! each takes, [`handlers`] turns it into the library's calls and an exit
+//! The command line: one subcommand per entry point. `args` says what
+//! each takes, `handlers` turns it into the library's calls and an exit
 //! code; each subcommand's work lives in its own module.
 //!
 //! Exit codes: 0 success, 1 the work did not fully succeed, 2 invalid input

@@ -56,7 +56,7 @@ pub struct RunOptions {
 pub struct LeaderElection {
     pub lease_name: String,
     /// The Lease's namespace; when unset, the operator's own (see
-    /// [`leader::own_namespace`]).
+    /// [`super::leader::own_namespace`]).
     pub namespace: Option<String>,
     pub lease_duration: Duration,
     pub renew_deadline: Duration,

@@ -24,7 +24,7 @@
 //! - [`leader`], [`passes`], [`decode`]: the Lease, passes under way,
 //!   policies that do not decode.
 //!
-//! Every pass shares one [`ClientPool`], so every policy of one app shares
+//! Every pass shares one [`ClientPool`](crate::engine::clients::ClientPool), so every policy of one app shares
 //! that app's limiter: the process never exceeds the configured calls per
 //! second per app, whatever the concurrency.
 

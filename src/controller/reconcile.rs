@@ -4,8 +4,10 @@
 //! wait if the cache lacks our last status write (its echo)
 //!   -> read the Secret (GET, values never cached) -> drift check (when due)
 //!   -> engine pass (plan, execute, fold; progress published every few seconds)
-//!   -> write status (server-side apply, only if more than timestamps changed)
-//!   -> Events (what changed) -> next action (from the pass's decision)
+//!   -> a Verdict, computed without I/O: the status to write (only if more
+//!      than timestamps changed), the Events, and what decides the next action
+//!   -> carry_out: write status (server-side apply) -> Events -> next action
+//!      (action_for: the one place a policy's backoff grows or resets)
 //! ```
 
 use std::sync::Arc;
@@ -66,7 +68,7 @@ impl ReconcileError {
     }
 }
 
-/// [`reconcile_once`], counted and timed in the controller-runtime metrics.
+/// `reconcile_once`, counted and timed in the controller-runtime metrics.
 pub async fn reconcile(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     // kube-runtime takes the object from the cache when it dispatches the
     // reconcile, which may be a moment before this first runs; the echo of

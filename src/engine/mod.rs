@@ -2,13 +2,18 @@
 //!
 //! ```text
 //! read (Secret, policy, recorded status) -> plan (pure) -> execute (IM calls, rate-limited)
-//!     -> fold outcomes into status (pure) -> write status (the caller's store)
+//!     -> fold outcomes into the record (pure) -> conditions and decision (pure)
+//!     -> write status (the caller's store); changes: what is worth writing, what deserves an Event
 //! ```
 //!
+//! - [`plan`], [`execute`], [`fold`], [`conditions`], [`changes`]: the steps.
+//! - [`credentials`]: the app target from a Secret; [`clients`]: the shared pool.
+//!
 //! The same pass serves the one-shot `apply` command (status store: a state
-//! file) and the Kubernetes controller (status store: the API server).
-//! Reading and writing belong to the caller; `run_pass` gets the inputs and
-//! hands statuses to an observer after every batch of answers.
+//! file; [`run_pass`] over every policy) and the Kubernetes controller
+//! (status store: the API server; [`run_one`] per reconcile). Reading and
+//! writing belong to the caller; the pass gets the inputs and hands statuses
+//! to an observer after every batch of answers.
 
 pub mod changes;
 pub mod clients;

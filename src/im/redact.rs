@@ -5,7 +5,7 @@
 /// The shortest piece of a UserSig that is hidden when found alone. A UserSig
 /// is a few hundred characters; 12 of them match ordinary text by chance
 /// practically never, and give an attacker nothing a brute force could use.
-const MIN_REDACTED_FRAGMENT: usize = 12;
+pub const MIN_REDACTED_FRAGMENT: usize = 12;
 
 /// `text` with every run of at least [`MIN_REDACTED_FRAGMENT`] characters
 /// that also occurs in the UserSig, as generated or percent-encoded (`*`
