@@ -322,6 +322,26 @@ async fn ban_list_is_read_page_by_page_to_the_end() {
     assert_eq!(outcome.attempts, 3, "233 entries take three pages of 100");
 }
 
+/// A paged read adds up its pages: every attempt, and every answer that
+/// the app's budget was spent (a gateway that admits two calls a second
+/// refuses the third page at first).
+#[tokio::test]
+async fn a_paged_read_counts_the_attempts_and_budget_answers_of_every_page() {
+    let mut config = config(&seed_banned(&[("room", 230)]));
+    config.rate_limit = 2;
+    let sim = start(config).await;
+    let mut settings = quick_settings();
+    settings.retry.max_attempts = 30;
+    let client = client_for(&sim.base_url(), credentials(ADMIN, KEY), settings, 200);
+    let outcome = client.get_group_ban_members("room").await;
+    let requests = logged_codes(&sim.base_url()).await;
+    let refused = requests.iter().filter(|code| **code == Some(60007)).count();
+    assert_eq!(outcome.result.as_ref().map(|(_, banned)| banned.len()).ok(), Some(230));
+    assert!(refused >= 1, "{requests:?}");
+    assert_eq!(outcome.attempts as usize, requests.len(), "every request is an attempt");
+    assert_eq!(outcome.budget_answers as usize, refused);
+}
+
 /// A policy-level stop reaches calls only while they wait. One that lands
 /// while a retry waits for the limiter reports the previous answer (it may
 /// have taken effect); one that lands before the first request reports none.
@@ -377,4 +397,34 @@ async fn attempts_are_recorded_into_the_injected_metrics_only() {
         assert!(text.contains(expected), "{expected} missing from:\n{text}");
     }
     assert!(!render(&other, &Health::default()).contains("groupban_im_calls_total{"), "another set saw the calls");
+}
+
+/// A gateway that answers with a redirect is not followed: the URL carries
+/// the UserSig, and following would hand it to wherever the redirect
+/// points. The call fails on the 302 itself; the target never hears of it.
+#[tokio::test]
+async fn a_redirect_is_refused_not_followed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target_addr = target.local_addr().unwrap();
+    let gateway = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gateway_addr = gateway.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = gateway.accept().await else { return };
+            let mut request = vec![0u8; 64 * 1024];
+            let _ = stream.read(&mut request).await;
+            let answer = format!(
+                "HTTP/1.1 302 Found\r\nLocation: http://{target_addr}/stolen\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
+        }
+    });
+    let mut settings = quick_settings();
+    settings.retry.max_attempts = 1;
+    let client = client_for(&format!("http://{gateway_addr}"), credentials(ADMIN, KEY), settings, 200);
+    let outcome = client.unban_group_member("room", &["alice".into()]).await;
+    assert!(matches!(outcome.result, Err(TransportError::HttpStatus { status: 302 })), "{:?}", outcome.result);
+    let followed = tokio::time::timeout(Duration::from_millis(300), target.accept()).await;
+    assert!(followed.is_err(), "the redirect was followed");
 }
