@@ -428,3 +428,57 @@ async fn a_redirect_is_refused_not_followed() {
     let followed = tokio::time::timeout(Duration::from_millis(300), target.accept()).await;
     assert!(followed.is_err(), "the redirect was followed");
 }
+
+/// Answers every request on `listener` with `body` as HTTP 200 JSON, one
+/// connection per request, and counts the requests.
+fn answer_always(listener: tokio::net::TcpListener, body: &'static str) -> Arc<AtomicU32> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let requests = Arc::new(AtomicU32::new(0));
+    let counted = requests.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { return };
+            let mut request = vec![0u8; 64 * 1024];
+            let _ = stream.read(&mut request).await;
+            counted.fetch_add(1, Ordering::SeqCst);
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
+        }
+    });
+    requests
+}
+
+/// A gateway whose NextOffset does not advance cannot keep a paged read
+/// going for ever: the read stops at the page that repeats the offset.
+#[tokio::test]
+async fn a_next_offset_that_does_not_advance_ends_the_read() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let requests = answer_always(
+        listener,
+        r#"{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":"","BannedAccountList":[{"Member_Account":"x","BannedUntil":1}],"NextOffset":5}"#,
+    );
+    let client = client_for(&url, credentials(ADMIN, KEY), quick_settings(), 200);
+    let outcome = tokio::time::timeout(Duration::from_secs(10), client.get_group_ban_members("room")).await;
+    let outcome = outcome.expect("the read ends");
+    assert_eq!(outcome.result.map(|(_, banned)| banned.len()).ok(), Some(2), "offset 0, then offset 5 once");
+    assert_eq!(requests.load(Ordering::SeqCst), 2);
+}
+
+/// A page that fails for good ends the read with that answer and no
+/// list: the pages read before it are not passed off as the whole list.
+#[tokio::test]
+async fn a_page_that_fails_for_good_returns_no_partial_list() {
+    let mut config = config(&seed_banned(&[("room", 230)]));
+    config.rate_limit = 2;
+    let sim = start(config).await;
+    let mut settings = quick_settings();
+    settings.retry.max_attempts = 1;
+    let client = client_for(&sim.base_url(), credentials(ADMIN, KEY), settings, 200);
+    let outcome = client.get_group_ban_members("room").await;
+    let (answer, banned) = outcome.result.unwrap();
+    assert_eq!((answer.error_code, banned.len()), (60007, 0), "the third page was refused");
+}
