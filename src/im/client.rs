@@ -527,4 +527,36 @@ mod tests {
         let shown = format!("{credentials:?}");
         assert!(!shown.contains("k3y") && shown.contains("sdkappid: 1") && shown.contains("admin"), "{shown}");
     }
+
+    /// One UserSig per client, signed anew at half its life or when the
+    /// gateway refused it (70001), not before.
+    #[test]
+    fn the_usersig_is_kept_until_half_its_life_or_a_refusal() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        crate::install_crypto_provider();
+        let now = Arc::new(AtomicU64::new(1_000));
+        let clock = now.clone();
+        let settings = ClientSettings {
+            usersig_ttl: Duration::from_secs(100),
+            clock: Arc::new(move || clock.load(Ordering::SeqCst)),
+            ..ClientSettings::default()
+        };
+        let credentials =
+            AppCredentials { sdkappid: 1, identifier: "admin".into(), secret_key: Redacted::new("k3y".into()) };
+        let limiter = Arc::new(RateLimiter::new(super::super::RateLimit::per_second(200)));
+        let endpoint = Endpoint::parse("http://127.0.0.1:9", true).unwrap();
+        let client =
+            ImClient::new(http_client(Duration::from_secs(1)).unwrap(), endpoint, credentials, limiter, settings);
+        let sig = |at: u64| {
+            now.store(at, Ordering::SeqCst);
+            client.usersig().unwrap().expose().clone()
+        };
+        let first = sig(1_000);
+        assert_eq!(sig(1_049), first, "kept until half its life");
+        let renewed = sig(1_050);
+        assert_ne!(renewed, first, "signed anew at half its life");
+        assert_eq!(sig(1_060), renewed);
+        client.invalidate_usersig();
+        assert_ne!(sig(1_061), renewed, "signed anew after a refusal");
+    }
 }
