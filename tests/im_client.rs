@@ -482,3 +482,30 @@ async fn a_page_that_fails_for_good_returns_no_partial_list() {
     let (answer, banned) = outcome.result.unwrap();
     assert_eq!((answer.error_code, banned.len()), (60007, 0), "the third page was refused");
 }
+
+/// An answer of exactly the size bound is read; one byte more is refused
+/// without being read whole.
+#[tokio::test]
+async fn answers_are_read_up_to_the_bound_and_no_further() {
+    use groupban_operator::im::client::MAX_ANSWER_BYTES;
+    let envelope = |size: usize| -> &'static str {
+        let head = r#"{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""#;
+        let tail = r#""}"#;
+        let padding = "x".repeat(size - head.len() - tail.len());
+        Box::leak(format!("{head}{padding}{tail}").into_boxed_str())
+    };
+    for (size, fits) in [(MAX_ANSWER_BYTES, true), (MAX_ANSWER_BYTES + 1, false)] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        answer_always(listener, envelope(size));
+        let mut settings = quick_settings();
+        settings.retry.max_attempts = 1;
+        let client = client_for(&url, credentials(ADMIN, KEY), settings, 200);
+        let outcome = client.unban_group_member("room", &["alice".into()]).await;
+        match (fits, &outcome.result) {
+            (true, Ok((answer, _))) => assert!(answer.error_info.len() <= 1024 + 16, "ErrorInfo is cut"),
+            (false, Err(TransportError::InvalidBody(why))) => assert!(why.contains("larger than"), "{why}"),
+            (_, other) => panic!("{size} bytes: {other:?}"),
+        }
+    }
+}
