@@ -102,3 +102,34 @@ async fn a_small_policy_is_not_queued_behind_a_large_one() {
     assert!(waited_behind <= 3, "the small policy waited behind {waited_behind} calls");
     assert!(big.await.unwrap()[0].status.unbanned_members.len() == 2000);
 }
+
+/// One pass over policies that succeed, fail for good and cannot start:
+/// each outcome counts its own calls, and the progress the driver sees
+/// ends with every planned call done.
+#[tokio::test]
+async fn each_outcome_counts_its_own_calls_and_progress_ends_complete() {
+    let sim = start(config(&seed_banned(&[("room", 45)]))).await;
+    let url = sim.base_url();
+    let pool = ClientPool::new(RateLimit::per_second(200), quick_settings()).unwrap();
+    let (_stop, shutdown) = watch::channel(false);
+    let mut suspended = input("paused", "room", members("m", 20), &url);
+    suspended.spec.suspend = Some(true);
+    let inputs = [
+        input("ok", "room", members("m", 45), &url),
+        input("gone", "no-such-group", members("x", 20), &url),
+        suspended,
+    ];
+    let mut last = None;
+    let outcomes = run_pass(&inputs, &pool, shutdown, |statuses, progress| {
+        assert_eq!(statuses.len(), 3);
+        last = Some(progress);
+    })
+    .await;
+    let counts: Vec<(usize, usize)> = outcomes.iter().map(|o| (o.calls_succeeded, o.calls_failed)).collect();
+    // 45 members: 3 calls; the missing group: one call, answered 10010.
+    assert_eq!(counts, [(3, 0), (0, 1), (0, 0)]);
+    let decisions: Vec<Decision> = outcomes.iter().map(|o| o.decision).collect();
+    assert_eq!(decisions, [Decision::Idle, Decision::Stalled, Decision::Suspended]);
+    let progress = last.expect("progress was observed");
+    assert_eq!((progress.calls_planned, progress.calls_done), (4, 4));
+}
