@@ -112,10 +112,12 @@ pub async fn run_pass(
     shutdown: watch::Receiver<bool>,
     observe: impl FnMut(&[GroupBanPolicyStatus], PassProgress),
 ) -> Vec<PassOutcome> {
+    let desired: Vec<DesiredMembers<'_>> = inputs.iter().map(|input| DesiredMembers::of(&input.spec)).collect();
     let mut statuses: Vec<GroupBanPolicyStatus> = inputs.iter().map(prepared).collect();
     let mut tallies: Vec<Tally> = inputs.iter().map(|_| Tally::default()).collect();
-    drive(inputs, &mut statuses, &mut tallies, pool, shutdown, observe).await;
-    inputs.iter().zip(statuses).zip(tallies).map(|((input, status), tally)| conclude(input, status, tally)).collect()
+    drive(inputs, &desired, &mut statuses, &mut tallies, pool, shutdown, observe).await;
+    let concluded = inputs.iter().zip(&desired).zip(statuses).zip(tallies);
+    concluded.map(|(((input, desired), status), tally)| conclude(input, desired, status, tally)).collect()
 }
 
 /// [`run_pass`] over one policy: what the controller runs per reconcile.
@@ -126,16 +128,18 @@ pub async fn run_one(
     shutdown: watch::Receiver<bool>,
     mut observe: impl FnMut(&GroupBanPolicyStatus, PassProgress),
 ) -> PassOutcome {
+    let desired = [DesiredMembers::of(&input.spec)];
     let mut statuses = [prepared(input)];
     let mut tallies = [Tally::default()];
-    drive(std::slice::from_ref(input), &mut statuses, &mut tallies, pool, shutdown, |statuses, progress| {
+    let inputs = std::slice::from_ref(input);
+    drive(inputs, &desired, &mut statuses, &mut tallies, pool, shutdown, |statuses, progress| {
         for status in statuses {
             observe(status, progress);
         }
     })
     .await;
-    let ([status], [tally]) = (statuses, tallies);
-    conclude(input, status, tally)
+    let ([desired], [status], [tally]) = (desired, statuses, tallies);
+    conclude(input, &desired, status, tally)
 }
 
 /// The recorded status made ready for a pass (see [`fold::prepare`]).
@@ -163,10 +167,11 @@ fn halt_before_calls(input: &PolicyInput) -> Option<Halt> {
     }
 }
 
-/// Plans, executes and folds: `statuses` and `tallies` (one per input)
-/// hold what the pass found when it returns.
+/// Plans, executes and folds: `statuses` and `tallies` (one per input,
+/// as `desired` is) hold what the pass found when it returns.
 async fn drive(
     inputs: &[PolicyInput],
+    desired: &[DesiredMembers<'_>],
     statuses: &mut [GroupBanPolicyStatus],
     tallies: &mut [Tally],
     pool: &ClientPool,
@@ -194,7 +199,6 @@ async fn drive(
         }
     }
 
-    let desired: Vec<DesiredMembers<'_>> = inputs.iter().map(|input| DesiredMembers::of(&input.spec)).collect();
     // prepare() may have emptied or trimmed a record: bring every summary
     // and condition up to date before anything can be saved.
     let now = Timestamp::now();
@@ -259,10 +263,14 @@ async fn drive(
 }
 
 /// The outcome of one policy once every call has ended.
-fn conclude(input: &PolicyInput, status: GroupBanPolicyStatus, tally: Tally) -> PassOutcome {
-    let desired = DesiredMembers::of(&input.spec);
+fn conclude(
+    input: &PolicyInput,
+    desired: &DesiredMembers<'_>,
+    status: GroupBanPolicyStatus,
+    tally: Tally,
+) -> PassOutcome {
     // Every call has ended: nothing is being retried any more.
-    let view = pass_view(input, &desired, &tally, false);
+    let view = pass_view(input, desired, &tally, false);
     let (status, decision) = conditions::conclude(status, view, Timestamp::now());
     PassOutcome {
         status,
