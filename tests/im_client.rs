@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use groupban_operator::im::client::RetryNotice;
 use groupban_operator::im::client::system_clock;
-use groupban_operator::im::{CallControl, ClientSettings, Command, TransportError};
+use groupban_operator::im::{CallControl, ClientSettings, Command, ImClient, TransportError};
+use groupban_operator::simulator::RunningSimulator;
 use support::*;
 
 const ROOM: &str = "groups: [{groupId: room, type: AVChatRoom, banned: [alice, bob, carol]}, {groupId: pub, type: Public}, {groupId: locked, type: AVChatRoom, failWith: {errorCode: 10007, errorInfo: no permission}}, {groupId: odd, type: AVChatRoom, failWith: {errorCode: 12345, errorInfo: something new}}, {groupId: revoked, type: AVChatRoom, failWith: {errorCode: 70052, errorInfo: usersig invalidated}}]";
@@ -171,7 +172,7 @@ fn stop_control(stop: tokio::sync::watch::Receiver<bool>) -> CallControl<'static
 
 /// Calls `unban_group_member` for alice and returns its final ErrorCode and
 /// every retry notice the caller was given.
-async fn unban_alice_noting_retries(client: &groupban_operator::im::ImClient) -> (Option<i64>, Vec<RetryNotice>) {
+async fn unban_alice_noting_retries(client: &ImClient) -> (Option<i64>, Vec<RetryNotice>) {
     let notices = std::sync::Mutex::new(Vec::new());
     let note = |notice: &RetryNotice| notices.lock().unwrap().push(notice.clone());
     let control = CallControl { on_retry: Some(&note), ..CallControl::default() };
@@ -327,12 +328,7 @@ async fn ban_list_is_read_page_by_page_to_the_end() {
 /// refuses the third page at first).
 #[tokio::test]
 async fn a_paged_read_counts_the_attempts_and_budget_answers_of_every_page() {
-    let mut config = config(&seed_banned(&[("room", 230)]));
-    config.rate_limit = 2;
-    let sim = start(config).await;
-    let mut settings = quick_settings();
-    settings.retry.max_attempts = 30;
-    let client = client_for(&sim.base_url(), credentials(ADMIN, KEY), settings, 200);
+    let (sim, client) = throttled_ban_list(30).await;
     let outcome = client.get_group_ban_members("room").await;
     let requests = logged_codes(&sim.base_url()).await;
     let refused = requests.iter().filter(|code| **code == Some(60007)).count();
@@ -404,22 +400,16 @@ async fn attempts_are_recorded_into_the_injected_metrics_only() {
 /// points. The call fails on the 302 itself; the target never hears of it.
 #[tokio::test]
 async fn a_redirect_is_refused_not_followed() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let target_addr = target.local_addr().unwrap();
     let gateway = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gateway_addr = gateway.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = gateway.accept().await else { return };
-            let mut request = vec![0u8; 64 * 1024];
-            let _ = stream.read(&mut request).await;
-            let answer = format!(
-                "HTTP/1.1 302 Found\r\nLocation: http://{target_addr}/stolen\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            );
-            let _ = stream.write_all(answer.as_bytes()).await;
-        }
-    });
+    serve_always(
+        gateway,
+        format!(
+            "HTTP/1.1 302 Found\r\nLocation: http://{target_addr}/stolen\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ),
+    );
     let mut settings = quick_settings();
     settings.retry.max_attempts = 1;
     let client = client_for(&format!("http://{gateway_addr}"), credentials(ADMIN, KEY), settings, 200);
@@ -429,9 +419,9 @@ async fn a_redirect_is_refused_not_followed() {
     assert!(followed.is_err(), "the redirect was followed");
 }
 
-/// Answers every request on `listener` with `body` as HTTP 200 JSON, one
-/// connection per request, and counts the requests.
-fn answer_always(listener: tokio::net::TcpListener, body: &'static str) -> Arc<AtomicU32> {
+/// Answers every request on `listener` with `response` (a whole HTTP
+/// answer), one connection per request, and counts the requests.
+fn serve_always(listener: tokio::net::TcpListener, response: String) -> Arc<AtomicU32> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let requests = Arc::new(AtomicU32::new(0));
     let counted = requests.clone();
@@ -441,14 +431,32 @@ fn answer_always(listener: tokio::net::TcpListener, body: &'static str) -> Arc<A
             let mut request = vec![0u8; 64 * 1024];
             let _ = stream.read(&mut request).await;
             counted.fetch_add(1, Ordering::SeqCst);
-            let answer = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(answer.as_bytes()).await;
+            let _ = stream.write_all(response.as_bytes()).await;
         }
     });
     requests
+}
+
+/// [`serve_always`] with `body` as HTTP 200 JSON.
+fn answer_always(listener: tokio::net::TcpListener, body: &str) -> Arc<AtomicU32> {
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    serve_always(listener, response)
+}
+
+/// A simulator that admits two calls a second and holds 230 banned members
+/// in `room` (three pages), and a client that tries each call
+/// `max_attempts` times: the third page meets 60007 at first.
+async fn throttled_ban_list(max_attempts: u32) -> (RunningSimulator, ImClient) {
+    let mut config = config(&seed_banned(&[("room", 230)]));
+    config.rate_limit = 2;
+    let sim = start(config).await;
+    let mut settings = quick_settings();
+    settings.retry.max_attempts = max_attempts;
+    let client = client_for(&sim.base_url(), credentials(ADMIN, KEY), settings, 200);
+    (sim, client)
 }
 
 /// A gateway whose NextOffset does not advance cannot keep a paged read
@@ -472,12 +480,7 @@ async fn a_next_offset_that_does_not_advance_ends_the_read() {
 /// list: the pages read before it are not passed off as the whole list.
 #[tokio::test]
 async fn a_page_that_fails_for_good_returns_no_partial_list() {
-    let mut config = config(&seed_banned(&[("room", 230)]));
-    config.rate_limit = 2;
-    let sim = start(config).await;
-    let mut settings = quick_settings();
-    settings.retry.max_attempts = 1;
-    let client = client_for(&sim.base_url(), credentials(ADMIN, KEY), settings, 200);
+    let (_sim, client) = throttled_ban_list(1).await;
     let outcome = client.get_group_ban_members("room").await;
     let (answer, banned) = outcome.result.unwrap();
     assert_eq!((answer.error_code, banned.len()), (60007, 0), "the third page was refused");
@@ -488,16 +491,15 @@ async fn a_page_that_fails_for_good_returns_no_partial_list() {
 #[tokio::test]
 async fn answers_are_read_up_to_the_bound_and_no_further() {
     use groupban_operator::im::client::MAX_ANSWER_BYTES;
-    let envelope = |size: usize| -> &'static str {
+    let envelope = |size: usize| -> String {
         let head = r#"{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""#;
         let tail = r#""}"#;
-        let padding = "x".repeat(size - head.len() - tail.len());
-        Box::leak(format!("{head}{padding}{tail}").into_boxed_str())
+        format!("{head}{}{tail}", "x".repeat(size - head.len() - tail.len()))
     };
     for (size, fits) in [(MAX_ANSWER_BYTES, true), (MAX_ANSWER_BYTES + 1, false)] {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        answer_always(listener, envelope(size));
+        answer_always(listener, &envelope(size));
         let mut settings = quick_settings();
         settings.retry.max_attempts = 1;
         let client = client_for(&url, credentials(ADMIN, KEY), settings, 200);
