@@ -10,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::crd::{DriftStatus, GroupBanPolicySpec, GroupBanPolicyStatus, drift_check_interval};
+use crate::engine::ban_list::BanComparison;
 use crate::engine::fold::describe_answer;
 use crate::im::{ImClient, TransportError};
 
@@ -53,11 +54,6 @@ pub fn next_check_in(spec: &GroupBanPolicySpec, last_attempt: Option<Timestamp>,
     Some(interval.saturating_sub(since))
 }
 
-/// Recorded members that are on the ban list again (pure).
-pub fn banned_again<'a>(recorded: &'a [String], banned: &BTreeSet<&str>) -> Vec<&'a String> {
-    recorded.iter().filter(|member| banned.contains(member.as_str())).collect()
-}
-
 /// Reads the ban list and takes members found banned again out of
 /// `recorded`. Returns the drift status to report, or why the list could
 /// not be read (the controller tries again one interval after this
@@ -69,17 +65,22 @@ pub async fn check(
     recorded: &mut GroupBanPolicyStatus,
     now: Timestamp,
 ) -> Result<DriftStatus, DriftError> {
-    let outcome = client.get_group_ban_members(group_id).await;
-    let banned = match outcome.result {
-        Ok((answer, banned)) if answer.is_success() => banned,
-        Ok((answer, _)) => {
+    // Only recorded members found on the list are kept, page by page: a
+    // long ban list is never held whole.
+    let recorded_members = recorded.unbanned_members.clone();
+    let mut comparison = BanComparison::new(&[], &recorded_members);
+    let outcome = client
+        .for_each_ban_page(group_id, |page| comparison.see_page(page.into_iter().map(|b| b.member_account)))
+        .await;
+    match outcome.result {
+        Ok((answer, ())) if answer.is_success() => {}
+        Ok((answer, ())) => {
             let description = describe_answer(answer.error_code, &answer.error_info);
             return Err(DriftError::Answered { error_code: answer.error_code, description });
         }
         Err(error) => return Err(error.into()),
-    };
-    let banned: BTreeSet<&str> = banned.iter().map(|b| b.member_account.as_str()).collect();
-    let again: BTreeSet<String> = banned_again(&recorded.unbanned_members, &banned).into_iter().cloned().collect();
+    }
+    let again: BTreeSet<String> = comparison.finish().banned_again.into_iter().collect();
     recorded.unbanned_members.retain(|member| !again.contains(member));
     Ok(DriftStatus { last_check_time: Time(now), corrected: u32::try_from(again.len()).unwrap_or(u32::MAX) })
 }
@@ -107,12 +108,5 @@ mod tests {
         let checked = Some(Timestamp::from_second(1_000_000 - 240).unwrap());
         assert_eq!(next_check_in(&spec(Some("10m")), checked, now), Some(Duration::from_secs(360)));
         assert_eq!(next_check_in(&spec(Some("1m")), checked, now), Some(Duration::ZERO));
-    }
-
-    #[test]
-    fn only_recorded_members_that_are_banned_again_are_drift() {
-        let recorded = vec!["a".to_string(), "b".to_string(), "c".to_string()];
-        let banned: BTreeSet<&str> = ["b", "z"].into();
-        assert_eq!(banned_again(&recorded, &banned), [&"b".to_string()]);
     }
 }

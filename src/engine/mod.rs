@@ -8,6 +8,7 @@
 //!
 //! - [`plan`], [`execute`], [`fold`], [`conditions`], [`changes`]: the steps.
 //! - [`credentials`]: the app target from a Secret; [`clients`]: the shared pool.
+//! - [`ban_list`]: what a group's ban list says about a policy's members (`diff`, drift).
 //!
 //! The same pass serves the one-shot `apply` command (status store: a state
 //! file; [`run_pass`] over every policy) and the Kubernetes controller
@@ -15,6 +16,7 @@
 //! writing belong to the caller; the pass gets the inputs and hands statuses
 //! to an observer after every batch of answers.
 
+pub mod ban_list;
 pub mod changes;
 pub mod clients;
 pub mod conditions;

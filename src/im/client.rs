@@ -63,6 +63,9 @@ pub enum TransportError {
     InvalidBody(String),
 }
 
+/// Members a get_group_ban_member page asks for: the documented maximum.
+pub const BAN_LIST_PAGE_SIZE: u32 = 100;
+
 /// The last answer of a call and how many attempts it took.
 #[derive(Debug)]
 pub struct Outcome<T> {
@@ -277,10 +280,27 @@ impl ImClient {
         self.call::<_, Empty>(Command::BanGroupMember, &body).await.map(|_| ())
     }
 
-    /// Reads the whole ban list, page by page (Limit 100, Offset from the
-    /// previous NextOffset, until NextOffset is 0). Stops at the first page
-    /// that fails and returns its outcome.
+    /// Reads the whole ban list into memory; see
+    /// [`ImClient::for_each_ban_page`]. An error answer gives an empty list.
     pub async fn get_group_ban_members(&self, group_id: &str) -> Outcome<Vec<BannedAccount>> {
+        let mut banned = Vec::new();
+        let outcome = self.for_each_ban_page(group_id, |page| banned.extend(page)).await;
+        let succeeded = outcome.result.as_ref().is_ok_and(|(answer, ())| answer.is_success());
+        outcome.map(|()| if succeeded { banned } else { Vec::new() })
+    }
+
+    /// Reads the ban list page by page (`Limit` [`BAN_LIST_PAGE_SIZE`],
+    /// `Offset` from the previous `NextOffset`, until `NextOffset` is 0),
+    /// handing each page to `each_page` as it arrives, so a list of any
+    /// length is never held whole. Every page waits on
+    /// get_group_ban_member's own limiter, never the unban budget. Stops at
+    /// the first page that fails and returns its outcome; a success is the
+    /// last page's answer.
+    pub async fn for_each_ban_page(
+        &self,
+        group_id: &str,
+        mut each_page: impl FnMut(Vec<BannedAccount>),
+    ) -> Outcome<()> {
         #[derive(Serialize)]
         struct Body<'a> {
             #[serde(rename = "GroupId")]
@@ -290,29 +310,24 @@ impl ImClient {
             #[serde(rename = "Offset")]
             offset: u64,
         }
-        let mut banned = Vec::new();
         let mut offset = 0;
         let (mut attempts, mut budget_answers) = (0, 0);
         loop {
-            let page =
-                self.call::<_, BanPage>(Command::GetGroupBanMember, &Body { group_id, limit: 100, offset }).await;
+            let body = Body { group_id, limit: BAN_LIST_PAGE_SIZE, offset };
+            let page = self.call::<_, BanPage>(Command::GetGroupBanMember, &body).await;
             attempts += page.attempts;
             budget_answers += page.budget_answers;
             match page.result {
                 Ok((answer, page)) if answer.is_success() => {
-                    banned.extend(page.banned_accounts);
+                    each_page(page.banned_accounts);
                     // A NextOffset that does not advance would loop forever.
                     if page.next_offset == 0 || page.next_offset <= offset {
-                        return Outcome { result: Ok((answer, banned)), attempts, budget_answers };
+                        return Outcome { result: Ok((answer, ())), attempts, budget_answers };
                     }
                     offset = page.next_offset;
                 }
-                Ok((answer, _)) => {
-                    return Outcome { result: Ok((answer, Vec::new())), attempts, budget_answers };
-                }
-                Err(error) => {
-                    return Outcome { result: Err(error), attempts, budget_answers };
-                }
+                Ok((answer, _)) => return Outcome { result: Ok((answer, ())), attempts, budget_answers },
+                Err(error) => return Outcome { result: Err(error), attempts, budget_answers },
             }
         }
     }

@@ -24,7 +24,7 @@ pub mod usersig;
 pub mod window_counter;
 pub mod wire;
 
-pub use client::{AppCredentials, CallControl, ClientSettings, ImClient, Outcome, TransportError};
+pub use client::{AppCredentials, BAN_LIST_PAGE_SIZE, CallControl, ClientSettings, ImClient, Outcome, TransportError};
 pub use endpoint::Endpoint;
 pub use limiter::{DEFAULT_CALLS_PER_SECOND, LimiterRegistry, RateLimit, RateLimiter};
 pub use observe::{CallObserver, NoObserver};

@@ -141,15 +141,20 @@ impl Groups {
                 _ => return ServiceAnswer::error(10004, "Limit must be a positive integer"),
             },
         };
-        let active = self.active_bans(&group_id, now);
+        // Walks the list without copying it: a page of a 100,000-member
+        // list costs one pass over the map, not a copy of it.
+        let Some(group) = self.groups.get(&group_id) else {
+            return ServiceAnswer::error(10010, format!("group {group_id} does not exist or was dissolved"));
+        };
+        let mut active = group.banned.iter().filter(|(_, until)| **until > now);
         let page: Vec<Value> = active
-            .iter()
-            .skip(offset as usize)
+            .by_ref()
+            .skip(usize::try_from(offset).unwrap_or(usize::MAX))
             .take(limit as usize)
             .map(|(member, until)| json!({"Member_Account": member, "BannedUntil": until}))
             .collect();
         let end = offset.saturating_add(page.len() as u64);
-        let next_offset = if end < active.len() as u64 { end } else { 0 };
+        let next_offset = if active.next().is_some() { end } else { 0 };
         let mut answer = ServiceAnswer::ok();
         answer.extra.insert("BannedAccountList".into(), Value::Array(page));
         answer.extra.insert("NextOffset".into(), json!(next_offset));

@@ -48,6 +48,8 @@ pub struct LoggedRequest {
     pub members: Vec<String>,
     /// How many members the request listed.
     pub members_count: usize,
+    /// The body's `Limit` (get_group_ban_member's page size), when it has one.
+    pub limit: Option<u64>,
     /// `None` when the call got no IM answer (an injected HTTP 502).
     pub error_code: Option<i64>,
     pub http_status: u16,
@@ -310,6 +312,7 @@ fn record(
             .map(|(name, _)| if KNOWN_PARAMETERS.contains(&name.as_str()) { name.clone() } else { "<other>".into() })
             .collect(),
         members_count,
+        limit: body.and_then(|b| b.get("Limit")).and_then(Value::as_u64),
         random: pairs.iter().find(|(name, _)| name == "random").map(|(_, value)| clip(value)),
         group_id: body.and_then(|b| b.get("GroupId")).and_then(Value::as_str).map(clip),
         members,
