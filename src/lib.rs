@@ -12,14 +12,18 @@
 //! - [`secret`]: a wrapper that keeps secret values out of logs and debug output.
 //! - [`signals`]: SIGTERM and SIGINT, for `run`, `apply` and `simulate`.
 //! - [`telemetry`]: log lines on stderr, text or JSON, filtered by `RUST_LOG`.
+//! - [`cluster`]: `get`, `reconcile`, `suspend`, `resume` against a cluster (and as a kubectl plugin).
+//! - [`diff`]: each policy against its group's real ban list, with no unban call.
 //! - [`cli`]: the command line.
 // One exception, in oneshot::strict_yaml::check_nesting: libyaml's parser
 // API, driven as yaml_serde drives it.
 #![deny(unsafe_code)]
 
 pub mod cli;
+pub mod cluster;
 pub mod controller;
 pub mod crd;
+pub mod diff;
 pub mod engine;
 pub mod im;
 pub mod metrics;

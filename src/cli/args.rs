@@ -35,9 +35,133 @@ pub enum Command {
     Usersig(UsersigArgs),
     /// Print the GroupBanPolicy CustomResourceDefinition (YAML).
     Crd,
+    /// Show each policy against its group's real ban list (no unban call); exits 1 when they differ.
+    Diff(DiffArgs),
+    /// List policies with their progress and Ready condition.
+    Get(GetArgs),
+    /// Ask the operator to reconcile a policy now, wait for it, and print the outcome.
+    Reconcile(ReconcileArgs),
+    /// Stop the operator's IM calls for a policy (spec.suspend: true).
+    Suspend(SuspendArgs),
+    /// Let the operator act on a policy again, and reconcile it now.
+    Resume(ResumeArgs),
     /// Measure against the built-in simulator (see BENCHMARKS.md).
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+/// The cluster, as kubectl finds it.
+#[derive(Debug, Args)]
+pub struct KubeArgs {
+    /// Path to the kubeconfig file (default: KUBECONFIG, then ~/.kube/config, then the pod's ServiceAccount).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: the current context).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// The namespace (default: the context's, else `default`).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// One policy by name; all when unset.
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    /// Policies in every namespace.
+    #[arg(short = 'A', long, conflicts_with_all = ["namespace", "name"])]
+    pub all_namespaces: bool,
+    /// Only policies whose labels match, e.g. `team=a,tier!=canary`.
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
+    /// `wide` adds pending, failed, suspended and last sync; `yaml` and `json` print the objects.
+    #[arg(short = 'o', long, value_enum)]
+    pub output: Option<GetOutput>,
+    /// After the table, print a row each time a policy changes, until interrupted.
+    #[arg(short = 'w', long, conflicts_with = "output")]
+    pub watch: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GetOutput {
+    Wide,
+    Yaml,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    /// How long to wait for the operator to handle the request.
+    #[arg(long, default_value = "5m", value_parser = parse_duration_flag)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct SuspendArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    /// How long to wait for the operator to handle the reconcile that resuming requests.
+    #[arg(long, default_value = "5m", value_parser = parse_duration_flag)]
+    pub timeout: Duration,
+    /// Do not wait for the reconcile; exit once the policy is resumed.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// Files or folders of GroupBanPolicy and Secret manifests, as `apply` reads them
+    /// (`-` reads stdin); without it, the policies in the cluster.
+    #[arg(short = 'f', long = "filename", value_name = "PATH", num_args = 1..)]
+    pub paths: Vec<PathBuf>,
+    /// With `-f`: the state file `apply` keeps, for what it recorded as unbanned (only read).
+    #[arg(long, value_name = "FILE", requires = "paths")]
+    pub state: Option<PathBuf>,
+    /// From the cluster: one policy by name.
+    #[arg(conflicts_with = "paths")]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    /// From the cluster: policies in every namespace.
+    #[arg(short = 'A', long, conflicts_with_all = ["namespace", "name", "paths"])]
+    pub all_namespaces: bool,
+    /// From the cluster: only policies whose labels match.
+    #[arg(short = 'l', long, conflicts_with = "paths")]
+    pub selector: Option<String>,
+    /// From the cluster: NAMESPACE/NAME of the Secret for policies that name none, as `run` takes it.
+    #[arg(long, env = "GROUPBAN_DEFAULT_CREDENTIALS_SECRET", conflicts_with = "paths")]
+    pub default_credentials_secret: Option<crate::engine::credentials::SecretKey>,
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: DiffOutput,
+    /// get_group_ban_member calls per second per app (its own budget; the IM API allows 200).
+    #[arg(long, default_value_t = DEFAULT_CALLS_PER_SECOND, value_parser = clap::value_parser!(u32).range(1..=MAX_CALLS_PER_SECOND))]
+    pub max_calls_per_second: u32,
+    /// Attempts per call before it is reported failed (retryable answers only).
+    #[arg(long, default_value_t = RetryPolicy::DEFAULT_MAX_ATTEMPTS, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: u32,
+    /// Seconds before a call is abandoned as a timeout.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(4..=300))]
+    pub request_timeout: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DiffOutput {
+    Table,
+    Yaml,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

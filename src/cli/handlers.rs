@@ -71,7 +71,7 @@ pub fn print_usersig(args: UsersigArgs) -> Result<ExitCode, Failure> {
 }
 
 /// The IM client's settings from `--request-timeout` and `--max-attempts`.
-fn client_settings(request_timeout_secs: u64, max_attempts: u32) -> crate::im::ClientSettings {
+pub(super) fn client_settings(request_timeout_secs: u64, max_attempts: u32) -> crate::im::ClientSettings {
     let mut settings =
         crate::im::ClientSettings { request_timeout: Duration::from_secs(request_timeout_secs), ..Default::default() };
     settings.retry.max_attempts = max_attempts;

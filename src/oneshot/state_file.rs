@@ -165,6 +165,22 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// The statuses a state file records, read without locking or writing it
+/// (`diff` only looks). A missing file records nothing, as for `apply`.
+pub fn read_recorded(path: &Path) -> Result<BTreeMap<String, GroupBanPolicyStatus>, StateError> {
+    let display = path.display().to_string();
+    let bytes = match read_bounded(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(source) if source.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(StateError::Symlink { path: display });
+        }
+        Err(source) => return Err(StateError::Read { path: display, source }),
+    };
+    let contents = parse(&bytes).map_err(|reason| StateError::Invalid { path: display, reason })?;
+    Ok(contents.policies)
+}
+
 /// Reads a state file without following a link, at most
 /// [`MAX_STATE_FILE_BYTES`].
 fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
@@ -201,6 +217,25 @@ fn sibling(path: &Path, extension: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_only_look_sees_what_was_saved_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        assert!(read_recorded(&path).unwrap().is_empty(), "a missing file records nothing");
+        let status = GroupBanPolicyStatus { unbanned_members: vec!["a".into()], ..Default::default() };
+        StateFile::open(&path).unwrap().save([("ns/p".to_string(), &status)]).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let held = StateFile::open(&path).unwrap();
+        assert_eq!(read_recorded(&path).unwrap().get("ns/p"), Some(&status), "read while another run holds the lock");
+        drop(held);
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        std::fs::write(&path, "{}").unwrap();
+        assert!(matches!(read_recorded(&path), Err(StateError::Invalid { .. })));
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(matches!(read_recorded(&link), Err(StateError::Symlink { .. })));
+    }
 
     #[test]
     fn saved_statuses_load_back_and_other_entries_survive() {

@@ -1,0 +1,127 @@
+//! Where `diff` finds the policies, what each has recorded as unbanned,
+//! and the credentials to read its group's ban list with.
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client, ResourceExt};
+
+use crate::cluster::errors::ClusterError;
+use crate::cluster::get::{self, Query};
+use crate::crd::{GroupBanPolicySpec, GroupBanPolicyStatus, validate_spec};
+use crate::engine::credentials::{self, AppTarget, CredentialsError, SecretKey};
+use crate::oneshot::manifests::Manifests;
+
+/// One policy to compare.
+#[derive(Debug, Clone)]
+pub struct DiffInput {
+    pub namespace: String,
+    pub name: String,
+    pub spec: GroupBanPolicySpec,
+    /// Members recorded as unbanned in this group (empty when the record
+    /// is of another group: it starts over, as the operator's does).
+    pub recorded: Vec<String>,
+    /// The spec's own error, if it has one (nothing is read for it).
+    pub spec_error: Option<String>,
+    pub target: Result<AppTarget, CredentialsError>,
+}
+
+/// The record's members, if it is a record of this spec's group.
+pub fn recorded_members(spec: &GroupBanPolicySpec, status: Option<&GroupBanPolicyStatus>) -> Vec<String> {
+    match status {
+        Some(status) if status.group_id.as_deref().is_none_or(|g| g == spec.group_id) => {
+            status.unbanned_members.clone()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Policies from manifest files, as `apply` reads them: credentials from
+/// the Secrets among the files, records from the state file's `recorded`.
+pub fn from_manifests(manifests: &Manifests, recorded: &BTreeMap<String, GroupBanPolicyStatus>) -> Vec<DiffInput> {
+    manifests
+        .policies
+        .iter()
+        .map(|loaded| {
+            let spec = loaded.policy.spec.clone();
+            let secret = credentials::secret_for(&loaded.namespace, &spec, None);
+            let target = match manifests.secrets.get(&(secret.namespace.clone(), secret.name.clone())) {
+                Some(found) => credentials::from_secret(found, &secret.to_string()),
+                None => Err(CredentialsError::SecretNotFound { secret: secret.to_string() }),
+            };
+            DiffInput {
+                namespace: loaded.namespace.clone(),
+                name: loaded.name.clone(),
+                recorded: recorded_members(&spec, recorded.get(&loaded.key())),
+                spec_error: validate_spec(&spec).err().map(|e| e.to_string()),
+                spec,
+                target,
+            }
+        })
+        .collect()
+}
+
+/// Policies from the cluster, with their recorded status and the Secret
+/// the operator would use (each Secret read once).
+pub async fn from_cluster(
+    client: Client,
+    query: &Query,
+    default_secret: Option<&SecretKey>,
+) -> Result<Vec<DiffInput>, ClusterError> {
+    let policies = get::list(client.clone(), query).await?;
+    let mut secrets: HashMap<SecretKey, Result<AppTarget, CredentialsError>> = HashMap::new();
+    let mut inputs = Vec::with_capacity(policies.len());
+    for policy in policies {
+        let namespace = policy.namespace().unwrap_or_default();
+        let key = credentials::secret_for(&namespace, &policy.spec, default_secret);
+        if !secrets.contains_key(&key) {
+            let target = read_secret(client.clone(), &key).await;
+            secrets.insert(key.clone(), target);
+        }
+        inputs.push(DiffInput {
+            name: policy.name_any(),
+            recorded: recorded_members(&policy.spec, policy.status.as_ref()),
+            spec_error: validate_spec(&policy.spec).err().map(|e| e.to_string()),
+            target: secrets[&key].clone(),
+            spec: policy.spec,
+            namespace,
+        });
+    }
+    Ok(inputs)
+}
+
+async fn read_secret(client: Client, key: &SecretKey) -> Result<AppTarget, CredentialsError> {
+    let secrets: Api<Secret> = Api::namespaced(client, &key.namespace);
+    let shown = key.to_string();
+    match secrets.get_opt(&key.name).await {
+        Ok(Some(secret)) => credentials::from_secret(&secret, &shown),
+        Ok(None) => Err(CredentialsError::SecretNotFound { secret: shown }),
+        Err(kube::Error::Api(status)) if status.is_forbidden() || status.is_not_found() => {
+            Err(CredentialsError::Unreadable { secret: shown, reason: status.message.clone() })
+        }
+        Err(error) => Err(CredentialsError::Unavailable { secret: shown, reason: crate::error_chain(&error) }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_of_another_group_counts_for_nothing() {
+        let spec = GroupBanPolicySpec {
+            group_id: "@TGS#new".into(),
+            unbanned_members: vec!["a".into()],
+            credentials_secret_ref: None,
+            suspend: None,
+            drift_check_interval: None,
+        };
+        let mut status = GroupBanPolicyStatus { unbanned_members: vec!["a".into()], ..Default::default() };
+        assert_eq!(recorded_members(&spec, Some(&status)), ["a"], "a record that names no group is taken as is");
+        status.group_id = Some("@TGS#new".into());
+        assert_eq!(recorded_members(&spec, Some(&status)), ["a"]);
+        status.group_id = Some("@TGS#old".into());
+        assert!(recorded_members(&spec, Some(&status)).is_empty());
+        assert!(recorded_members(&spec, None).is_empty());
+    }
+}
