@@ -107,6 +107,9 @@ pub struct Metrics {
     pub leader: Family<NameLabels, Gauge>,
     /// Policies waiting to retry on their own backoff.
     pub retrying: Gauge,
+    /// `--max-calls-per-second`: what the call rate is held to, per app
+    /// and API (a dashboard draws it beside the calls).
+    pub call_limit: Gauge,
     /// Requests the API server refused with 403: what RBAC does not allow.
     pub forbidden: Family<ForbiddenLabels, Counter>,
     build_info: Family<BuildLabels, Gauge>,
@@ -135,10 +138,19 @@ impl Metrics {
             policies: Family::default(),
             leader: Family::default(),
             retrying: Gauge::default(),
+            call_limit: Gauge::default(),
             forbidden: Family::default(),
             build_info: Family::default(),
         };
         metrics.build_info.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
+        // Series that exist from the start at 0, as controller-runtime
+        // makes them: a query or alert on errors sees 0, not nothing, and
+        // the first error is an increase.
+        let controller = CONTROLLER_LABEL;
+        for result in ["success", "error"] {
+            let _ = metrics.reconciles.get_or_create(&ReconcileLabels { controller, result });
+        }
+        let _ = metrics.reconcile_errors.get_or_create(&ControllerLabels { controller });
         metrics.registry = metrics.build_registry();
         metrics
     }
@@ -182,6 +194,11 @@ impl Metrics {
             self.retrying.clone(),
         );
         registry.register(
+            "groupban_rate_limit_calls_per_second",
+            "Calls per second the operator allows itself per app and API (--max-calls-per-second)",
+            self.call_limit.clone(),
+        );
+        registry.register(
             "leader_election_master_status",
             "1 while this process holds the leader Lease",
             self.leader.clone(),
@@ -193,6 +210,12 @@ impl Metrics {
         );
         registry.register("groupban_build_info", "The operator's version", self.build_info.clone());
         registry
+    }
+
+    /// Makes the forbidden-request series for `verb` on `resource` exist
+    /// at 0 before any refusal (see [`Metrics::observe_forbidden`]).
+    pub fn declare_forbidden(&self, verb: &'static str, resource: &'static str) {
+        let _ = self.forbidden.get_or_create(&ForbiddenLabels { verb, resource });
     }
 
     /// Counts a request the API server refused with 403.
@@ -359,6 +382,7 @@ mod tests {
             "leader_election_master_status{name=\"groupban-operator\"} 1",
             "groupban_build_info{version=",
             "groupban_policies_retrying ",
+            "groupban_rate_limit_calls_per_second ",
             "# EOF",
         ] {
             assert!(text.contains(expected), "{expected} missing from:\n{text}");

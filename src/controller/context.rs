@@ -57,6 +57,11 @@ impl Context {
         let metrics = options.metrics.clone();
         let settings = ClientSettings { observer: metrics.clone(), ..options.client.clone() };
         let pool = ClientPool::new(RateLimit::per_second(options.max_calls_per_second), settings)?;
+        metrics.call_limit.set(i64::from(options.max_calls_per_second));
+        metrics.declare_forbidden(status_writer::STATUS_WRITE.0, status_writer::STATUS_WRITE.1);
+        for verb in events::EVENT_VERBS {
+            metrics.declare_forbidden(verb, events::EVENTS_RESOURCE);
+        }
         let reporter = Reporter { controller: CONTROLLER_NAME.into(), instance: options.instance.clone() };
         Ok(Self {
             recorders: events::EventRecorders::new(client.clone(), reporter),

@@ -16,6 +16,11 @@ use kube::{Api, Client};
 
 use crate::engine::changes::Notice;
 
+/// The resource Events are written to, and the verbs used on it, for
+/// [`crate::metrics::Metrics::observe_forbidden`].
+pub const EVENTS_RESOURCE: &str = "events.events.k8s.io";
+pub const EVENT_VERBS: [&str; 2] = ["create", "patch"];
+
 /// Publishes Events (events.k8s.io/v1) as kube's `Recorder` does, a repeat
 /// within [`SERIES_WINDOW`] becoming a count on the first Event rather than
 /// a new object, with two differences:

@@ -538,7 +538,7 @@ async fn publish_events(ctx: &Context, policy: &GroupBanPolicy, notices: &[Notic
         match ctx.recorders.publish(&event, &reference).await {
             Ok(()) => {}
             Err(error) if is_forbidden(&error.source) => {
-                ctx.metrics.observe_forbidden(error.verb, "events.events.k8s.io");
+                ctx.metrics.observe_forbidden(error.verb, events::EVENTS_RESOURCE);
                 warn!(
                     reason = %event.reason,
                     error = %crate::error_chain(&error),

@@ -168,7 +168,7 @@ pub fn is_forbidden(error: &kube::Error) -> bool {
 
 /// The verb and resource of a status write, for
 /// [`crate::metrics::Metrics::observe_forbidden`].
-const STATUS_WRITE: (&str, &str) = ("patch", "groupbanpolicies.groupban.dev/status");
+pub(super) const STATUS_WRITE: (&str, &str) = ("patch", "groupbanpolicies.groupban.dev/status");
 
 /// Status writes whose watch event (their echo) the controller's cache has
 /// not shown yet. A reconcile that starts before the echo (a Secret event
