@@ -34,7 +34,7 @@ async fn connect_with(kube: &KubeArgs) -> Result<Connection, Failure> {
     Ok(connect(&target).await?)
 }
 
-fn to_yaml(value: &serde_json::Value) -> Result<String, Failure> {
+fn to_yaml(value: &impl serde::Serialize) -> Result<String, Failure> {
     yaml_serde::to_string(value).map_err(|e| Failure::failed("Render", e))
 }
 
@@ -146,7 +146,7 @@ pub async fn diff(args: DiffArgs) -> Result<ExitCode, Failure> {
     let text = match args.output {
         DiffOutput::Table if report.policies.is_empty() => "No policies found.\n".to_string(),
         DiffOutput::Table => report.table(),
-        DiffOutput::Yaml => to_yaml(&serde_json::to_value(&report).map_err(|e| Failure::failed("Render", e))?)?,
+        DiffOutput::Yaml => to_yaml(&report)?,
         DiffOutput::Json => to_json(&report)?,
     };
     crate::write_stdout(&text);
