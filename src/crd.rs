@@ -251,6 +251,9 @@ pub mod reasons {
     /// Ready=False: the API server could not hand out the credentials
     /// Secret (5xx, unreachable); retried on backoff.
     pub const CREDENTIALS_UNAVAILABLE: &str = "CredentialsUnavailable";
+    /// Stalled: the policy names no Secret and its namespace may not use
+    /// the shared default credentials (--default-credentials-namespace-selector).
+    pub const DEFAULT_CREDENTIALS_NOT_ALLOWED: &str = "DefaultCredentialsNotAllowed";
     /// The spec breaks a rule the schema could not enforce.
     pub const SPEC_INVALID: &str = "SpecInvalid";
 }

@@ -123,7 +123,15 @@ fn default_values_install_the_crd_a_cluster_role_and_a_locked_down_pod() {
 fn one_watched_namespace_gets_roles_and_every_option_renders() {
     let Some((_, documents)) = render(Some(NON_DEFAULT)) else { return };
     let kinds = kinds(&documents);
-    assert!(!kinds.contains(&"ClusterRole") && !kinds.contains(&"ClusterRoleBinding"), "{kinds:?}");
+    // The one cluster-wide grant: reading namespace labels for
+    // defaultCredentialsNamespaceSelector (namespaces are cluster-scoped).
+    let cluster_roles: Vec<&Value> = documents.iter().filter(|d| d["kind"] == "ClusterRole").collect();
+    assert_eq!(cluster_roles.len(), 1, "{kinds:?}");
+    assert_eq!(cluster_roles[0]["metadata"]["name"], "release-groupban-operator-namespaces");
+    assert_eq!(
+        cluster_roles[0]["rules"],
+        serde_json::json!([{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]}])
+    );
     assert!(!kinds.contains(&"CustomResourceDefinition"), "crds.install=false");
     for kind in ["PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor", "PrometheusRule"] {
         assert!(kinds.contains(&kind), "{kind} missing: {kinds:?}");
@@ -135,7 +143,12 @@ fn one_watched_namespace_gets_roles_and_every_option_renders() {
     let deployment = find(&documents, "Deployment");
     assert_eq!(deployment["spec"]["replicas"], 2);
     let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
-    for expected in ["--namespace=team-a", "--selector=shard=a", "--max-calls-per-second=150"] {
+    for expected in [
+        "--namespace=team-a",
+        "--selector=shard=a",
+        "--max-calls-per-second=150",
+        "--default-credentials-namespace-selector=groupban.dev/shared-credentials=true",
+    ] {
         assert!(args.contains(expected), "{expected}: {args}");
     }
     // A private CA: the ConfigMap mounted where SSL_CERT_DIR points (the

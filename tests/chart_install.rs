@@ -151,6 +151,7 @@ async fn the_namespaced_values_run_as_a_second_release() {
     for namespace in ["team-a", "im-system"] {
         create_namespace(plane, namespace);
     }
+    let _ = plane.kubectl_status(&["label", "namespace", "team-a", "groupban.dev/shared-credentials-"]);
     // The values file also turns on the Prometheus Operator's kinds, which
     // this control plane does not serve.
     let release = install(
@@ -188,10 +189,33 @@ async fn the_namespaced_values_run_as_a_second_release() {
     )
     .await;
     let operator = release.start_operator();
+    // Tenancy: the values let only labelled namespaces use the shared
+    // default credentials. Unlabelled, team-a's policy that names no Secret
+    // is Stalled, saying why; labelled, it goes ahead without any change to
+    // the policy (the namespace watch wakes it), as the chart's RBAC allows.
+    let policies: Api<GroupBanPolicy> = Api::namespaced(client.clone(), "team-a");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let status = policies.get("mine").await.unwrap().status.unwrap_or_default();
+        let stalled = status.conditions.iter().find(|c| c.type_ == "Stalled" && c.status == "True");
+        if let Some(stalled) = stalled {
+            assert_eq!(stalled.reason, "DefaultCredentialsNotAllowed");
+            assert!(stalled.message.contains("groupban.dev/shared-credentials=true"), "{}", stalled.message);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not Stalled: {status:?}\n{}", operator.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(get_json(&sim.base_url(), "/simulator/stats").await["requests"], 0, "no call with the shared key");
+    // A policy naming a Secret of its own is not concerned.
+    put_secret(&client, "team-a", "own", &sim.base_url()).await;
+    let own = json!({"groupId": "room", "unbannedMembers": members("m", 2), "credentialsSecretRef": {"name": "own"}});
+    put_policy(&client, "team-a", "named", json!({"shard": "a"}), own).await;
+    wait_ready(&client, "team-a", "named", &operator).await;
+    plane.kubectl(&["label", "namespace", "team-a", "groupban.dev/shared-credentials=true", "--overwrite"]);
     let ready = wait_ready(&client, "team-a", "mine", &operator).await;
     assert_eq!(ready.status.unwrap().unbanned_members.len(), 20);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let policies: Api<GroupBanPolicy> = Api::namespaced(client.clone(), "team-a");
     assert!(policies.get("other").await.unwrap().status.is_none(), "another shard's policy was touched");
     assert_eq!(forbidden_requests(plane, &release.user()), Vec::<String>::new(), "{}", operator.logs());
     assert!(!plane.requests_by(&release.user()).is_empty(), "the operator ran as the release's ServiceAccount");

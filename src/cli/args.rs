@@ -242,6 +242,11 @@ pub struct RunArgs {
     /// (default: `groupban-credentials` in the policy's namespace).
     #[arg(long, env = "GROUPBAN_DEFAULT_CREDENTIALS_SECRET")]
     pub default_credentials_secret: Option<crate::controller::triggers::SecretKey>,
+    /// Only policies in namespaces whose labels match (e.g. `groupban.dev/shared-credentials=true`)
+    /// may use --default-credentials-secret; others that name no Secret are Stalled
+    /// (DefaultCredentialsNotAllowed). Every namespace when unset. Needs list/watch on namespaces.
+    #[arg(long, env = "GROUPBAN_DEFAULT_CREDENTIALS_NAMESPACE_SELECTOR", requires = "default_credentials_secret")]
+    pub default_credentials_namespace_selector: Option<String>,
     /// Policies reconciled at once (calls are bounded by the rate limit, not by this).
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,

@@ -89,6 +89,7 @@ pub async fn run_controller(args: RunArgs) -> Result<ExitCode, Failure> {
         selector: args.selector,
         max_calls_per_second: args.max_calls_per_second,
         default_credentials_secret: args.default_credentials_secret,
+        default_credentials_namespace_selector: args.default_credentials_namespace_selector,
         concurrency: args.concurrency,
         client,
         stalled_recheck: args.stalled_recheck_interval,

@@ -26,6 +26,9 @@ pub struct RunOptions {
     pub max_calls_per_second: u32,
     /// The Secret of policies that name none.
     pub default_credentials_secret: Option<SecretKey>,
+    /// Labels a namespace must have for its policies that name no Secret
+    /// to use `default_credentials_secret` (see [`super::tenancy`]).
+    pub default_credentials_namespace_selector: Option<String>,
     /// Policies reconciled at once.
     pub concurrency: u16,
     pub client: ClientSettings,
@@ -70,6 +73,7 @@ impl Default for RunOptions {
             selector: None,
             max_calls_per_second: crate::im::DEFAULT_CALLS_PER_SECOND,
             default_credentials_secret: None,
+            default_credentials_namespace_selector: None,
             concurrency: 32,
             client: ClientSettings::default(),
             stalled_recheck: Duration::from_secs(600),

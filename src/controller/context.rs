@@ -15,6 +15,7 @@ use super::config::{CONTROLLER_NAME, RunOptions};
 use super::memory::PolicyMemory;
 use super::memory::policy_key;
 use super::passes::RunningPasses;
+use super::tenancy::SharedScope;
 use super::{decode, events, status_writer};
 use crate::crd::GroupBanPolicy;
 use crate::engine::clients::ClientPool;
@@ -39,6 +40,8 @@ pub struct Context {
     pub policies: reflector::Store<GroupBanPolicy>,
     /// Passes under way, stopped when their policy changes or goes.
     pub passes: RunningPasses,
+    /// Which namespaces may use the default credentials, when limited.
+    pub shared_scope: Option<SharedScope>,
     /// Policies that do not decode, by uid, with the generation reported:
     /// each bad generation is logged and announced once.
     undecodable: Mutex<HashMap<String, Option<i64>>>,
@@ -73,8 +76,15 @@ impl Context {
             shutdown,
             policies,
             passes: RunningPasses::default(),
+            shared_scope: None,
             undecodable: Mutex::default(),
         })
+    }
+
+    /// Limits the default credentials to the namespaces `scope` watches.
+    pub fn with_shared_scope(mut self, scope: Option<SharedScope>) -> Self {
+        self.shared_scope = scope;
+        self
     }
 
     /// Drops what is remembered about policies that no longer exist:

@@ -21,6 +21,12 @@ pub enum RunFailure {
     ListForbidden(String),
     #[error("the API server refused the list: {0} (check --selector)")]
     ListRefused(String),
+    #[error(
+        "cannot list namespaces for --default-credentials-namespace-selector ({0}); the service account needs list/watch on namespaces"
+    )]
+    NamespacesForbidden(String),
+    #[error("the API server refused --default-credentials-namespace-selector: {0}")]
+    NamespaceSelectorRefused(String),
     #[error("failed to set up the IM HTTP client")]
     ImClient(#[source] TransportError),
     #[error("shutdown took longer than {} s; answers of calls still in flight were not recorded", SHUTDOWN_BUDGET.as_secs())]
@@ -36,6 +42,8 @@ impl RunFailure {
             RunFailure::CrdMissing => "CrdMissing",
             RunFailure::ListForbidden(_) => "ListForbidden",
             RunFailure::ListRefused(_) => "ListRefused",
+            RunFailure::NamespacesForbidden(_) => "NamespacesForbidden",
+            RunFailure::NamespaceSelectorRefused(_) => "NamespaceSelectorRefused",
             RunFailure::ImClient(_) => "ImClient",
             RunFailure::ShutdownOverran => "ShutdownOverran",
         }

@@ -16,6 +16,7 @@
 //!   remembered of each policy (backoff, drift attempts, echoes).
 //! - [`reconcile`]: one policy, one pass; the error policy.
 //! - [`triggers`]: what wakes a policy (pure), which policies a Secret serves.
+//! - [`tenancy`]: which namespaces may use the shared default credentials.
 //! - [`status_writer`]: server-side apply on `/status`, progress of long passes.
 //! - [`events`]: Events from the engine's notices.
 //! - [`drift`]: the ban-list check behind `spec.driftCheckInterval`.
@@ -42,6 +43,7 @@ pub mod passes;
 pub mod preflight;
 pub mod reconcile;
 pub mod status_writer;
+pub mod tenancy;
 pub mod terms;
 pub mod triggers;
 pub mod trim;
@@ -82,6 +84,9 @@ pub async fn run_with_client(
     });
     if !preflight::preflight(&policies, options.selector.as_deref(), &options.health, stopped.clone()).await? {
         return Ok(()); // stopped while waiting for the API server
+    }
+    if let Some(selector) = &options.default_credentials_namespace_selector {
+        preflight::check_namespace_selector(&client, selector).await?;
     }
     terms::lead_terms(&client, &options, stopped).await
 }

@@ -57,6 +57,24 @@ pub async fn preflight(
     }
 }
 
+/// Lists namespaces once with `--default-credentials-namespace-selector`,
+/// so a selector the API server refuses, or RBAC that does not allow the
+/// namespace watch, stops `run` at once with a message, rather than
+/// leaving every policy that relies on the default credentials waiting.
+/// Other errors are left to the watch, which retries.
+pub async fn check_namespace_selector(client: &kube::Client, selector: &str) -> Result<(), RunFailure> {
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    match namespaces.list_metadata(&ListParams::default().labels(selector).limit(1)).await {
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            Err(RunFailure::NamespacesForbidden(crate::cut_text(&status.message, 512)))
+        }
+        Err(kube::Error::Api(status)) if status.code == 400 => {
+            Err(RunFailure::NamespaceSelectorRefused(crate::cut_text(&status.message, 512)))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The first wait before listing policies again, and the longest.
 const PREFLIGHT_FIRST_RETRY: Duration = Duration::from_secs(1);
 const PREFLIGHT_MAX_RETRY: Duration = Duration::from_secs(30);

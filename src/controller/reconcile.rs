@@ -174,7 +174,17 @@ async fn reconcile_once(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Resul
     let secret = credentials_secret(&policy, ctx.options.default_credentials_secret.as_ref());
     // A Secret the API server cannot hand out now still ends in a status
     // (Ready=False, saying why) before the error takes the backoff path.
-    let (target, read_failure) = match read_credentials(&ctx, &secret).await {
+    let uses_default = policy.spec.credentials_secret_ref.is_none() && ctx.options.default_credentials_secret.is_some();
+    let refusal = match (&ctx.shared_scope, uses_default) {
+        (Some(scope), true) => scope.admits(&namespace, &secret).await.err(),
+        _ => None,
+    };
+    let read = match refusal {
+        // Not read at all: this namespace may not see the shared Secret.
+        Some(refused) => Ok(Err(refused)),
+        None => read_credentials(&ctx, &secret).await,
+    };
+    let (target, read_failure) = match read {
         Ok(target) => (target, None),
         // A Stalled policy keeps saying why it is Stalled (a missing Secret,
         // say) through an API-server blip: no status, just the backoff.

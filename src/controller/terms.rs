@@ -16,6 +16,7 @@ use tracing::{info, warn};
 use super::config::{CONTROLLER_NAME, RunOptions, SHUTDOWN_BUDGET};
 use super::context::Context;
 use super::failure::RunFailure;
+use super::tenancy::SharedScope;
 use super::{gauges, leader, reconcile, watches};
 
 /// Runs terms until `stopped` turns true: as the only controller, or as a
@@ -91,13 +92,22 @@ pub async fn lead_terms(
 /// what they confirmed, or fails after [`SHUTDOWN_BUDGET`].
 async fn run_term(client: &Client, options: &RunOptions, stopped: watch::Receiver<bool>) -> Result<(), RunFailure> {
     let (reader, writer) = reflector::store();
+    let (scope, namespaces) = match &options.default_credentials_namespace_selector {
+        Some(selector) => {
+            let (scope, writer) = SharedScope::new(selector.clone());
+            (Some(scope), Some(writer))
+        }
+        None => (None, None),
+    };
     let ctx = Arc::new(
-        Context::new(client.clone(), options.clone(), reader.clone(), stopped.clone()).map_err(RunFailure::ImClient)?,
+        Context::new(client.clone(), options.clone(), reader.clone(), stopped.clone())
+            .map_err(RunFailure::ImClient)?
+            .with_shared_scope(scope),
     );
     // The policy gauges are counted from this term's cache at each scrape.
     let counted = reader.clone();
     options.health.set_before_scrape(Some(Box::new(move |metrics| gauges::count_policies(metrics, &counted.state()))));
-    let controller = watches::controller(client, options, &ctx, &reader, writer, stopped.clone());
+    let controller = watches::controller(client, options, &ctx, &reader, writer, namespaces, stopped.clone());
 
     // When stopped: passes stop starting calls, the controller stops
     // scheduling and lets running reconciles write what they confirmed.

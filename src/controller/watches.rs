@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{ApiResource, DynamicObject, ListParams, PartialObjectMeta};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::Controller;
@@ -24,6 +24,7 @@ use super::context::Context;
 use super::decode;
 use super::memory::policy_key;
 use super::passes::PassFor;
+use super::tenancy;
 use super::triggers::{self, SecretKey, policies_using};
 use super::trim::{trim_for_cache, trim_secret_meta};
 use crate::crd::GroupBanPolicy;
@@ -38,6 +39,7 @@ pub fn controller(
     ctx: &Arc<Context>,
     reader: &reflector::Store<GroupBanPolicy>,
     writer: reflector::store::Writer<GroupBanPolicy>,
+    namespaces: Option<reflector::store::Writer<PartialObjectMeta<Namespace>>>,
     stopped: watch::Receiver<bool>,
 ) -> Controller<GroupBanPolicy> {
     let mut policy_watch = watch_config(options);
@@ -111,6 +113,14 @@ pub fn controller(
             let key = SecretKey { namespace: secret.namespace().unwrap_or_default(), name: secret.name_any() };
             policies_using(&key, &store.state(), default.as_ref())
         });
+    }
+    // A namespace entering or leaving --default-credentials-namespace-selector
+    // wakes its policies that rely on the default credentials.
+    if let (Some(writer), Some(selector)) = (namespaces, &options.default_credentials_namespace_selector) {
+        let store = reader.clone();
+        let changes = tenancy::namespace_changes(client, selector, writer);
+        controller = controller
+            .watches_stream(changes, move |namespace| tenancy::policies_in(&namespace.name_any(), &store.state()));
     }
     controller
 }

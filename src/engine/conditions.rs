@@ -40,6 +40,7 @@ impl ConfigProblem {
     pub fn reason(&self) -> &'static str {
         match self {
             ConfigProblem::Spec(_) => reasons::SPEC_INVALID,
+            ConfigProblem::Credentials(CredentialsError::NotAllowed { .. }) => reasons::DEFAULT_CREDENTIALS_NOT_ALLOWED,
             ConfigProblem::Credentials(_) => reasons::CREDENTIALS_INVALID,
         }
     }

@@ -85,6 +85,12 @@ pub enum CredentialsError {
     RegionAndEndpoint { secret: String },
     #[error("Secret {secret}: {source}")]
     Endpoint { secret: String, source: crate::im::endpoint::EndpointError },
+    /// The policy names no Secret, and its namespace may not use the shared
+    /// default (`--default-credentials-namespace-selector`).
+    #[error(
+        "namespace {namespace} may not use the shared default credentials (Secret {secret}): its labels do not match {selector:?}; label the namespace, or name a Secret of its own in spec.credentialsSecretRef"
+    )]
+    NotAllowed { namespace: String, secret: String, selector: String },
     /// The API server could not hand the Secret out for now (a 5xx, a
     /// timeout, a lost connection): not a person's to fix.
     #[error("cannot read Secret {secret} now: {reason}")]
