@@ -38,9 +38,15 @@ pub mod tools;
 /// (`groupban-operator apply ... | head` closes the pipe early); `print!`
 /// would panic on that broken pipe.
 pub fn write_stdout(text: &str) {
+    let _ = try_write_stdout(text);
+}
+
+/// [`write_stdout`] that says whether the text got out: false once the
+/// reader has gone (`get --watch | head -3` ends when `head` does).
+pub fn try_write_stdout(text: &str) -> bool {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
+    stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()).is_ok()
 }
 
 /// `println!` for command output, safe on a closed pipe.

@@ -87,7 +87,16 @@ async fn get_lists_policies_in_each_format() {
     assert!(stdout(&gold).lines().nth(1).unwrap().starts_with("beta"));
 
     let wide = cli.run(&["get", "-o", "wide"]).await;
-    assert!(stdout(&wide).lines().next().unwrap().contains("SUSPENDED"), "{}", stdout(&wide));
+    let text = stdout(&wide);
+    assert!(text.lines().next().unwrap().contains("SUSPENDED"), "{text}");
+    let alpha: Vec<&str> = text.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(alpha[..10], ["alpha", "@TGS#a", "2", "0", "-", "Unknown", "0", "0", "false", "-"], "{text}");
+
+    let refused = cli.run(&["get", "-w", "-o", "json"]).await;
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(stderr(&refused).contains("--watch prints table rows"), "{}", stderr(&refused));
+    let refused = cli.run(&["get", "beta", "-l", "tier=gold"]).await;
+    assert_eq!(refused.status.code(), Some(2), "a name and a selector: kubectl refuses it too");
 
     let json = cli.run(&["get", "-o", "json"]).await;
     let list: Value = serde_json::from_slice(&json.stdout).expect("a JSON List");
@@ -221,6 +230,10 @@ async fn suspend_and_resume_own_only_their_fields() {
         .await;
     assert_eq!(cluster.status("p").await.unbanned_members.len(), 5, "no call while suspended");
 
+    let missing = cli.run(&["suspend", "nope"]).await;
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing).contains(&format!("GroupBanPolicy {}/nope not found", cluster.namespace)));
+
     let output = cli.run(&["resume", "p", "--timeout", "30s"]).await;
     assert_eq!(output.status.code(), Some(0), "{}{}", stdout(&output), stderr(&output));
     assert!(stdout(&output).contains("Ready=True"), "{}", stdout(&output));
@@ -337,5 +350,44 @@ async fn the_binary_is_a_kubectl_plugin() {
         "{}",
         stdout(&through_kubectl)
     );
+    cluster.cleanup().await;
+}
+
+/// `resume --no-wait` returns once the policy is resumed and the reconcile
+/// requested; the operator then does it.
+#[tokio::test(flavor = "multi_thread")]
+async fn resume_without_waiting_returns_at_once() {
+    let sim = start(config(&seed_banned(&[("room", 3)]))).await;
+    let cluster = Cluster::start().await;
+    cluster.put_secret("groupban-credentials", &sim.base_url(), KEY).await;
+    cluster.apply_policy("p", json!({"groupId": "room", "unbannedMembers": members("m", 3), "suspend": true})).await;
+    let output = Cli { cluster: &cluster }.run(&["resume", "p", "--no-wait"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stdout(&output).contains("resumed; a reconcile is requested"), "{}", stdout(&output));
+    let resumed = cluster.policies().get("p").await.unwrap();
+    assert_eq!(resumed.spec.suspend, Some(false));
+    assert!(resumed.annotations().contains_key("groupban.dev/reconcile-requested-at"));
+    let _operator = Operator::start(&cluster, &[]);
+    cluster.wait_for("p", WAIT, is_ready).await;
+    cluster.cleanup().await;
+}
+
+/// A pass the operator keeps retrying (the gateway answers HTTP 502):
+/// once the request is handled and `--timeout` runs out, `reconcile`
+/// prints the outcome so far and exits 1.
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_reports_a_policy_still_retrying_at_the_timeout() {
+    let mut sim_config = config(&seed_banned(&[("room", 3)]));
+    sim_config.faults.fail_http502 = 1.0;
+    let sim = start(sim_config).await;
+    let cluster = Cluster::start().await;
+    cluster.put_secret("groupban-credentials", &sim.base_url(), KEY).await;
+    let _operator = Operator::start(&cluster, &[]);
+    cluster.apply_policy("p", json!({"groupId": "room", "unbannedMembers": members("m", 3)})).await;
+    let output = Cli { cluster: &cluster }.run(&["reconcile", "p", "--timeout", "6s"]).await;
+    assert_eq!(output.status.code(), Some(1), "{}{}", stdout(&output), stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("still reconciling after 6s"), "{text}");
+    assert!(text.contains("Ready=False") && text.contains("last ErrorCode -1"), "{text}");
     cluster.cleanup().await;
 }

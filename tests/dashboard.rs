@@ -57,31 +57,49 @@ fn expressions(dashboard: &Value) -> Vec<String> {
     found
 }
 
-/// Metric names in PromQL: identifiers directly followed by `{` (every
-/// query here selects with labels), or inside `label_values(NAME, ...)`.
-fn metric_names(expression: &str) -> BTreeSet<String> {
+/// The series selectors in PromQL: each metric name directly followed by
+/// `{...}` (every query here selects with labels), with the exact-match
+/// label pairs in the braces; and the name inside `label_values(NAME, ...)`.
+fn selectors(expression: &str) -> Vec<(String, Vec<(String, String)>)> {
     let bytes = expression.as_bytes();
-    let mut names = BTreeSet::new();
     let is_name = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b':';
+    let mut found = Vec::new();
     for (at, byte) in bytes.iter().enumerate() {
-        if *byte != b'{' && !(*byte == b',' && expression[..at].contains("label_values(")) {
+        let label_values = *byte == b','
+            && expression[..at].ends_with(|c: char| is_name(c as u8))
+            && expression[..at].contains("label_values(");
+        if *byte != b'{' && !label_values {
             continue;
         }
         let start = (0..at).rev().take_while(|&i| is_name(bytes[i])).last().unwrap_or(at);
         let name = &expression[start..at];
-        if !name.is_empty() && !name.starts_with(|c: char| c.is_ascii_digit()) {
-            names.insert(name.to_string());
+        if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+            continue;
         }
+        let mut matchers = Vec::new();
+        if *byte == b'{' {
+            let end = expression[at..].find('}').map_or(expression.len(), |e| at + e);
+            for pair in expression[at + 1..end].split(',') {
+                // Exact matches only: `=~` takes dashboard variables.
+                if let Some((label, value)) = pair.split_once('=')
+                    && !value.starts_with('~')
+                {
+                    matchers.push((label.trim().to_string(), value.trim().trim_matches('"').to_string()));
+                }
+            }
+        }
+        found.push((name.to_string(), matchers));
     }
-    names
+    found
 }
 
-/// True when the scrape has a sample named `name`, or declares the family
-/// it belongs to (a labelled counter with no sample yet: no error so far).
-fn exposed(scrape: &str, name: &str) -> bool {
-    let sampled = scrape.lines().any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")));
-    let family = ["_total", "_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
-    sampled || scrape.lines().any(|l| l.starts_with(&format!("# TYPE {family} ")))
+/// True when the scrape has a sample of `name` carrying every one of
+/// `matchers`.
+fn exposed(scrape: &str, name: &str, matchers: &[(String, String)]) -> bool {
+    scrape
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .any(|line| matchers.iter().all(|(label, value)| line.contains(&format!("{label}=\"{value}\""))))
 }
 
 #[test]
@@ -102,7 +120,7 @@ fn the_dashboard_is_off_by_default_and_a_sidecar_configmap_when_on() {
     for wanted in ["unban_group_member calls per second by ErrorCode", "Rate-limiter wait", "Members by state"] {
         assert!(titles.contains(&wanted), "{wanted} in {titles:?}");
     }
-    for wanted in ["Policies by condition", "Reconciles per second", "Leader"] {
+    for wanted in ["Policies by condition", "Reconciles per second", "Leaders"] {
         assert!(titles.contains(&wanted), "{wanted} in {titles:?}");
     }
     for panel in panels.iter().filter(|p| p["type"] != "row") {
@@ -121,28 +139,40 @@ async fn every_metric_the_dashboard_queries_is_exposed_by_run() {
     let Some(documents) = render(&["grafanaDashboard.enabled=true"]) else { return };
     let configmap = dashboard_configmap(&documents).expect("a dashboard ConfigMap");
     let dashboard: Value = serde_json::from_str(configmap["data"]["groupban-operator.json"].as_str().unwrap()).unwrap();
-    let names: BTreeSet<String> = expressions(&dashboard).iter().flat_map(|e| metric_names(e)).collect();
+    let wanted: BTreeSet<(String, Vec<(String, String)>)> =
+        expressions(&dashboard).iter().flat_map(|e| selectors(e)).collect();
+    let names: BTreeSet<&String> = wanted.iter().map(|(name, _)| name).collect();
     assert!(names.len() >= 10, "the extraction finds the queries' metrics: {names:?}");
 
     let sim = start(config(&seed_banned(&[("room", 5)]))).await;
     let cluster = Cluster::start().await;
     cluster.put_secret("groupban-credentials", &sim.base_url(), KEY).await;
     let operator = Operator::start(&cluster, &["--metrics-bind-address", "127.0.0.1:0"]);
-    cluster.apply_policy("p", json!({"groupId": "room", "unbannedMembers": members("m", 5)})).await;
-    cluster.wait_for("p", Duration::from_secs(30), is_ready).await;
+    // A drift check too, so the ban-list panel's series has samples.
+    let spec = json!({"groupId": "room", "unbannedMembers": members("m", 5), "driftCheckInterval": "1s"});
+    cluster.apply_policy("p", spec).await;
+    cluster.wait_for("p", Duration::from_secs(30), |p| is_ready(p) && p.status.as_ref().unwrap().drift.is_some()).await;
     let scrape =
         reqwest::get(format!("{}/metrics", operator.metrics_base().await)).await.unwrap().text().await.unwrap();
-    let missing: Vec<&String> = names.iter().filter(|name| !exposed(&scrape, name)).collect();
+    let missing: Vec<&(String, Vec<(String, String)>)> =
+        wanted.iter().filter(|(name, matchers)| !exposed(&scrape, name, matchers)).collect();
     assert!(missing.is_empty(), "queried but not exposed: {missing:?}\n{scrape}");
     assert!(scrape.contains("groupban_rate_limit_calls_per_second 200"), "{scrape}");
     cluster.cleanup().await;
 }
 
 #[test]
-fn metric_names_are_read_from_selectors_and_label_values() {
-    let names = metric_names(r#"sum by (le) (rate(a_b_bucket{x="1"}[5m])) / max(c:d{}) + label_values(e_f, job)"#);
-    assert_eq!(names, BTreeSet::from(["a_b_bucket".to_string(), "c:d".into(), "e_f".into()]));
-    assert!(exposed("# TYPE fam counter\nfam_total{a=\"b\"} 1\n", "fam_total"));
-    assert!(exposed("# TYPE fam counter\n", "fam_total"), "a declared family without samples");
-    assert!(!exposed("# TYPE other counter\n", "fam_total"));
+fn selectors_are_read_with_their_exact_label_matches() {
+    let found =
+        selectors(r#"sum by (le) (rate(a_b_bucket{x="1", job=~"$job"}[5m])) / max(c:d{}) + label_values(e_f, job)"#);
+    let pairs = |items: &[(&str, &str)]| items.iter().map(|(l, v)| (l.to_string(), v.to_string())).collect::<Vec<_>>();
+    assert_eq!(
+        found,
+        [("a_b_bucket".to_string(), pairs(&[("x", "1")])), ("c:d".into(), vec![]), ("e_f".into(), vec![])]
+    );
+    let scrape = "# TYPE fam counter\nfam_total{api=\"x\"} 1\n";
+    assert!(exposed(scrape, "fam_total", &pairs(&[("api", "x")])));
+    assert!(!exposed(scrape, "fam_total", &pairs(&[("api", "y")])), "a label value no sample has");
+    assert!(!exposed(scrape, "fam", &[]), "the family name is not a sample name");
+    assert!(!exposed("# TYPE fam gauge\n", "fam_total", &[]), "a declared family without samples");
 }

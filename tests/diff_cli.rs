@@ -69,8 +69,10 @@ async fn files_report_each_kind_of_difference_and_never_unban() {
         policy_yaml("quiet", "@TGS#b", &["y".into()]),
     ]);
     let state = dir.path().join("state.json");
+    // As apply records it: the group, app and endpoint the members were
+    // unbanned in, and a member no longer desired (which does not count).
     let recorded = json!({"apiVersion": "groupban.dev/v1alpha1", "kind": "GroupBanPolicyState", "policies": {
-        "default/room": {"groupId": "@TGS#a", "unbannedMembers": ["m1", "z"]}
+        "default/room": {"groupId": "@TGS#a", "sdkAppId": SDKAPPID, "endpoint": url, "unbannedMembers": ["m1", "z", "dropped"]}
     }});
     std::fs::write(&state, serde_json::to_vec(&recorded).unwrap()).unwrap();
     let before = std::fs::read(&state).unwrap();
@@ -84,7 +86,8 @@ async fn files_report_each_kind_of_difference_and_never_unban() {
     assert_eq!(report["errors"], 0);
     let room = &report["policies"][0];
     assert_eq!((room["namespace"].as_str(), room["name"].as_str()), (Some("default"), Some("room")));
-    assert_eq!(strings(&room["stillBanned"]), ["m0", "m1"]);
+    // m1 is recorded: a pass will not call for it, only a drift check.
+    assert_eq!(strings(&room["stillBanned"]), ["m0"]);
     assert_eq!(strings(&room["notBanned"]), ["z"]);
     assert_eq!(strings(&room["bannedAgain"]), ["m1"]);
     assert_eq!(
@@ -99,13 +102,18 @@ async fn files_report_each_kind_of_difference_and_never_unban() {
     let table = run_diff(&["-f", path, "--state", state.to_str().unwrap()], &[]).await;
     assert_eq!(table.status.code(), Some(1));
     let text = stdout(&table);
-    assert!(text.contains("default/room: still banned, the next pass unbans: m0, m1"), "{text}");
-    assert!(text.contains("default/room: recorded as unbanned but banned again: m1"), "{text}");
+    assert!(text.contains("default/room: still banned, the next pass unbans: m0\n"), "{text}");
+    let drift = "default/room: recorded as unbanned but banned again (no spec.driftCheckInterval, so the operator will not notice): m1";
+    assert!(text.contains(drift), "{text}");
     assert!(text.lines().any(|l| l.starts_with("default") && l.contains("quiet") && l.ends_with("in sync")), "{text}");
 
-    let yaml = run_diff(&["-f", path, "-o", "yaml"], &[]).await;
+    // The variable `run` takes for its default Secret does not get in the
+    // way of files (whose own Secrets are used).
+    let env = [("GROUPBAN_DEFAULT_CREDENTIALS_SECRET", "elsewhere/shared")];
+    let yaml = run_diff(&["-f", path, "-o", "yaml"], &env).await;
     let parsed: Value = yaml_serde::from_slice(&yaml.stdout).expect("YAML report");
     assert_eq!(parsed["policies"][0]["bannedAgain"], json!([]), "no state file: nothing recorded");
+    assert_eq!(parsed["policies"][0]["stillBanned"], json!(["m0", "m1"]));
 
     let calls = requests(&url).await;
     assert!(!calls.is_empty());
@@ -143,6 +151,21 @@ async fn exit_codes_follow_kubectl_diff() {
     let output = run_diff(&["-f", "/nonexistent/policies.yaml"], &[]).await;
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("/nonexistent/policies.yaml"), "{}", stderr(&output));
+
+    // A state file that is not there, and a folder with no policy: errors,
+    // never a silent "no difference".
+    let missing_state = in_sync.path().join("typo.json");
+    let output =
+        run_diff(&["-f", in_sync.path().to_str().unwrap(), "--state", missing_state.to_str().unwrap()], &[]).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("typo.json"), "{}", stderr(&output));
+    let misspelt = manifests_dir(&[
+        policy_yaml("p", "@TGS#a", &["m0".into()]).replace("kind: GroupBanPolicy", "kind: GroupBanPolicies")
+    ]);
+    let output = run_diff(&["-f", misspelt.path().to_str().unwrap()], &[]).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("no GroupBanPolicy found"), "{}", stderr(&output));
+    assert!(stderr(&output).contains("GroupBanPolicies"), "the skipped manifest is named: {}", stderr(&output));
     assert!(requests(&url).await.iter().all(|(command, _)| command == "get_group_ban_member"));
 }
 
@@ -156,7 +179,8 @@ async fn a_ban_list_of_100000_is_paged_at_the_documented_size() {
     let mut desired = members("m", 30);
     desired.extend(members("free", 5));
     let dir = manifests_dir(&[secret_yaml(&url, ADMIN, KEY, SDKAPPID), policy_yaml("big", "@TGS#big", &desired)]);
-    let output = run_diff(&["-f", dir.path().to_str().unwrap(), "-o", "json"], &[]).await;
+    let args = ["-f", dir.path().to_str().unwrap(), "-o", "json", "--max-calls-per-second", "200"];
+    let output = run_diff(&args, &[]).await;
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let report = report(&output);
     let policy = &report["policies"][0];
@@ -179,24 +203,35 @@ async fn the_cluster_source_reads_status_records_and_secrets() {
     cluster.put_secret("groupban-credentials", &sim.base_url(), KEY).await;
     cluster.apply_policy("room", json!({"groupId": "@TGS#a", "unbannedMembers": ["m0", "m1", "m2"]})).await;
     cluster.apply_policy("other", json!({"groupId": "@TGS#a", "unbannedMembers": ["m9"]})).await;
-    let status = json!({"status": {"groupId": "@TGS#a", "unbannedMembers": ["m1", "m2"]}});
-    cluster
-        .policies()
-        .patch_status("room", &PatchParams::default(), &Patch::Merge(status))
-        .await
-        .expect("record a status as the operator would");
+    cluster.apply_policy("moved", json!({"groupId": "@TGS#a", "unbannedMembers": ["m1"]})).await;
+    let labels = json!({"metadata": {"labels": {"tier": "gold"}}});
+    cluster.policies().patch("other", &PatchParams::default(), &Patch::Merge(labels)).await.unwrap();
+    let record = |group: &str, members: &[&str]| json!({"status": {"groupId": group, "sdkAppId": SDKAPPID, "endpoint": sim.base_url(), "unbannedMembers": members}});
+    for (name, status) in [("room", record("@TGS#a", &["m1", "m2"])), ("moved", record("@TGS#old", &["m1"]))] {
+        cluster
+            .policies()
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+            .await
+            .expect("record a status as the operator would");
+    }
     let kubeconfig = cluster.kubeconfig.to_str().unwrap().to_string();
     let env = [("KUBECONFIG", kubeconfig.as_str())];
 
     let output = run_diff(&["-n", &cluster.namespace, "-o", "json"], &env).await;
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let report = report(&output);
-    let names: Vec<&str> = report["policies"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["other", "room"]);
-    let room = &report["policies"][1];
-    assert_eq!(strings(&room["stillBanned"]), ["m0", "m1"]);
+    assert_eq!(report_names(&output), ["moved", "other", "room"]);
+    let moved = &report["policies"][0];
+    assert_eq!(strings(&moved["bannedAgain"]), Vec::<String>::new(), "a record of another group counts for nothing");
+    assert_eq!(strings(&moved["stillBanned"]), ["m1"]);
+    let room = &report["policies"][2];
+    assert_eq!(strings(&room["stillBanned"]), ["m0"]);
     assert_eq!(strings(&room["bannedAgain"]), ["m1"]);
     assert_eq!(strings(&room["notBanned"]), ["m2"]);
+
+    let gold = run_diff(&["-n", &cluster.namespace, "-l", "tier=gold", "-o", "json"], &env).await;
+    assert_eq!(gold.status.code(), Some(0), "{}", stderr(&gold));
+    assert_eq!(report_names(&gold), ["other"]);
 
     let one = run_diff(&["other", "-n", &cluster.namespace, "-o", "json"], &env).await;
     assert_eq!(one.status.code(), Some(0), "{}", stderr(&one));

@@ -67,6 +67,7 @@ pub struct KubeArgs {
 #[derive(Debug, Args)]
 pub struct GetArgs {
     /// One policy by name; all when unset.
+    #[arg(conflicts_with = "selector")]
     pub name: Option<String>,
     #[command(flatten)]
     pub kube: KubeArgs,
@@ -79,8 +80,9 @@ pub struct GetArgs {
     /// `wide` adds pending, failed, suspended and last sync; `yaml` and `json` print the objects.
     #[arg(short = 'o', long, value_enum)]
     pub output: Option<GetOutput>,
-    /// After the table, print a row each time a policy changes, until interrupted.
-    #[arg(short = 'w', long, conflicts_with = "output")]
+    /// After the table, print a row each time a policy changes, until interrupted
+    /// (with the default or the wide table).
+    #[arg(short = 'w', long)]
     pub watch: bool,
 }
 
@@ -131,7 +133,7 @@ pub struct DiffArgs {
     #[arg(long, value_name = "FILE", requires = "paths")]
     pub state: Option<PathBuf>,
     /// From the cluster: one policy by name.
-    #[arg(conflicts_with = "paths")]
+    #[arg(conflicts_with_all = ["paths", "selector"])]
     pub name: Option<String>,
     #[command(flatten)]
     pub kube: KubeArgs,
@@ -141,13 +143,15 @@ pub struct DiffArgs {
     /// From the cluster: only policies whose labels match.
     #[arg(short = 'l', long, conflicts_with = "paths")]
     pub selector: Option<String>,
-    /// From the cluster: NAMESPACE/NAME of the Secret for policies that name none, as `run` takes it.
-    #[arg(long, env = "GROUPBAN_DEFAULT_CREDENTIALS_SECRET", conflicts_with = "paths")]
+    /// From the cluster: NAMESPACE/NAME of the Secret for policies that name none, as `run`
+    /// takes it (ignored with -f: the files' own Secrets are used).
+    #[arg(long, env = "GROUPBAN_DEFAULT_CREDENTIALS_SECRET")]
     pub default_credentials_secret: Option<crate::engine::credentials::SecretKey>,
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     pub output: DiffOutput,
-    /// get_group_ban_member calls per second per app (its own budget; the IM API allows 200).
-    #[arg(long, default_value_t = DEFAULT_CALLS_PER_SECOND, value_parser = clap::value_parser!(u32).range(1..=MAX_CALLS_PER_SECOND))]
+    /// get_group_ban_member calls per second per app. That API has its own budget of 200, which a
+    /// running operator's drift checks share: the default leaves them most of it.
+    #[arg(long, default_value_t = DIFF_CALLS_PER_SECOND, value_parser = clap::value_parser!(u32).range(1..=MAX_CALLS_PER_SECOND))]
     pub max_calls_per_second: u32,
     /// Attempts per call before it is reported failed (retryable answers only).
     #[arg(long, default_value_t = RetryPolicy::DEFAULT_MAX_ATTEMPTS, value_parser = clap::value_parser!(u32).range(1..=100))]
@@ -365,6 +369,11 @@ pub struct UsersigArgs {
     #[arg(long)]
     pub userbuf: Option<String>,
 }
+
+/// `diff`'s default rate of ban-list reads: a quarter of the API's 200, so
+/// a CI step does not starve the operator's drift checks on the same app
+/// (a 100,000-member list still reads in 20 s).
+pub const DIFF_CALLS_PER_SECOND: u32 = 50;
 
 /// Far above any IM plan; a bound keeps absurd values from the limiter.
 pub const MAX_CALLS_PER_SECOND: i64 = 100_000;

@@ -43,6 +43,10 @@ fn to_json(value: &impl serde::Serialize) -> Result<String, Failure> {
 }
 
 pub async fn get(args: GetArgs) -> Result<ExitCode, Failure> {
+    crate::telemetry::init("warn");
+    if args.watch && matches!(args.output, Some(GetOutput::Yaml | GetOutput::Json)) {
+        return Err(Failure::InvalidInput("--watch prints table rows: use it with no -o, or -o wide".into()));
+    }
     let connection = connect_with(&args.kube).await?;
     let query = Query {
         namespace: (!args.all_namespaces).then(|| connection.namespace.clone()),
@@ -51,7 +55,7 @@ pub async fn get(args: GetArgs) -> Result<ExitCode, Failure> {
     };
     let layout = Layout { namespace: args.all_namespaces, wide: args.output == Some(GetOutput::Wide) };
     if args.watch {
-        let print = |text: &str| crate::write_stdout(text);
+        let print = crate::try_write_stdout;
         get::watch(connection.client, &query, layout, print, crate::signals::shutdown_signal()).await?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -73,6 +77,7 @@ pub async fn get(args: GetArgs) -> Result<ExitCode, Failure> {
 }
 
 pub async fn reconcile(args: ReconcileArgs) -> Result<ExitCode, Failure> {
+    crate::telemetry::init("warn");
     let connection = connect_with(&args.kube).await?;
     let api: Api<GroupBanPolicy> = Api::namespaced(connection.client, &connection.namespace);
     let policy = PolicyRef { api: &api, namespace: &connection.namespace, name: &args.name };
@@ -82,6 +87,7 @@ pub async fn reconcile(args: ReconcileArgs) -> Result<ExitCode, Failure> {
 }
 
 pub async fn suspend(args: SuspendArgs) -> Result<ExitCode, Failure> {
+    crate::telemetry::init("warn");
     let connection = connect_with(&args.kube).await?;
     let api: Api<GroupBanPolicy> = Api::namespaced(connection.client, &connection.namespace);
     let policy = PolicyRef { api: &api, namespace: &connection.namespace, name: &args.name };
@@ -91,6 +97,7 @@ pub async fn suspend(args: SuspendArgs) -> Result<ExitCode, Failure> {
 }
 
 pub async fn resume(args: ResumeArgs) -> Result<ExitCode, Failure> {
+    crate::telemetry::init("warn");
     let connection = connect_with(&args.kube).await?;
     let api: Api<GroupBanPolicy> = Api::namespaced(connection.client, &connection.namespace);
     let policy = PolicyRef { api: &api, namespace: &connection.namespace, name: &args.name };
@@ -113,13 +120,21 @@ async fn report_outcome(
     token: &str,
     timeout: std::time::Duration,
 ) -> Result<ExitCode, Failure> {
-    let handled = request::wait_handled(policy, token, timeout).await?;
-    let (ready, line) = request::outcome_line(&handled);
-    crate::outln!("GroupBanPolicy {} reconciled: {line}", policy.object());
+    let (policy_now, note) = match request::wait_handled(policy, token, timeout).await? {
+        request::Waited::Settled(found) => (found, String::new()),
+        request::Waited::StillReconciling(found) => {
+            (found, format!(" (still reconciling after {})", crate::cluster::errors::shown(timeout)))
+        }
+    };
+    let (ready, line) = request::outcome_line(&policy_now);
+    crate::outln!("GroupBanPolicy {} reconciled{note}: {line}", policy.object());
     Ok(if ready { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 pub async fn diff(args: DiffArgs) -> Result<ExitCode, Failure> {
+    // Warnings matter here: a manifest skipped as neither a policy nor a
+    // Secret (a misspelt kind), an IM call being retried.
+    crate::telemetry::init("warn");
     let inputs = if args.paths.is_empty() {
         let connection = connect_with(&args.kube).await?;
         let query = Query {
@@ -131,6 +146,12 @@ pub async fn diff(args: DiffArgs) -> Result<ExitCode, Failure> {
     } else {
         let manifests =
             crate::oneshot::manifests::load(&args.paths).map_err(|e| Failure::InvalidInput(e.to_string()))?;
+        if manifests.policies.is_empty() {
+            // As `kubectl diff` refuses empty input: a CI step over the
+            // wrong folder must not pass as "no difference".
+            let shown: Vec<String> = args.paths.iter().map(|p| p.display().to_string()).collect();
+            return Err(Failure::InvalidInput(format!("no GroupBanPolicy found in {}", shown.join(", "))));
+        }
         let recorded = match &args.state {
             Some(path) => {
                 crate::oneshot::state_file::read_recorded(path).map_err(|e| Failure::InvalidInput(e.to_string()))?

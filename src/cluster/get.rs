@@ -108,12 +108,13 @@ pub fn document(policies: &[GroupBanPolicy], single: bool) -> Value {
 
 /// `--watch`: the table, then a row for each change (a policy seen at a
 /// resourceVersion already printed is not printed again, so a relist
-/// after a lost watch repeats nothing), until `stop` resolves.
+/// after a lost watch repeats nothing), until `stop` resolves or `print`
+/// says the output is gone (false).
 pub async fn watch(
     client: Client,
     query: &Query,
     layout: Layout,
-    mut print: impl FnMut(&str),
+    mut print: impl FnMut(&str) -> bool,
     stop: impl Future<Output = ()>,
 ) -> Result<(), ClusterError> {
     let policies = list(client.clone(), query).await?;
@@ -125,7 +126,9 @@ pub async fn watch(
         rows.push(table::row(policy, layout, now));
     }
     // Widths are fixed by the first table; later rows keep them where they fit.
-    print(&table::render(&rows));
+    if !print(&table::render(&rows)) {
+        return Ok(());
+    }
     let widths = table::widths(&rows);
 
     let mut config = watcher::Config::default();
@@ -156,6 +159,8 @@ pub async fn watch(
             continue;
         }
         let row = table::row(&policy, layout, Timestamp::now());
-        print(&table::line(&row, &widths));
+        if !print(&table::line(&row, &widths)) {
+            return Ok(());
+        }
     }
 }

@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::wait::await_condition;
+use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
 use super::errors::ClusterError;
@@ -82,42 +83,82 @@ pub async fn request_reconcile(policy: &PolicyRef<'_>) -> Result<String, Cluster
 pub fn has_settled(policy: &GroupBanPolicy, token: &str) -> bool {
     let Some(status) = &policy.status else { return false };
     let condition = |kind: &str| status.conditions.iter().find(|c| c.type_ == kind);
-    let handled = status.last_handled_reconcile_at.as_deref() == Some(token);
+    let handled = handled(policy, token);
     let current = status.observed_generation == policy.metadata.generation;
     let ready = condition(condition_types::READY).is_some_and(|c| c.status == "True");
     let reconciling = condition(condition_types::RECONCILING).is_some_and(|c| c.status == "True");
     handled && current && (ready || !reconciling)
 }
 
-/// Waits, at most `timeout`, until the operator has handled `token` (see
-/// [`has_settled`]); returns the policy as it then is.
-pub async fn wait_handled(
-    policy: &PolicyRef<'_>,
-    token: &str,
-    timeout: Duration,
-) -> Result<GroupBanPolicy, ClusterError> {
-    let settled = |found: Option<&GroupBanPolicy>| found.is_none_or(|p| has_settled(p, token));
-    let waited = tokio::time::timeout(timeout, await_condition(policy.api.clone(), policy.name, settled)).await;
-    match waited {
-        Ok(Ok(Some(found))) => Ok(found),
-        Ok(Ok(None)) => Err(ClusterError::NotFound { object: policy.object() }),
-        Ok(Err(error)) => {
-            Err(ClusterError::Api { action: "watch", object: policy.object(), message: crate::error_chain(&error) })
-        }
-        Err(_) => {
-            // Say what was seen last: not handled (no operator, or one
-            // whose selector skips this policy) or handled and still busy.
-            let handled = policy.get().await.ok().and_then(|p| p.status).and_then(|s| s.last_handled_reconcile_at);
-            let waiting_for = if handled.as_deref() == Some(token) {
-                "to finish the requested reconcile (it is still reconciling)".to_string()
-            } else {
-                format!(
-                    "to handle the reconcile request {token} (is an operator running, and does its --selector match this policy? try `groupban-operator get` and the operator's logs)"
-                )
-            };
-            Err(ClusterError::TimedOut { object: policy.object(), after: timeout, waiting_for })
+/// What the wait for a reconcile request saw.
+pub enum Waited {
+    /// Handled, and the pass it started has settled.
+    Settled(GroupBanPolicy),
+    /// Handled, but still reconciling (retrying, say) when the time ran out.
+    StillReconciling(GroupBanPolicy),
+}
+
+/// Waits, at most `timeout`, until the operator has handled `token` and
+/// settled (see [`has_settled`]). A watch that breaks is resumed on a
+/// backoff; a forbidden one ends the wait. A request not handled in time
+/// is an error that says what may be wrong.
+pub async fn wait_handled(policy: &PolicyRef<'_>, token: &str, timeout: Duration) -> Result<Waited, ClusterError> {
+    let config = watcher::Config::default().fields(&format!("metadata.name={}", policy.name));
+    let events = watcher(policy.api.clone(), config).default_backoff();
+    let mut events = std::pin::pin!(events);
+    let mut last_seen: Option<GroupBanPolicy> = None;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let event = match tokio::time::timeout_at(deadline, events.next()).await {
+            Err(_) | Ok(None) => break,
+            Ok(Some(event)) => event,
+        };
+        match event {
+            Ok(watcher::Event::Apply(found) | watcher::Event::InitApply(found)) => {
+                if has_settled(&found, token) {
+                    return Ok(Waited::Settled(found));
+                }
+                last_seen = Some(found);
+            }
+            Ok(watcher::Event::Delete(_)) => return Err(ClusterError::NotFound { object: policy.object() }),
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => {}
+            Err(error) => {
+                if let Some(forbidden) = forbidden_in(&error, policy) {
+                    return Err(forbidden);
+                }
+                // Otherwise the watcher resumes on its backoff.
+            }
         }
     }
+    match last_seen {
+        Some(found) if handled(&found, token) => Ok(Waited::StillReconciling(found)),
+        _ => Err(ClusterError::TimedOut {
+            object: policy.object(),
+            after: timeout,
+            waiting_for: format!(
+                "to handle the reconcile request {token} (is an operator running, and does its --selector match this policy? try `groupban-operator get` and the operator's logs)"
+            ),
+        }),
+    }
+}
+
+fn handled(policy: &GroupBanPolicy, token: &str) -> bool {
+    policy.status.as_ref().and_then(|s| s.last_handled_reconcile_at.as_deref()) == Some(token)
+}
+
+/// A watch the API server forbids, as an error naming the object.
+fn forbidden_in(error: &watcher::Error, policy: &PolicyRef<'_>) -> Option<ClusterError> {
+    let status = match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => status,
+        _ => return None,
+    };
+    status.is_forbidden().then(|| ClusterError::Forbidden {
+        action: "watch",
+        object: policy.object(),
+        message: status.message.clone(),
+    })
 }
 
 /// How a handled policy came out: Ready, and a line to print.

@@ -39,11 +39,17 @@ pub struct PolicyReport {
     /// Entries on the group's ban list (absent when it was not read).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub banned_total: Option<u64>,
-    /// Desired members still banned: what the next pass unbans.
+    /// spec.driftCheckInterval: without one, the operator never notices
+    /// `bannedAgain` members.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift_check_interval: Option<String>,
+    /// Desired members not recorded as unbanned and still banned: what the
+    /// next pass unbans.
     pub still_banned: Vec<String>,
     /// Desired members not banned: nothing to do.
     pub not_banned: Vec<String>,
-    /// Recorded members banned again (drift).
+    /// Members recorded as unbanned and banned again (drift): a pass does
+    /// not call for them; the next drift check does.
     pub banned_again: Vec<String>,
     /// Why the policy could not be compared.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -92,7 +98,11 @@ impl Report {
             }
             if !policy.banned_again.is_empty() {
                 let members = listed(&policy.banned_again);
-                details.push_str(&format!("{object}: recorded as unbanned but banned again: {members}\n"));
+                let fix = match &policy.drift_check_interval {
+                    Some(interval) => format!("the next drift check (every {interval}) unbans them"),
+                    None => "no spec.driftCheckInterval, so the operator will not notice".to_string(),
+                };
+                details.push_str(&format!("{object}: recorded as unbanned but banned again ({fix}): {members}\n"));
             }
             let read = |n: usize| if policy.error.is_some() { "-".to_string() } else { n.to_string() };
             rows.push(vec![
@@ -134,6 +144,7 @@ impl From<PolicyDiff> for PolicyReport {
             suspended: input.spec.suspend == Some(true),
             desired: input.spec.unbanned_members.len(),
             recorded: input.recorded.len(),
+            drift_check_interval: input.spec.drift_check_interval.clone(),
             banned_total: None,
             still_banned: Vec::new(),
             not_banned: Vec::new(),
@@ -209,7 +220,8 @@ mod tests {
         let text = Report::new(vec![diff("p", Ok(members(&many, &["m01"])))]).table();
         assert!(text.contains("ns/p: still banned, the next pass unbans: m00, m01"), "{text}");
         assert!(text.contains("and 5 more (-o yaml lists all)"), "{text}");
-        assert!(text.contains("ns/p: recorded as unbanned but banned again: m01"), "{text}");
+        let drift = "ns/p: recorded as unbanned but banned again (no spec.driftCheckInterval, so the operator will not notice): m01";
+        assert!(text.contains(drift), "{text}");
         assert!(text.lines().nth(1).unwrap().ends_with("differs"), "{text}");
     }
 }

@@ -10,6 +10,7 @@ use crate::cluster::errors::ClusterError;
 use crate::cluster::get::{self, Query};
 use crate::crd::{GroupBanPolicySpec, GroupBanPolicyStatus, validate_spec};
 use crate::engine::credentials::{self, AppTarget, CredentialsError, SecretKey};
+use crate::engine::fold::{self, RecordOwner};
 use crate::oneshot::manifests::Manifests;
 
 /// One policy to compare.
@@ -26,14 +27,19 @@ pub struct DiffInput {
     pub target: Result<AppTarget, CredentialsError>,
 }
 
-/// The record's members, if it is a record of this spec's group.
-pub fn recorded_members(spec: &GroupBanPolicySpec, status: Option<&GroupBanPolicyStatus>) -> Vec<String> {
-    match status {
-        Some(status) if status.group_id.as_deref().is_none_or(|g| g == spec.group_id) => {
-            status.unbanned_members.clone()
-        }
-        _ => Vec::new(),
-    }
+/// The members recorded as unbanned, read as the operator reads the
+/// record before a pass ([`fold::prepare`]): a record of another group,
+/// app or endpoint (or of an unknown one) counts for nothing, and members
+/// no longer desired leave it.
+pub fn recorded_members(
+    spec: &GroupBanPolicySpec,
+    status: Option<&GroupBanPolicyStatus>,
+    target: Option<&AppTarget>,
+) -> Vec<String> {
+    let endpoint = target.map(|t| t.endpoint.to_string());
+    let owner =
+        target.zip(endpoint.as_deref()).map(|(t, endpoint)| RecordOwner { sdkappid: t.credentials.sdkappid, endpoint });
+    fold::prepare(status.cloned().unwrap_or_default(), spec, owner).unbanned_members
 }
 
 /// Policies from manifest files, as `apply` reads them: credentials from
@@ -52,7 +58,7 @@ pub fn from_manifests(manifests: &Manifests, recorded: &BTreeMap<String, GroupBa
             DiffInput {
                 namespace: loaded.namespace.clone(),
                 name: loaded.name.clone(),
-                recorded: recorded_members(&spec, recorded.get(&loaded.key())),
+                recorded: recorded_members(&spec, recorded.get(&loaded.key()), target.as_ref().ok()),
                 spec_error: validate_spec(&spec).err().map(|e| e.to_string()),
                 spec,
                 target,
@@ -78,11 +84,12 @@ pub async fn from_cluster(
             let target = read_secret(client.clone(), &key).await;
             secrets.insert(key.clone(), target);
         }
+        let target = secrets[&key].clone();
         inputs.push(DiffInput {
             name: policy.name_any(),
-            recorded: recorded_members(&policy.spec, policy.status.as_ref()),
+            recorded: recorded_members(&policy.spec, policy.status.as_ref(), target.as_ref().ok()),
             spec_error: validate_spec(&policy.spec).err().map(|e| e.to_string()),
-            target: secrets[&key].clone(),
+            target,
             spec: policy.spec,
             namespace,
         });
@@ -108,20 +115,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_record_of_another_group_counts_for_nothing() {
+    fn the_record_is_read_as_the_operator_reads_it() {
         let spec = GroupBanPolicySpec {
             group_id: "@TGS#new".into(),
-            unbanned_members: vec!["a".into()],
+            unbanned_members: vec!["a".into(), "b".into()],
             credentials_secret_ref: None,
             suspend: None,
             drift_check_interval: None,
         };
-        let mut status = GroupBanPolicyStatus { unbanned_members: vec!["a".into()], ..Default::default() };
-        assert_eq!(recorded_members(&spec, Some(&status)), ["a"], "a record that names no group is taken as is");
-        status.group_id = Some("@TGS#new".into());
-        assert_eq!(recorded_members(&spec, Some(&status)), ["a"]);
+        let target = AppTarget {
+            endpoint: crate::im::Endpoint::parse("http://127.0.0.1:1", false).unwrap(),
+            credentials: crate::im::AppCredentials {
+                sdkappid: 7,
+                identifier: "admin".into(),
+                secret_key: crate::secret::Redacted::new("k".into()),
+            },
+        };
+        let mut status = GroupBanPolicyStatus {
+            group_id: Some("@TGS#new".into()),
+            sdk_app_id: Some(7),
+            endpoint: Some(target.endpoint.to_string()),
+            unbanned_members: vec!["a".into(), "gone".into()],
+            ..Default::default()
+        };
+        assert_eq!(recorded_members(&spec, Some(&status), Some(&target)), ["a"], "members no longer desired leave");
+        status.sdk_app_id = Some(8);
+        assert!(recorded_members(&spec, Some(&status), Some(&target)).is_empty(), "another app's record");
+        status.sdk_app_id = Some(7);
         status.group_id = Some("@TGS#old".into());
-        assert!(recorded_members(&spec, Some(&status)).is_empty());
-        assert!(recorded_members(&spec, None).is_empty());
+        assert!(recorded_members(&spec, Some(&status), Some(&target)).is_empty(), "another group's record");
+        status.group_id = None;
+        assert!(recorded_members(&spec, Some(&status), Some(&target)).is_empty(), "a record of no known group");
+        assert!(recorded_members(&spec, None, Some(&target)).is_empty());
     }
 }

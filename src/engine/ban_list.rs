@@ -1,7 +1,9 @@
 //! What a group's ban list says about a policy's members (pure): which
-//! desired members are still banned, which are not, and which recorded
-//! members were banned again. `diff` reports all three; the controller's
-//! drift check acts on the last.
+//! desired members not yet recorded are still banned (the next pass
+//! unbans them), which desired members are not banned, and which recorded
+//! members were banned again (drift: only a drift check brings them back,
+//! since a pass calls for unrecorded members only). `diff` reports all
+//! three; the controller's drift check acts on the last.
 //!
 //! The list is fed page by page and only the members the comparison
 //! reports are kept, so a group with 100,000 banned members costs the
@@ -22,7 +24,8 @@ pub struct BanComparison<'a> {
 /// The comparison's result; each list sorted and free of duplicates.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MemberDiff {
-    /// Desired members on the ban list: what the next pass unbans.
+    /// Desired members, not recorded as unbanned, on the ban list: what
+    /// the next pass unbans.
     pub still_banned: Vec<String>,
     /// Desired members not on the ban list: nothing to do.
     pub not_banned: Vec<String>,
@@ -67,6 +70,11 @@ impl<'a> BanComparison<'a> {
         }
     }
 
+    /// Members kept so far: only those the policy names and the list has.
+    pub fn held(&self) -> usize {
+        self.banned_desired.len() + self.banned_recorded.len()
+    }
+
     pub fn finish(self) -> MemberDiff {
         let not_banned = self
             .desired
@@ -75,7 +83,7 @@ impl<'a> BanComparison<'a> {
             .map(|m| m.to_string())
             .collect();
         MemberDiff {
-            still_banned: self.banned_desired.into_iter().collect(),
+            still_banned: self.banned_desired.iter().filter(|m| !self.recorded.contains(m.as_str())).cloned().collect(),
             not_banned,
             banned_again: self.banned_recorded.into_iter().collect(),
             banned_total: self.banned_total,
@@ -99,7 +107,7 @@ mod tests {
         comparison.see_page(strings(&["z", "a"]));
         comparison.see_page(strings(&["b", "x"]));
         let diff = comparison.finish();
-        assert_eq!(diff.still_banned, strings(&["a", "b"]));
+        assert_eq!(diff.still_banned, strings(&["a"]), "b is recorded: only a drift check unbans it again");
         assert_eq!(diff.not_banned, strings(&["c"]));
         assert_eq!(diff.banned_again, strings(&["b", "x"]));
         assert_eq!(diff.banned_total, 4);
@@ -112,6 +120,21 @@ mod tests {
         let diff = BanComparison::new(&desired, &desired).finish();
         assert_eq!(diff.not_banned, desired);
         assert!(!diff.has_differences());
+    }
+
+    #[test]
+    fn a_long_list_is_never_held_only_what_the_policy_names() {
+        let (desired, recorded) = (strings(&["m5", "zz"]), strings(&["m7"]));
+        let mut comparison = BanComparison::new(&desired, &recorded);
+        for page in 0..1000 {
+            comparison.see_page((0..100).map(|i| format!("m{}", page * 100 + i)));
+            assert!(comparison.held() <= 2, "page {page}: {} held", comparison.held());
+        }
+        let diff = comparison.finish();
+        assert_eq!(
+            (diff.banned_total, diff.still_banned, diff.banned_again),
+            (100_000, strings(&["m5"]), strings(&["m7"]))
+        );
     }
 
     proptest! {
@@ -133,7 +156,8 @@ mod tests {
                 comparison.see_page(chunk.to_vec());
             }
             let diff = comparison.finish();
-            let still: Vec<String> = desired.intersection(&banned).cloned().collect();
+            let still: Vec<String> =
+                desired.intersection(&banned).filter(|m| !recorded.contains(*m)).cloned().collect();
             let not: Vec<String> = desired.difference(&banned).cloned().collect();
             let again: Vec<String> = recorded.intersection(&banned).cloned().collect();
             prop_assert_eq!(&diff.still_banned, &still);

@@ -166,12 +166,12 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
 }
 
 /// The statuses a state file records, read without locking or writing it
-/// (`diff` only looks). A missing file records nothing, as for `apply`.
+/// (`diff` only looks). Unlike `apply`, a missing file is an error: a
+/// mistyped path must not read as "nothing recorded".
 pub fn read_recorded(path: &Path) -> Result<BTreeMap<String, GroupBanPolicyStatus>, StateError> {
     let display = path.display().to_string();
     let bytes = match read_bounded(path) {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
         Err(source) if source.raw_os_error() == Some(libc::ELOOP) => {
             return Err(StateError::Symlink { path: display });
         }
@@ -222,7 +222,7 @@ mod tests {
     fn a_read_only_look_sees_what_was_saved_and_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
-        assert!(read_recorded(&path).unwrap().is_empty(), "a missing file records nothing");
+        assert!(matches!(read_recorded(&path), Err(StateError::Read { .. })), "a missing file is named, not empty");
         let status = GroupBanPolicyStatus { unbanned_members: vec!["a".into()], ..Default::default() };
         StateFile::open(&path).unwrap().save([("ns/p".to_string(), &status)]).unwrap();
         let before = std::fs::read(&path).unwrap();
