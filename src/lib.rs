@@ -13,12 +13,14 @@
 //! - [`signals`]: SIGTERM and SIGINT, for `run`, `apply` and `simulate`.
 //! - [`telemetry`]: log lines on stderr, text or JSON, filtered by `RUST_LOG`.
 //! - [`cluster`]: `get`, `reconcile`, `suspend`, `resume` against a cluster (and as a kubectl plugin).
+//! - [`check`]: is everything in place for `run` (version, CRD, RBAC, operator, credentials)?
 //! - [`diff`]: each policy against its group's real ban list, with no unban call.
 //! - [`cli`]: the command line.
 // One exception, in oneshot::strict_yaml::check_nesting: libyaml's parser
 // API, driven as yaml_serde drives it.
 #![deny(unsafe_code)]
 
+pub mod check;
 pub mod cli;
 pub mod cluster;
 pub mod controller;

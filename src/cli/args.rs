@@ -35,6 +35,8 @@ pub enum Command {
     Usersig(UsersigArgs),
     /// Print the GroupBanPolicy CustomResourceDefinition (YAML).
     Crd,
+    /// Check the cluster, the CRD, the operator's permissions, a running operator and credentials; exits 1 on any failure.
+    Check(CheckArgs),
     /// Show each policy against its group's real ban list (no unban call); exits 1 when they differ.
     Diff(DiffArgs),
     /// List policies with their progress and Ready condition.
@@ -62,6 +64,51 @@ pub struct KubeArgs {
     /// The namespace (default: the context's, else `default`).
     #[arg(short = 'n', long)]
     pub namespace: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    /// Check the permissions of this user instead of yours, as `kubectl auth can-i --as`
+    /// (e.g. `system:serviceaccount:ops:groupban-operator`; you need impersonation rights).
+    #[arg(long = "as", value_name = "USER")]
+    pub as_user: Option<String>,
+    /// The namespace the operator runs in (its Lease); default: -n, else the context's.
+    #[arg(long)]
+    pub operator_namespace: Option<String>,
+    /// The operator's `--namespace` (watchNamespace); every namespace when unset.
+    #[arg(long)]
+    pub watch_namespace: Option<String>,
+    /// The leader Lease's name (the chart's is RELEASE-groupban-operator); found in the
+    /// operator namespace when unset.
+    #[arg(long)]
+    pub lease_name: Option<String>,
+    /// Whether the operator elects a leader (as `run --leader-elect`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub leader_elect: bool,
+    /// The operator's `--default-credentials-secret` (NAMESPACE/NAME): its permissions are checked,
+    /// and a `--policy` that names no Secret uses it.
+    #[arg(long)]
+    pub default_credentials_secret: Option<crate::engine::credentials::SecretKey>,
+    /// The operator's `--default-credentials-namespace-selector`: its permissions are checked.
+    #[arg(long)]
+    pub default_credentials_namespace_selector: Option<String>,
+    /// The operator's `/readyz` (e.g. http://127.0.0.1:8080/readyz after a port-forward).
+    #[arg(long, value_name = "URL")]
+    pub readyz_url: Option<String>,
+    /// Check the credentials in this Secret (NAMESPACE/NAME).
+    #[arg(long, conflicts_with = "policy")]
+    pub secret: Option<crate::engine::credentials::SecretKey>,
+    /// Check the credentials this policy (in -n) uses, and read its group.
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// The group to read once with the credentials (default: the policy's).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Retry until every check passes or this long has gone (e.g. `2m`), for install scripts.
+    #[arg(long, value_parser = parse_duration_flag)]
+    pub wait: Option<Duration>,
 }
 
 #[derive(Debug, Args)]

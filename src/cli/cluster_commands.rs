@@ -25,13 +25,18 @@ impl From<ClusterError> for Failure {
     }
 }
 
-async fn connect_with(kube: &KubeArgs) -> Result<Connection, Failure> {
-    let target = Target {
+/// The cluster as the flags name it, acting as `impersonate` when given.
+pub(super) fn target(kube: &KubeArgs, impersonate: Option<String>) -> Target {
+    Target {
         kubeconfig: kube.kubeconfig.clone(),
         context: kube.context.clone(),
         namespace: kube.namespace.clone(),
-    };
-    Ok(connect(&target).await?)
+        impersonate,
+    }
+}
+
+async fn connect_with(kube: &KubeArgs) -> Result<Connection, Failure> {
+    Ok(connect(&target(kube, None)).await?)
 }
 
 fn to_yaml(value: &impl serde::Serialize) -> Result<String, Failure> {

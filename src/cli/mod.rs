@@ -12,6 +12,7 @@
 //! plugin: argv[0] decides, and only the usage text changes.
 
 mod args;
+mod check_command;
 mod cluster_commands;
 mod handlers;
 
@@ -69,6 +70,7 @@ pub fn main() -> ExitCode {
             crate::tools::demo::run().await.map(|()| ExitCode::SUCCESS).map_err(Failure::from)
         }),
         Command::Simulate(args) => block_on(handlers::simulate(args)),
+        Command::Check(args) => block_on(check_command::check(args)),
         Command::Diff(args) => block_on(cluster_commands::diff(args)),
         Command::Get(args) => block_on(cluster_commands::get(args)),
         Command::Reconcile(args) => block_on(cluster_commands::reconcile(args)),

@@ -15,6 +15,8 @@ pub struct Target {
     pub kubeconfig: Option<PathBuf>,
     pub context: Option<String>,
     pub namespace: Option<String>,
+    /// Act as this user (impersonation, as `kubectl --as`).
+    pub impersonate: Option<String>,
 }
 
 /// A client and the namespace commands act in when none is named.
@@ -35,6 +37,8 @@ pub async fn connect(target: &Target) -> Result<Connection, ClusterError> {
         (None, Some(_)) => kube::Config::from_kubeconfig(&options).await.map_err(|e| unusable(&e))?,
         (None, None) => kube::Config::infer().await.map_err(|e| unusable(&e))?,
     };
+    let mut config = config;
+    config.auth_info.impersonate = target.impersonate.clone();
     let namespace = target.namespace.clone().unwrap_or_else(|| config.default_namespace.clone());
     let client = Client::try_from(config).map_err(|e| ClusterError::Config(crate::error_chain(&e)))?;
     Ok(Connection { client, namespace })

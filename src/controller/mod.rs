@@ -17,6 +17,7 @@
 //! - [`reconcile`]: one policy, one pass; the error policy.
 //! - [`triggers`]: what wakes a policy (pure), which policies a Secret serves.
 //! - [`tenancy`]: which namespaces may use the shared default credentials.
+//! - [`permissions`]: every request `run` makes, as RBAC sees it (`check` asks for each).
 //! - [`status_writer`]: server-side apply on `/status`, progress of long passes.
 //! - [`events`]: Events from the engine's notices.
 //! - [`drift`]: the ban-list check behind `spec.driftCheckInterval`.
@@ -40,6 +41,7 @@ pub mod gauges;
 pub mod leader;
 pub mod memory;
 pub mod passes;
+pub mod permissions;
 pub mod preflight;
 pub mod reconcile;
 pub mod status_writer;

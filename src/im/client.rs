@@ -63,6 +63,17 @@ pub enum TransportError {
     InvalidBody(String),
 }
 
+/// A get_group_ban_member request.
+#[derive(Serialize)]
+struct BanListBody<'a> {
+    #[serde(rename = "GroupId")]
+    group_id: &'a str,
+    #[serde(rename = "Limit")]
+    limit: u32,
+    #[serde(rename = "Offset")]
+    offset: u64,
+}
+
 /// Members a get_group_ban_member page asks for: the documented maximum.
 pub const BAN_LIST_PAGE_SIZE: u32 = 100;
 
@@ -301,19 +312,10 @@ impl ImClient {
         group_id: &str,
         mut each_page: impl FnMut(Vec<BannedAccount>),
     ) -> Outcome<()> {
-        #[derive(Serialize)]
-        struct Body<'a> {
-            #[serde(rename = "GroupId")]
-            group_id: &'a str,
-            #[serde(rename = "Limit")]
-            limit: u32,
-            #[serde(rename = "Offset")]
-            offset: u64,
-        }
         let mut offset = 0;
         let (mut attempts, mut budget_answers) = (0, 0);
         loop {
-            let body = Body { group_id, limit: BAN_LIST_PAGE_SIZE, offset };
+            let body = BanListBody { group_id, limit: BAN_LIST_PAGE_SIZE, offset };
             let page = self.call::<_, BanPage>(Command::GetGroupBanMember, &body).await;
             attempts += page.attempts;
             budget_answers += page.budget_answers;
@@ -330,6 +332,13 @@ impl ImClient {
                 Err(error) => return Outcome { result: Err(error), attempts, budget_answers },
             }
         }
+    }
+
+    /// One ban-list page of one member (`Limit` 1, `Offset` 0): a harmless
+    /// read that proves the credentials and the group (`check`).
+    pub async fn probe_ban_list(&self, group_id: &str) -> Outcome<()> {
+        let body = BanListBody { group_id, limit: 1, offset: 0 };
+        self.call::<_, BanPage>(Command::GetGroupBanMember, &body).await.map(|_| ())
     }
 
     /// Sends `body` to `command` until it succeeds, fails for good, or runs
