@@ -258,6 +258,25 @@ pub mod reasons {
     pub const SPEC_INVALID: &str = "SpecInvalid";
 }
 
+/// The status a policy reads before any operator wrote one:
+/// `observedGeneration: 0`, the API server's default for a missing status
+/// (applied when the object is read). kstatus, and so Flux's `wait: true`
+/// and Argo CD, read a generation ahead of its observed one as InProgress;
+/// with no status at all, kstatus would call a policy nobody has looked at
+/// Current. The operator's first write replaces it.
+pub const UNOBSERVED_STATUS: &str = r#"{"observedGeneration": 0}"#;
+
+/// Sets [`UNOBSERVED_STATUS`] as the default of `status` in every version
+/// of the CRD (a JSON value of it).
+pub fn unobserved_until_reconciled(crd: &mut serde_json::Value) {
+    let default: serde_json::Value = serde_json::from_str(UNOBSERVED_STATUS).unwrap_or_default();
+    for version in crd["spec"]["versions"].as_array_mut().into_iter().flatten() {
+        if let Some(status) = version.pointer_mut("/schema/openAPIV3Schema/properties/status") {
+            status["default"] = default.clone();
+        }
+    }
+}
+
 /// Rewrites the integer formats schemars derives from Rust types into the
 /// ones Kubernetes knows, keeping the range they promised as bounds.
 ///
@@ -414,6 +433,7 @@ pub fn render_yaml() -> Result<String, CrdRenderError> {
     crd.metadata.annotations = Some([("helm.sh/resource-policy".to_string(), "keep".to_string())].into());
     let mut value = serde_json::to_value(&crd)?;
     kubernetes_integer_formats(&mut value);
+    unobserved_until_reconciled(&mut value);
     Ok(yaml_serde::to_string(&value)?)
 }
 

@@ -305,7 +305,14 @@ async fn kstatus_reads_each_state_as_flux_should() {
     operator.signal("KILL");
     operator.wait(Duration::from_secs(5)).await;
     cluster.apply_policy("ready", json!({"groupId": "room", "unbannedMembers": members("m", 4)})).await;
+    // A policy no operator has looked at: the CRD's status default
+    // (observedGeneration 0) makes it InProgress, not Current, so a Flux
+    // Kustomization with `wait: true` does not pass it unreconciled.
+    cluster.apply_policy("fresh", json!({"groupId": "room", "unbannedMembers": ["m1"]})).await;
     let states = kstatus(plane, &raw_policies(&cluster).await);
     assert!(states.contains(&("ready".into(), "InProgress".into())), "{states:?}");
+    assert!(states.contains(&("fresh".into(), "InProgress".into())), "{states:?}");
+    let fresh = cluster.policies().get("fresh").await.unwrap();
+    assert_eq!(fresh.status.and_then(|s| s.observed_generation), Some(0), "the API server's default");
     cluster.cleanup().await;
 }
