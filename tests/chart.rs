@@ -166,7 +166,7 @@ fn one_watched_namespace_gets_roles_and_every_option_renders() {
     let ports: Vec<u64> = egress.as_array().unwrap().iter().map(|p| p["port"].as_u64().unwrap()).collect();
     assert_eq!(ports, [443, 6443], "the API server's ports and the IM gateway's 443, once each");
     let alerts = find(&documents, "PrometheusRule")["spec"]["groups"][0]["rules"].to_string();
-    for alert in ["GroupBanPolicyStalled", "GroupBanRateLimited", "GroupBanNoLeader"] {
+    for alert in ["GroupBanPolicyStalled", "GroupBanRateLimited", "GroupBanNoLeader", "GroupBanOperatorRestarting"] {
         assert!(alerts.contains(alert), "{alert}");
     }
 }
@@ -241,4 +241,59 @@ fn leader_election_off_in_the_chart_turns_it_off_in_run() {
     let text = run(helm);
     assert!(text.contains("- --leader-elect=false"), "{text}");
     assert!(!text.contains("- --leader-elect\n"), "{text}");
+}
+
+/// Two releases in one namespace: each PrometheusRule has its own name and
+/// group, every expression selects only its own release's series, every
+/// alert carries its release, and every runbook_url points at a section of
+/// the README that exists.
+#[test]
+fn alerts_of_two_releases_stay_apart_and_link_their_runbooks() {
+    let headings: Vec<String> = std::fs::read_to_string(Path::new(ROOT).join("README.md"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with('#'))
+        .map(|l| {
+            // GitHub's anchors: lower case, spaces to dashes, other punctuation dropped.
+            l.trim_start_matches('#')
+                .trim()
+                .to_lowercase()
+                .chars()
+                .filter_map(|c| match c {
+                    ' ' => Some('-'),
+                    c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+                    _ => None,
+                })
+                .collect()
+        })
+        .collect();
+    let mut seen_names = Vec::new();
+    for (release, other) in [("one", "two"), ("two", "one")] {
+        let Some(mut helm) = helm() else { return };
+        helm.args(["template", release, CHART, "--namespace", "ops", "--set", "metrics.prometheusRule.enabled=true"]);
+        let text = run(helm);
+        let documents: Vec<Value> = yaml_serde::Deserializer::from_str(&text)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .filter(|d: &Value| !d.is_null())
+            .collect();
+        let rule = find(&documents, "PrometheusRule");
+        let group = &rule["spec"]["groups"][0];
+        seen_names.push((rule["metadata"]["name"].as_str().unwrap().to_string(), group["name"].as_str().unwrap().to_string()));
+        let alerts = group["rules"].as_array().unwrap();
+        let names: Vec<&str> = alerts.iter().map(|a| a["alert"].as_str().unwrap()).collect();
+        for wanted in ["GroupBanOperatorDown", "GroupBanOperatorNotReady", "GroupBanOperatorRestarting", "GroupBanNoLeader"] {
+            assert!(names.contains(&wanted), "{wanted}: {names:?}");
+        }
+        for alert in alerts {
+            let expr = alert["expr"].as_str().unwrap();
+            assert!(expr.contains(&format!("{release}-groupban-operator")), "{release}: {expr}");
+            assert!(!expr.contains(&format!("{other}-groupban-operator")), "{release} selects {other}'s series: {expr}");
+            assert_eq!(alert["labels"]["release"], release);
+            let url = alert["annotations"]["runbook_url"].as_str().unwrap();
+            let anchor = url.split_once('#').map(|(_, a)| a).unwrap_or_default();
+            assert!(headings.iter().any(|h| h == anchor), "{url}: no README section {anchor:?}");
+        }
+    }
+    assert_ne!(seen_names[0], seen_names[1]);
+    assert_ne!(seen_names[0].1, seen_names[1].1, "rule group names differ");
 }
