@@ -278,16 +278,24 @@ fn alerts_of_two_releases_stay_apart_and_link_their_runbooks() {
             .collect();
         let rule = find(&documents, "PrometheusRule");
         let group = &rule["spec"]["groups"][0];
-        seen_names.push((rule["metadata"]["name"].as_str().unwrap().to_string(), group["name"].as_str().unwrap().to_string()));
+        seen_names.push((
+            rule["metadata"]["name"].as_str().unwrap().to_string(),
+            group["name"].as_str().unwrap().to_string(),
+        ));
         let alerts = group["rules"].as_array().unwrap();
         let names: Vec<&str> = alerts.iter().map(|a| a["alert"].as_str().unwrap()).collect();
-        for wanted in ["GroupBanOperatorDown", "GroupBanOperatorNotReady", "GroupBanOperatorRestarting", "GroupBanNoLeader"] {
+        for wanted in
+            ["GroupBanOperatorDown", "GroupBanOperatorNotReady", "GroupBanOperatorRestarting", "GroupBanNoLeader"]
+        {
             assert!(names.contains(&wanted), "{wanted}: {names:?}");
         }
         for alert in alerts {
             let expr = alert["expr"].as_str().unwrap();
             assert!(expr.contains(&format!("{release}-groupban-operator")), "{release}: {expr}");
-            assert!(!expr.contains(&format!("{other}-groupban-operator")), "{release} selects {other}'s series: {expr}");
+            assert!(
+                !expr.contains(&format!("{other}-groupban-operator")),
+                "{release} selects {other}'s series: {expr}"
+            );
             assert_eq!(alert["labels"]["release"], release);
             let url = alert["annotations"]["runbook_url"].as_str().unwrap();
             let anchor = url.split_once('#').map(|(_, a)| a).unwrap_or_default();

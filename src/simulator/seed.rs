@@ -46,6 +46,9 @@ pub struct ForcedAnswer {
     pub error_info: String,
 }
 
+/// The largest seed file read: room for a million banned members.
+pub const MAX_SEED_BYTES: u64 = 64 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SeedError {
     #[error("failed to read seed file {path}: {source}")]
@@ -56,8 +59,16 @@ pub enum SeedError {
 
 impl SeedFile {
     pub fn load(path: &Path) -> Result<Self, SeedError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| SeedError::Read { path: path.display().to_string(), source })?;
+        use std::io::Read;
+        let read_error = |source| SeedError::Read { path: path.display().to_string(), source };
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|file| file.take(MAX_SEED_BYTES + 1).read_to_string(&mut text))
+            .map_err(read_error)?;
+        if text.len() as u64 > MAX_SEED_BYTES {
+            let message = format!("larger than {} MiB", MAX_SEED_BYTES >> 20);
+            return Err(SeedError::Invalid { path: path.display().to_string(), message });
+        }
         Self::parse(&text).map_err(|message| SeedError::Invalid { path: path.display().to_string(), message })
     }
 
