@@ -257,7 +257,7 @@ pub struct ApplyArgs {
     /// Files or folders of GroupBanPolicy and Secret manifests (YAML or JSON); `-` reads stdin.
     #[arg(short = 'f', long = "filename", value_name = "PATH", required = true, num_args = 1..)]
     pub paths: Vec<PathBuf>,
-    /// JSON file of recorded statuses: loaded first, saved atomically after every answer.
+    /// JSON file of recorded statuses: loaded first, saved atomically after every batch of answers.
     #[arg(long, value_name = "FILE")]
     pub state: Option<PathBuf>,
     /// Output format of the resulting List.
