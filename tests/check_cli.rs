@@ -178,3 +178,48 @@ async fn each_line_fails_for_what_it_guards() {
     assert!(has(&output, "[FAIL]", "no Lease nope"));
     cluster.cleanup().await;
 }
+
+/// The two lines only another cluster can fail: an API server older than
+/// 1.29 and a CRD that does not serve v1alpha1 (the fake API server stands
+/// in, since the test control plane is new and shared).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_version_and_crd_lines_fail_on_a_cluster_that_cannot_serve_the_operator() {
+    use support::fake_apiserver::{FakeApiServer, RESOURCES, ResourceType};
+    let mut resources = RESOURCES.to_vec();
+    resources.push(ResourceType::new(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        false,
+        false,
+        &[],
+        true,
+    ));
+    let fake = FakeApiServer::start_with_resources(&resources).await;
+    fake.set_minor_version("28");
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "groupbanpolicies.groupban.dev"},
+        "spec": {"group": "groupban.dev", "scope": "Namespaced",
+            "names": {"plural": "groupbanpolicies", "kind": "GroupBanPolicy"},
+            "versions": [{"name": "v1beta1", "served": true, "storage": true}]},
+        "status": {"conditions": [{"type": "Established", "status": "True"}]}
+    });
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(fake.client());
+    crds.create(&PostParams::default(), &serde_json::from_value(crd).unwrap()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    fake.write_kubeconfig(&kubeconfig);
+    let output = tokio::process::Command::new(BIN)
+        .args(["check", "--leader-elect=false"])
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .await
+        .unwrap();
+    let text = lines(&output).join("\n");
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(has(&output, "[FAIL]", "kubernetes: v1.28.0-fake is older than 1.29"), "{text}");
+    assert!(has(&output, "[FAIL]", "serves [\"v1beta1\"], not v1alpha1"), "{text}");
+}

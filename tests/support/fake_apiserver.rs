@@ -163,6 +163,7 @@ impl FakeApiServer {
                 next_continuation: 1,
                 bookmark_interval: DEFAULT_BOOKMARK_INTERVAL,
                 max_body_bytes: MAX_BODY_BYTES,
+                minor_version: "37",
             }),
         });
         let app = axum::Router::new().fallback(handle).with_state(shared.clone());
@@ -175,6 +176,11 @@ impl FakeApiServer {
                 .await;
         });
         FakeApiServer { shared, addr, shutdown: Some(shutdown), task: Some(task) }
+    }
+
+    /// Makes `/version` report Kubernetes 1.`minor`.
+    pub fn set_minor_version(&self, minor: &'static str) {
+        self.shared.lock().minor_version = minor;
     }
 
     /// "http://127.0.0.1:PORT"
@@ -377,6 +383,8 @@ struct Signal {
 type Key = (usize, String, String);
 
 struct State {
+    /// The minor version `/version` reports.
+    minor_version: &'static str,
     rv: u64,
     objects: BTreeMap<Key, Value>,
     history: Vec<HistoryEvent>,
@@ -768,7 +776,7 @@ struct Target {
 fn dispatch(shared: &Arc<Shared>, st: &mut State, path: &str, ctx: &Ctx) -> Result<Reply, ApiError> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
     let (group, version, rest): (&str, &str, &[&str]) = match segments.as_slice() {
-        ["version"] => return Ok(Reply::Json(200, version_info())),
+        ["version"] => return Ok(Reply::Json(200, version_info(st.minor_version))),
         ["api" | "apis"] if aggregated_discovery(ctx.accept).is_some() => {
             let version = aggregated_discovery(ctx.accept).unwrap_or("v2");
             let core = segments[0] == "api";
@@ -868,13 +876,13 @@ fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
 // ---------------------------------------------------------------------------
 // Discovery
 
-fn version_info() -> Value {
+fn version_info(minor: &str) -> Value {
     json!({
         "major": "1",
-        "minor": "37",
+        "minor": minor,
         "emulationMajor": "1",
         "emulationMinor": "37",
-        "gitVersion": "v1.37.0-fake",
+        "gitVersion": format!("v1.{minor}.0-fake"),
         "gitCommit": "0000000000000000000000000000000000000000",
         "gitTreeState": "clean",
         "buildDate": "2026-01-01T00:00:00Z",
