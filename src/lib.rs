@@ -8,6 +8,7 @@
 //! - [`oneshot`]: the engine over manifest files (`apply`).
 //! - [`simulator`]: a faithful local IM gateway for trials, tests, benchmarks.
 //! - [`tools`]: `demo` and `bench`, driven against the simulator.
+//! - [`label_selector`]: label selectors checked as the API server reads them.
 //! - [`metrics`]: `/metrics`, `/healthz` and `/readyz` for `run`.
 //! - [`secret`]: a wrapper that keeps secret values out of logs and debug output.
 //! - [`signals`]: SIGTERM and SIGINT, for `run`, `apply` and `simulate`.
@@ -28,6 +29,7 @@ pub mod crd;
 pub mod diff;
 pub mod engine;
 pub mod im;
+pub mod label_selector;
 pub mod metrics;
 pub mod oneshot;
 pub mod secret;

@@ -127,7 +127,7 @@ fn one_watched_namespace_gets_roles_and_every_option_renders() {
     // defaultCredentialsNamespaceSelector (namespaces are cluster-scoped).
     let cluster_roles: Vec<&Value> = documents.iter().filter(|d| d["kind"] == "ClusterRole").collect();
     assert_eq!(cluster_roles.len(), 1, "{kinds:?}");
-    assert_eq!(cluster_roles[0]["metadata"]["name"], "release-groupban-operator-namespaces");
+    assert_eq!(cluster_roles[0]["metadata"]["name"], "release-groupban-operator-ops-namespaces");
     assert_eq!(
         cluster_roles[0]["rules"],
         serde_json::json!([{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]}])
@@ -220,6 +220,14 @@ fn unsafe_value_combinations_are_refused() {
         (&["replicaCount=3", "operator.leaderElection.enabled=false"][..], "needs operator.leaderElection.enabled"),
         (&["serviceAccount.create=false"][..], "serviceAccount.name is required"),
         (&["operator.maxCallsPerSecond=0"][..], "maxCallsPerSecond"),
+        (
+            &["metrics.prometheusRule.enabled=true", "metrics.prometheusRule.runbookBaseUrl=https://x/README.md"][..],
+            "needs metrics.serviceMonitor.enabled",
+        ),
+        (
+            &["metrics.prometheusRule.enabled=true", "metrics.serviceMonitor.enabled=true"][..],
+            "metrics.prometheusRule.runbookBaseUrl",
+        ),
     ] {
         let Some(mut helm) = helm() else { return };
         helm.args(["template", "release", CHART]);
@@ -271,6 +279,11 @@ fn alerts_of_two_releases_stay_apart_and_link_their_runbooks() {
     for (release, other) in [("one", "two"), ("two", "one")] {
         let Some(mut helm) = helm() else { return };
         helm.args(["template", release, CHART, "--namespace", "ops", "--set", "metrics.prometheusRule.enabled=true"]);
+        helm.args(["--set", "metrics.serviceMonitor.enabled=true"]);
+        helm.args([
+            "--set",
+            "metrics.prometheusRule.runbookBaseUrl=https://git.example.com/groupban-operator/README.md",
+        ]);
         let text = run(helm);
         let documents: Vec<Value> = yaml_serde::Deserializer::from_str(&text)
             .map(|d| serde::Deserialize::deserialize(d).unwrap())

@@ -156,8 +156,12 @@ fn each_value_that_crash_looped_is_refused_by_helm() {
         }
         assert!(run_accepts(&args).is_err(), "run refuses {flags:?} too");
     }
-    let too_long = rendered_args(&["operator.requestTimeoutSeconds=300".into()]);
-    assert!(too_long.is_err_and(|e| e.contains("requestTimeoutSeconds")));
+    // --set (an integer), so the schema refuses it for its size.
+    let mut helm = Command::new("helm");
+    helm.args(["template", "release", CHART, "--set", "operator.requestTimeoutSeconds=300"]);
+    let output = helm.output().unwrap();
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && error.contains("maximum: got 300, want 15"), "{error}");
 }
 
 /// Duration texts around every edge: what the chart accepts, run accepts
@@ -232,4 +236,56 @@ fn durations_agree_with_run_at_every_edge() {
             assert!(helm.is_err(), "{text:?} is outside the chart's grammar");
         }
     }
+}
+
+/// Label selectors (`operator.selector`, `defaultCredentialsNamespaceSelector`):
+/// the schema's pattern is the parser's own (one source), helm and run
+/// agree on each text, and what they accept the API server accepts too
+/// (real control plane), so no selector crash-loops the pod.
+#[tokio::test(flavor = "multi_thread")]
+async fn label_selectors_agree_with_run_and_the_api_server() {
+    if !helm_available() {
+        return;
+    }
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(SCHEMA).unwrap()).unwrap();
+    let operator = &schema["properties"]["operator"]["properties"];
+    for value in ["selector", "defaultCredentialsNamespaceSelector"] {
+        assert_eq!(
+            operator[value]["pattern"].as_str(),
+            Some(groupban_operator::label_selector::schema_pattern().as_str()),
+            "{value}: the schema holds the parser's grammar"
+        );
+    }
+    let texts = [
+        "shard=a",
+        "shard==a,tier!=canary",
+        "env in (prod, staging)",
+        "env notin (dev)",
+        "count>3",
+        "!legacy",
+        "groupban.dev/shared-credentials=true",
+        "shard=a,",
+        "env in ()",
+        "shard=a b",
+        "x=-a",
+        "Bad.Prefix/x=1",
+    ];
+    let plane = tokio::task::spawn_blocking(support::control_plane::shared).await.unwrap();
+    for text in texts {
+        // --set splits on commas unless they are escaped.
+        let helm = rendered_args(&[format!("operator.selector={}", text.replace(',', "\\,"))]);
+        let mut args = rendered_args(&[]).unwrap();
+        args.push(format!("--selector={text}"));
+        let run = run_accepts(&args);
+        assert_eq!(helm.is_ok(), run.is_ok(), "{text:?}: helm {helm:?}, run {run:?}");
+        if let (Ok(_), Some(plane)) = (&run, plane) {
+            let listed = plane.kubectl_status(&["get", "namespaces", "-l", text, "-o", "name"]);
+            assert!(listed.is_ok(), "{text:?}: the API server refuses what the chart and run accept: {listed:?}");
+        }
+    }
+    let refused = rendered_args(&[
+        "operator.defaultCredentialsSecret=im/shared".into(),
+        "operator.defaultCredentialsNamespaceSelector=tier in ()".into(),
+    ]);
+    assert!(refused.is_err_and(|e| e.contains("defaultCredentialsNamespaceSelector")));
 }

@@ -126,6 +126,8 @@ async fn each_line_fails_for_what_it_guards() {
     leases.create(&PostParams::default(), &serde_json::from_value(stale).unwrap()).await.unwrap();
 
     let secret = |name: &str| format!("{}/{name}", cluster.namespace);
+    // A policy on the shared default, in a namespace without the label.
+    cluster.apply_policy("shared-user", json!({"groupId": "room", "unbannedMembers": ["m0"]})).await;
     let cases: Vec<(Vec<String>, &str, &str)> = vec![
         (
             vec!["--as".into(), nobody.clone()],
@@ -152,6 +154,18 @@ async fn each_line_fails_for_what_it_guards() {
         (vec!["--secret".into(), secret("missing")], "[FAIL]", "not found"),
         (vec!["--secret".into(), secret("broken")], "[FAIL]", "has no key \"sdkAppId\""),
         (vec!["--policy".into(), "nope".into()], "[FAIL]", "not found"),
+        (
+            vec![
+                "--policy".into(),
+                "shared-user".into(),
+                "--default-credentials-secret".into(),
+                secret("groupban-credentials"),
+                "--default-credentials-namespace-selector".into(),
+                "groupban.dev/shared-credentials=true".into(),
+            ],
+            "[FAIL]",
+            "DefaultCredentialsNotAllowed: namespace",
+        ),
     ];
     for (args, mark, about) in cases {
         let mut all = vec!["--operator-namespace".to_string(), cluster.namespace.clone()];

@@ -88,7 +88,10 @@ pub fn answer_line(group: &str, error_code: Option<i64>, error_info: &str) -> Li
 }
 
 async fn probe_line(target: &AppTarget, group: &str) -> Line {
-    let pool = match ClientPool::new(RateLimit::per_second(PROBE_CALLS_PER_SECOND), ClientSettings::default()) {
+    // Few attempts, short timeouts: a check reports, it does not insist.
+    let mut settings = ClientSettings { request_timeout: std::time::Duration::from_secs(5), ..Default::default() };
+    settings.retry.max_attempts = 2;
+    let pool = match ClientPool::new(RateLimit::per_second(PROBE_CALLS_PER_SECOND), settings) {
         Ok(pool) => pool,
         Err(error) => return Line::fail("im", format!("no HTTP client: {error}")),
     };

@@ -92,7 +92,7 @@ pub struct CheckArgs {
     #[arg(long)]
     pub default_credentials_secret: Option<crate::engine::credentials::SecretKey>,
     /// The operator's `--default-credentials-namespace-selector`: its permissions are checked.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::label_selector::parse)]
     pub default_credentials_namespace_selector: Option<String>,
     /// The operator's `/readyz` (e.g. http://127.0.0.1:8080/readyz after a port-forward).
     #[arg(long, value_name = "URL")]
@@ -122,7 +122,7 @@ pub struct GetArgs {
     #[arg(short = 'A', long, conflicts_with_all = ["namespace", "name"])]
     pub all_namespaces: bool,
     /// Only policies whose labels match, e.g. `team=a,tier!=canary`.
-    #[arg(short = 'l', long)]
+    #[arg(short = 'l', long, value_parser = crate::label_selector::parse)]
     pub selector: Option<String>,
     /// `wide` adds pending, failed, suspended and last sync; `yaml` and `json` print the objects.
     #[arg(short = 'o', long, value_enum)]
@@ -188,7 +188,7 @@ pub struct DiffArgs {
     #[arg(short = 'A', long, conflicts_with_all = ["namespace", "name", "paths"])]
     pub all_namespaces: bool,
     /// From the cluster: only policies whose labels match.
-    #[arg(short = 'l', long, conflicts_with = "paths")]
+    #[arg(short = 'l', long, conflicts_with = "paths", value_parser = crate::label_selector::parse)]
     pub selector: Option<String>,
     /// From the cluster: NAMESPACE/NAME of the Secret for policies that name none, as `run`
     /// takes it (ignored with -f: the files' own Secrets are used).
@@ -284,7 +284,7 @@ pub struct RunArgs {
     #[arg(long, env = "GROUPBAN_NAMESPACE")]
     pub namespace: Option<String>,
     /// Reconcile only policies whose labels match (e.g. `shard=a`), so several instances can split a fleet.
-    #[arg(long, env = "GROUPBAN_SELECTOR")]
+    #[arg(long, env = "GROUPBAN_SELECTOR", value_parser = crate::label_selector::parse)]
     pub selector: Option<String>,
     /// Calls per second per app (SDKAppID) and API, for the whole process; the IM API allows 200.
     #[arg(long, default_value_t = DEFAULT_CALLS_PER_SECOND, value_parser = clap::value_parser!(u32).range(1..=MAX_CALLS_PER_SECOND))]
@@ -296,7 +296,12 @@ pub struct RunArgs {
     /// Only policies in namespaces whose labels match (e.g. `groupban.dev/shared-credentials=true`)
     /// may use --default-credentials-secret; others that name no Secret are Stalled
     /// (DefaultCredentialsNotAllowed). Every namespace when unset. Needs list/watch on namespaces.
-    #[arg(long, env = "GROUPBAN_DEFAULT_CREDENTIALS_NAMESPACE_SELECTOR", requires = "default_credentials_secret")]
+    #[arg(
+        long,
+        env = "GROUPBAN_DEFAULT_CREDENTIALS_NAMESPACE_SELECTOR",
+        requires = "default_credentials_secret",
+        value_parser = crate::label_selector::parse
+    )]
     pub default_credentials_namespace_selector: Option<String>,
     /// Policies reconciled at once (calls are bounded by the rate limit, not by this).
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]

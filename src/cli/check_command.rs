@@ -13,6 +13,7 @@ use super::handlers::Failure;
 use crate::check::cluster::{self, OperatorSetup};
 use crate::check::report::{self, Line};
 use crate::cluster::connect::{Connection, connect};
+use crate::controller::tenancy;
 use crate::crd::GroupBanPolicy;
 use crate::engine::credentials::secret_for;
 
@@ -29,7 +30,16 @@ pub async fn check(args: CheckArgs) -> Result<ExitCode, Failure> {
     };
     let deadline = args.wait.map(|wait| tokio::time::Instant::now() + wait);
     loop {
-        let lines = round(&args, &connection, &reviewer).await;
+        // Under --wait a round ends with the deadline, whatever it waits for.
+        let lines = match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, round(&args, &connection, &reviewer)).await {
+                Ok(lines) => lines,
+                Err(_) => {
+                    vec![Line::fail("wait", format!("the checks did not finish within --wait {}", shown_wait(&args)))]
+                }
+            },
+            None => round(&args, &connection, &reviewer).await,
+        };
         let passed = report::all_passed(&lines);
         let time_left = deadline.is_some_and(|d| tokio::time::Instant::now() + RETRY_EVERY < d);
         if passed || !time_left {
@@ -60,6 +70,10 @@ async fn round(args: &CheckArgs, connection: &Connection, reviewer: &kube::Clien
     lines
 }
 
+fn shown_wait(args: &CheckArgs) -> String {
+    args.wait.map(crate::cluster::errors::shown).unwrap_or_default()
+}
+
 /// The credentials of `--secret`, or of the Secret `--policy` uses.
 async fn credential_lines(args: &CheckArgs, connection: &Connection) -> Vec<Line> {
     let (secret, group) = match (&args.secret, &args.policy) {
@@ -71,6 +85,24 @@ async fn credential_lines(args: &CheckArgs, connection: &Connection) -> Vec<Line
                 Ok(Ok(policy)) => {
                     let secret =
                         secret_for(&connection.namespace, &policy.spec, args.default_credentials_secret.as_ref());
+                    // As `run` decides it: a policy on the shared default in a
+                    // namespace outside the selector makes no call at all.
+                    let uses_default =
+                        policy.spec.credentials_secret_ref.is_none() && args.default_credentials_secret.is_some();
+                    if let (true, Some(selector)) = (uses_default, &args.default_credentials_namespace_selector) {
+                        let namespace = &connection.namespace;
+                        match namespace_matches(&connection.client, namespace, selector).await {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                let refused = tenancy::allowed(false, namespace, &secret, selector).unwrap_err();
+                                return vec![Line::fail(
+                                    "credentials",
+                                    format!("DefaultCredentialsNotAllowed: {refused}"),
+                                )];
+                            }
+                            Err(error) => return vec![Line::fail("credentials", error)],
+                        }
+                    }
                     (secret, args.group.clone().or(Some(policy.spec.group_id)))
                 }
                 Ok(Err(error)) => {
@@ -86,4 +118,17 @@ async fn credential_lines(args: &CheckArgs, connection: &Connection) -> Vec<Line
         }
     };
     crate::check::credentials::credentials(&connection.client, &secret, group.as_deref()).await
+}
+
+/// Whether `namespace`'s labels match `selector` (the API server decides).
+async fn namespace_matches(client: &kube::Client, namespace: &str, selector: &str) -> Result<bool, String> {
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let params = kube::api::ListParams::default().labels(selector).fields(&format!("metadata.name={namespace}"));
+    match tokio::time::timeout(Duration::from_secs(10), namespaces.list_metadata(&params)).await {
+        Ok(Ok(list)) => Ok(!list.items.is_empty()),
+        Ok(Err(error)) => {
+            Err(format!("cannot read the labels of namespace {namespace}: {}", crate::error_chain(&error)))
+        }
+        Err(_) => Err(format!("cannot read the labels of namespace {namespace}: no answer within 10s")),
+    }
 }

@@ -38,7 +38,15 @@ pub async fn connect(target: &Target) -> Result<Connection, ClusterError> {
         (None, None) => kube::Config::infer().await.map_err(|e| unusable(&e))?,
     };
     let mut config = config;
-    config.auth_info.impersonate = target.impersonate.clone();
+    // `--as` replaces whatever impersonation the kubeconfig sets (groups
+    // included: a leftover group would change what the reviews answer);
+    // without it, the kubeconfig's own stays as kubectl would use it.
+    if let Some(user) = &target.impersonate {
+        config.auth_info.impersonate = Some(user.clone());
+        config.auth_info.impersonate_groups = None;
+        config.auth_info.impersonate_uid = None;
+        config.auth_info.impersonate_user_extra = None;
+    }
     let namespace = target.namespace.clone().unwrap_or_else(|| config.default_namespace.clone());
     let client = Client::try_from(config).map_err(|e| ClusterError::Config(crate::error_chain(&e)))?;
     Ok(Connection { client, namespace })

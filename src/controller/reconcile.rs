@@ -44,6 +44,10 @@ pub enum ReconcileError {
     NotNamespaced(String),
     #[error("failed to read Secret {secret}")]
     ReadSecret { secret: SecretKey, source: kube::Error },
+    /// The namespaces allowed the default credentials are not listed yet:
+    /// a passing problem, retried on backoff like a Secret read.
+    #[error("{0}")]
+    NamespacesNotListed(String),
     #[error("failed to write the status of {policy}")]
     WriteStatus { policy: String, source: kube::Error },
     #[error("failed to read {policy} afresh")]
@@ -61,6 +65,7 @@ impl ReconcileError {
         match self {
             ReconcileError::NotNamespaced(_) => "NotNamespaced",
             ReconcileError::ReadSecret { .. } => "ReadSecret",
+            ReconcileError::NamespacesNotListed(_) => "NamespacesNotListed",
             ReconcileError::WriteStatus { .. } => "WriteStatus",
             ReconcileError::ReadPolicy { .. } => "ReadPolicy",
             ReconcileError::StatusForbidden { .. } => "StatusForbidden",
@@ -180,6 +185,9 @@ async fn reconcile_once(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Resul
         _ => None,
     };
     let read = match refusal {
+        // Not known yet whether it may: the same path as a Secret the API
+        // server cannot hand out (a Stalled policy keeps its reason).
+        Some(CredentialsError::Unavailable { reason, .. }) => Err(ReconcileError::NamespacesNotListed(reason)),
         // Not read at all: this namespace may not see the shared Secret.
         Some(refused) => Ok(Err(refused)),
         None => read_credentials(&ctx, &secret).await,
