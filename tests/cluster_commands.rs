@@ -59,6 +59,21 @@ fn owned_by(policy: &GroupBanPolicy, manager: &str) -> Vec<Value> {
         .collect()
 }
 
+/// A simulator with `banned` members of group "room" banned, a cluster
+/// with its credentials, a running operator, and policy "p" (members
+/// m0..m4) Ready.
+async fn operator_with_ready_policy(
+    banned: usize,
+) -> (groupban_operator::simulator::RunningSimulator, Cluster, Operator) {
+    let sim = start(config(&seed_banned(&[("room", banned)]))).await;
+    let cluster = Cluster::start().await;
+    cluster.put_secret("groupban-credentials", &sim.base_url(), KEY).await;
+    let operator = Operator::start(&cluster, &[]);
+    cluster.apply_policy("p", json!({"groupId": "room", "unbannedMembers": members("m", 5)})).await;
+    cluster.wait_for("p", WAIT, is_ready).await;
+    (sim, cluster, operator)
+}
+
 /// `get`: a fresh policy reads READY Unknown, `-l` and a name narrow the
 /// list, `-o wide|yaml|json` as kubectl prints them, `-A` adds the
 /// namespace; a missing name is an error naming it.
@@ -134,12 +149,7 @@ async fn get_lists_policies_in_each_format() {
 /// its own field manager's and owns only the annotation.
 #[tokio::test(flavor = "multi_thread")]
 async fn reconcile_waits_for_the_operator_and_reports_the_outcome() {
-    let sim = start(config(&seed_banned(&[("room", 5)]))).await;
-    let cluster = Cluster::start().await;
-    cluster.put_secret("groupban-credentials", &sim.base_url(), KEY).await;
-    let _operator = Operator::start(&cluster, &[]);
-    cluster.apply_policy("p", json!({"groupId": "room", "unbannedMembers": members("m", 5)})).await;
-    cluster.wait_for("p", WAIT, is_ready).await;
+    let (_sim, cluster, _operator) = operator_with_ready_policy(5).await;
     let cli = Cli { cluster: &cluster };
 
     let output = cli.run(&["reconcile", "p", "--timeout", "30s"]).await;
@@ -197,12 +207,7 @@ async fn reconcile_times_out_when_no_operator_answers() {
 /// `reconcile` refuses a suspended policy.
 #[tokio::test(flavor = "multi_thread")]
 async fn suspend_and_resume_own_only_their_fields() {
-    let sim = start(config(&seed_banned(&[("room", 10)]))).await;
-    let cluster = Cluster::start().await;
-    cluster.put_secret("groupban-credentials", &sim.base_url(), KEY).await;
-    let _operator = Operator::start(&cluster, &[]);
-    cluster.apply_policy("p", json!({"groupId": "room", "unbannedMembers": members("m", 5)})).await;
-    cluster.wait_for("p", WAIT, is_ready).await;
+    let (_sim, cluster, _operator) = operator_with_ready_policy(10).await;
     let cli = Cli { cluster: &cluster };
 
     let output = cli.run(&["suspend", "p"]).await;

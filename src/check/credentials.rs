@@ -4,12 +4,11 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, Client};
+use kube::Client;
 
 use super::report::Line;
 use crate::engine::clients::ClientPool;
-use crate::engine::credentials::{self, AppTarget, SecretKey};
+use crate::engine::credentials::{AppTarget, SecretKey};
 use crate::im::codes;
 use crate::im::usersig::{self, SigRequest};
 use crate::im::{ClientSettings, RateLimit};
@@ -20,20 +19,7 @@ const PROBE_CALLS_PER_SECOND: u32 = 5;
 /// The lines for the credentials in `secret`, and a read of `group` with
 /// them when one is named.
 pub async fn credentials(client: &Client, secret: &SecretKey, group: Option<&str>) -> Vec<Line> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &secret.namespace);
-    let read = tokio::time::timeout(std::time::Duration::from_secs(10), secrets.get_opt(&secret.name)).await;
-    let target = match read {
-        Ok(Ok(Some(found))) => credentials::from_secret(&found, &secret.to_string()),
-        Ok(Ok(None)) => return vec![Line::fail("credentials", format!("Secret {secret} not found"))],
-        Ok(Err(error)) => {
-            return vec![Line::fail(
-                "credentials",
-                format!("cannot read Secret {secret}: {}", crate::error_chain(&error)),
-            )];
-        }
-        Err(_) => return vec![Line::fail("credentials", format!("cannot read Secret {secret}: no answer within 10s"))],
-    };
-    let target = match target {
+    let target = match crate::cluster::secrets::read_target(client.clone(), secret).await {
         Ok(target) => target,
         Err(problem) => return vec![Line::fail("credentials", problem.to_string())],
     };

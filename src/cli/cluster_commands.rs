@@ -4,7 +4,6 @@
 use std::process::ExitCode;
 
 use k8s_openapi::jiff::Timestamp;
-use kube::Api;
 
 use super::args::{DiffArgs, DiffOutput, GetArgs, GetOutput, KubeArgs, ReconcileArgs, ResumeArgs, SuspendArgs};
 use super::handlers::{Failure, client_settings};
@@ -13,7 +12,6 @@ use crate::cluster::errors::ClusterError;
 use crate::cluster::get::{self, Query};
 use crate::cluster::request::{self, PolicyRef};
 use crate::cluster::table::Layout;
-use crate::crd::GroupBanPolicy;
 use crate::diff::report::Report;
 use crate::diff::{read, sources};
 use crate::engine::clients::ClientPool;
@@ -37,6 +35,12 @@ pub(super) fn target(kube: &KubeArgs, impersonate: Option<String>) -> Target {
 
 async fn connect_with(kube: &KubeArgs) -> Result<Connection, Failure> {
     Ok(connect(&target(kube, None)).await?)
+}
+
+/// The policy `name` in the namespace the flags (or the context) name.
+async fn named_policy(kube: &KubeArgs, name: &str) -> Result<PolicyRef, Failure> {
+    let connection = connect_with(kube).await?;
+    Ok(PolicyRef::new(connection.client, &connection.namespace, name))
 }
 
 fn to_yaml(value: &impl serde::Serialize) -> Result<String, Failure> {
@@ -83,9 +87,7 @@ pub async fn get(args: GetArgs) -> Result<ExitCode, Failure> {
 
 pub async fn reconcile(args: ReconcileArgs) -> Result<ExitCode, Failure> {
     crate::telemetry::init("warn");
-    let connection = connect_with(&args.kube).await?;
-    let api: Api<GroupBanPolicy> = Api::namespaced(connection.client, &connection.namespace);
-    let policy = PolicyRef { api: &api, namespace: &connection.namespace, name: &args.name };
+    let policy = named_policy(&args.kube, &args.name).await?;
     let token = request::request_reconcile(&policy).await?;
     eprintln!("requested a reconcile of GroupBanPolicy {} ({token}); waiting for the operator", policy.object());
     report_outcome(&policy, &token, args.timeout).await
@@ -93,9 +95,7 @@ pub async fn reconcile(args: ReconcileArgs) -> Result<ExitCode, Failure> {
 
 pub async fn suspend(args: SuspendArgs) -> Result<ExitCode, Failure> {
     crate::telemetry::init("warn");
-    let connection = connect_with(&args.kube).await?;
-    let api: Api<GroupBanPolicy> = Api::namespaced(connection.client, &connection.namespace);
-    let policy = PolicyRef { api: &api, namespace: &connection.namespace, name: &args.name };
+    let policy = named_policy(&args.kube, &args.name).await?;
     request::suspend(&policy).await?;
     crate::outln!("GroupBanPolicy {} suspended: the operator makes no IM calls for it", policy.object());
     Ok(ExitCode::SUCCESS)
@@ -103,9 +103,7 @@ pub async fn suspend(args: SuspendArgs) -> Result<ExitCode, Failure> {
 
 pub async fn resume(args: ResumeArgs) -> Result<ExitCode, Failure> {
     crate::telemetry::init("warn");
-    let connection = connect_with(&args.kube).await?;
-    let api: Api<GroupBanPolicy> = Api::namespaced(connection.client, &connection.namespace);
-    let policy = PolicyRef { api: &api, namespace: &connection.namespace, name: &args.name };
+    let policy = named_policy(&args.kube, &args.name).await?;
     let token = request::resume(&policy).await?;
     if args.no_wait {
         crate::outln!("GroupBanPolicy {} resumed; a reconcile is requested ({token})", policy.object());
@@ -120,11 +118,7 @@ pub async fn resume(args: ResumeArgs) -> Result<ExitCode, Failure> {
 
 /// Waits for the request `token` to be handled, prints the outcome, and
 /// exits 0 only when the policy is Ready.
-async fn report_outcome(
-    policy: &PolicyRef<'_>,
-    token: &str,
-    timeout: std::time::Duration,
-) -> Result<ExitCode, Failure> {
+async fn report_outcome(policy: &PolicyRef, token: &str, timeout: std::time::Duration) -> Result<ExitCode, Failure> {
     let (policy_now, note) = match request::wait_handled(policy, token, timeout).await? {
         request::Waited::Settled(found) => (found, String::new()),
         request::Waited::StillReconciling(found) => {

@@ -7,10 +7,12 @@
 //! - [`get`], [`table`]: listing and printing policies.
 //! - [`request`]: the writes (own field manager, one field each) and the
 //!   wait for a reconcile request to be handled.
+//! - [`secrets`]: a credentials Secret read once, for `diff` and `check`.
 //! - [`errors`]: failures naming the object and the cause.
 
 pub mod connect;
 pub mod errors;
 pub mod get;
 pub mod request;
+pub mod secrets;
 pub mod table;

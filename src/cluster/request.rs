@@ -19,26 +19,30 @@ use crate::crd::{GroupBanPolicy, RECONCILE_REQUESTED_AT, condition_types};
 pub const FIELD_MANAGER: &str = "groupban-cli";
 
 /// One policy by namespace and name.
-pub struct PolicyRef<'a> {
-    pub api: &'a Api<GroupBanPolicy>,
-    pub namespace: &'a str,
-    pub name: &'a str,
+pub struct PolicyRef {
+    pub api: Api<GroupBanPolicy>,
+    pub namespace: String,
+    pub name: String,
 }
 
-impl PolicyRef<'_> {
+impl PolicyRef {
+    pub fn new(client: kube::Client, namespace: &str, name: &str) -> Self {
+        Self { api: Api::namespaced(client, namespace), namespace: namespace.into(), name: name.into() }
+    }
+
     /// `NAMESPACE/NAME`, as errors name it.
     pub fn object(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
     }
 
     async fn get(&self) -> Result<GroupBanPolicy, ClusterError> {
-        self.api.get(self.name).await.map_err(|e| ClusterError::from_kube("get", &self.object(), e))
+        self.api.get(&self.name).await.map_err(|e| ClusterError::from_kube("get", &self.object(), e))
     }
 
     async fn patch(&self, patch: serde_json::Value) -> Result<GroupBanPolicy, ClusterError> {
         let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
         self.api
-            .patch(self.name, &params, &Patch::Merge(patch))
+            .patch(&self.name, &params, &Patch::Merge(patch))
             .await
             .map_err(|e| ClusterError::from_kube("patch", &self.object(), e))
     }
@@ -51,13 +55,13 @@ pub fn new_token() -> String {
 
 /// Sets `spec.suspend: true`: the operator makes no IM calls for the
 /// policy until it is resumed.
-pub async fn suspend(policy: &PolicyRef<'_>) -> Result<(), ClusterError> {
+pub async fn suspend(policy: &PolicyRef) -> Result<(), ClusterError> {
     policy.patch(json!({"spec": {"suspend": true}})).await.map(|_| ())
 }
 
 /// Sets `spec.suspend: false` and asks for a reconcile in the same write;
 /// returns the request's token.
-pub async fn resume(policy: &PolicyRef<'_>) -> Result<String, ClusterError> {
+pub async fn resume(policy: &PolicyRef) -> Result<String, ClusterError> {
     let token = new_token();
     let patch = json!({"spec": {"suspend": false}, "metadata": {"annotations": {RECONCILE_REQUESTED_AT: token}}});
     policy.patch(patch).await?;
@@ -68,7 +72,7 @@ pub async fn resume(policy: &PolicyRef<'_>) -> Result<String, ClusterError> {
 /// `groupban.dev/reconcile-requested-at`); returns the token to wait for.
 /// A suspended policy is refused, as Flux refuses it: the request would
 /// be answered with no call made.
-pub async fn request_reconcile(policy: &PolicyRef<'_>) -> Result<String, ClusterError> {
+pub async fn request_reconcile(policy: &PolicyRef) -> Result<String, ClusterError> {
     if policy.get().await?.spec.suspend == Some(true) {
         return Err(ClusterError::Suspended { object: policy.object() });
     }
@@ -102,7 +106,7 @@ pub enum Waited {
 /// settled (see [`has_settled`]). A watch that breaks is resumed on a
 /// backoff; a forbidden one ends the wait. A request not handled in time
 /// is an error that says what may be wrong.
-pub async fn wait_handled(policy: &PolicyRef<'_>, token: &str, timeout: Duration) -> Result<Waited, ClusterError> {
+pub async fn wait_handled(policy: &PolicyRef, token: &str, timeout: Duration) -> Result<Waited, ClusterError> {
     let config = watcher::Config::default().fields(&format!("metadata.name={}", policy.name));
     let events = watcher(policy.api.clone(), config).default_backoff();
     let mut events = std::pin::pin!(events);
@@ -147,7 +151,7 @@ fn handled(policy: &GroupBanPolicy, token: &str) -> bool {
 }
 
 /// A watch the API server forbids, as an error naming the object.
-fn forbidden_in(error: &watcher::Error, policy: &PolicyRef<'_>) -> Option<ClusterError> {
+fn forbidden_in(error: &watcher::Error, policy: &PolicyRef) -> Option<ClusterError> {
     let status = match error {
         watcher::Error::InitialListFailed(kube::Error::Api(status))
         | watcher::Error::WatchStartFailed(kube::Error::Api(status))

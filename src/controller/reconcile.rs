@@ -180,17 +180,17 @@ async fn reconcile_once(policy: Arc<GroupBanPolicy>, ctx: Arc<Context>) -> Resul
     // A Secret the API server cannot hand out now still ends in a status
     // (Ready=False, saying why) before the error takes the backoff path.
     let uses_default = policy.spec.credentials_secret_ref.is_none() && ctx.options.default_credentials_secret.is_some();
-    let refusal = match (&ctx.shared_scope, uses_default) {
-        (Some(scope), true) => scope.admits(&namespace, &secret).await.err(),
-        _ => None,
+    let admission = match (&ctx.shared_scope, uses_default) {
+        (Some(scope), true) => scope.admits(&namespace, &secret).await,
+        _ => Ok(Ok(())),
     };
-    let read = match refusal {
+    let read = match admission {
+        Ok(Ok(())) => read_credentials(&ctx, &secret).await,
+        // Not read at all: this namespace may not see the shared Secret.
+        Ok(Err(refused)) => Ok(Err(refused)),
         // Not known yet whether it may: the same path as a Secret the API
         // server cannot hand out (a Stalled policy keeps its reason).
-        Some(CredentialsError::Unavailable { reason, .. }) => Err(ReconcileError::NamespacesNotListed(reason)),
-        // Not read at all: this namespace may not see the shared Secret.
-        Some(refused) => Ok(Err(refused)),
-        None => read_credentials(&ctx, &secret).await,
+        Err(reason) => Err(ReconcileError::NamespacesNotListed(reason)),
     };
     let (target, read_failure) = match read {
         Ok(target) => (target, None),

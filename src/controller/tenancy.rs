@@ -42,17 +42,14 @@ impl SharedScope {
     }
 
     /// Whether a policy in `namespace` that names no Secret may use the
-    /// default `secret`. Until the first list is in, the answer is
-    /// "unavailable" (a passing problem), never a false refusal.
-    pub async fn admits(&self, namespace: &str, secret: &SecretKey) -> Result<(), CredentialsError> {
+    /// default `secret`: the verdict, or (outer `Err`) why there is none
+    /// yet: the first list is not in, a passing problem, never a refusal.
+    pub async fn admits(&self, namespace: &str, secret: &SecretKey) -> Result<Result<(), CredentialsError>, String> {
         if tokio::time::timeout(FIRST_LIST_WAIT, self.namespaces.wait_until_ready()).await.is_err() {
-            return Err(CredentialsError::Unavailable {
-                secret: secret.to_string(),
-                reason: format!("the namespaces matching {:?} are not listed yet", self.selector),
-            });
+            return Err(format!("the namespaces matching {:?} are not listed yet", self.selector));
         }
         let listed = self.namespaces.get(&ObjectRef::new(namespace)).is_some();
-        allowed(listed, namespace, secret, &self.selector)
+        Ok(allowed(listed, namespace, secret, &self.selector))
     }
 }
 

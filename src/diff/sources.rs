@@ -3,8 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, Client, ResourceExt};
+use kube::{Client, ResourceExt};
 
 use crate::cluster::errors::ClusterError;
 use crate::cluster::get::{self, Query};
@@ -81,7 +80,7 @@ pub async fn from_cluster(
         let namespace = policy.namespace().unwrap_or_default();
         let key = credentials::secret_for(&namespace, &policy.spec, default_secret);
         if !secrets.contains_key(&key) {
-            let target = read_secret(client.clone(), &key).await;
+            let target = crate::cluster::secrets::read_target(client.clone(), &key).await;
             secrets.insert(key.clone(), target);
         }
         let target = secrets[&key].clone();
@@ -95,19 +94,6 @@ pub async fn from_cluster(
         });
     }
     Ok(inputs)
-}
-
-async fn read_secret(client: Client, key: &SecretKey) -> Result<AppTarget, CredentialsError> {
-    let secrets: Api<Secret> = Api::namespaced(client, &key.namespace);
-    let shown = key.to_string();
-    match secrets.get_opt(&key.name).await {
-        Ok(Some(secret)) => credentials::from_secret(&secret, &shown),
-        Ok(None) => Err(CredentialsError::SecretNotFound { secret: shown }),
-        Err(kube::Error::Api(status)) if status.is_forbidden() || status.is_not_found() => {
-            Err(CredentialsError::Unreadable { secret: shown, reason: status.message.clone() })
-        }
-        Err(error) => Err(CredentialsError::Unavailable { secret: shown, reason: crate::error_chain(&error) }),
-    }
 }
 
 #[cfg(test)]
